@@ -1,0 +1,1 @@
+"""Upkeep's services: ingest, rules, notifier, analytics."""

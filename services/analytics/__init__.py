@@ -1,0 +1,1 @@
+"""The analytics service (see its issue); the directory is reserved so the layout is final."""

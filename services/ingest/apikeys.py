@@ -1,0 +1,67 @@
+"""API keys for ``POST /v1/events``: stored hashed (SHA-256), each with scopes.
+
+Keys are 32 random bytes, so a plain SHA-256 is enough (no dictionary to attack); comparison is
+constant-time. Make a key with ``python -m services.ingest.apikeys new NAME`` and put the printed
+JSON entry into ``UPKEEP_INGEST_API_KEYS`` (a JSON list); give the key itself to the client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import json
+import secrets
+import sys
+
+from pydantic import BaseModel, Field
+
+WRITE_EVENTS = "events:write"
+KEY_PREFIX = "upk_"
+
+
+class ApiKeySpec(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: list[str] = Field(default_factory=lambda: [WRITE_EVENTS])
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class KeyRing:
+    """The configured keys; finds the one a request presented."""
+
+    def __init__(self, specs: list[ApiKeySpec]) -> None:
+        self._specs = list(specs)
+
+    def find(self, presented: str) -> ApiKeySpec | None:
+        candidate = digest(presented)
+        found = None
+        for spec in self._specs:  # no early exit: timing does not reveal which key matched
+            if hmac.compare_digest(candidate, spec.sha256):
+                found = spec
+        return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Create an ingest API key.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    create = sub.add_parser("new", help="print a new key and its configuration entry")
+    create.add_argument("name")
+    create.add_argument("--scope", action="append", default=None)
+    args = parser.parse_args(argv)
+    key = new_key()
+    entry = ApiKeySpec(name=args.name, sha256=digest(key), scopes=args.scope or [WRITE_EVENTS])
+    sys.stdout.write(f"key (give to the client, shown once): {key}\n")
+    sys.stdout.write(f"entry for UPKEEP_INGEST_API_KEYS: {json.dumps(entry.model_dump())}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

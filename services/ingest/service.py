@@ -1,0 +1,112 @@
+"""Wires ingest together: settings → adapters → consumer loop + HTTP app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
+
+from services.ingest.api import HttpIngestConfig, events_router
+from services.ingest.apikeys import KeyRing
+from services.ingest.dedup import MongoDedupStore
+from services.ingest.normalise import NormaliseContext
+from services.ingest.pipeline import IngestConfig, IngestHandler
+from services.ingest.settings import IngestSettings
+from shared.errors import is_transient
+from shared.http import create_app
+from shared.kafka.clients import make_consumer, make_producer
+from shared.kafka.consumer import ConsumerLoop
+from shared.kafka.producer import Publisher
+from shared.mongo import database, make_client, ping
+from shared.runtime import Service
+
+log = logging.getLogger(__name__)
+
+
+def normalise_context(settings: IngestSettings) -> NormaliseContext:
+    return NormaliseContext(
+        default_source=settings.default_source,
+        default_timezone=settings.default_timezone,
+        phone_region=settings.phone_region,
+    )
+
+
+async def _ensure_indexes(store: MongoDedupStore) -> None:
+    """Runs in the background: the service starts even while MongoDB is still coming up."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(is_transient), wait=wait_random_exponential(max=15)
+    ):
+        with attempt:
+            await store.ensure_indexes()
+
+
+@contextlib.asynccontextmanager
+async def build(settings: IngestSettings) -> AsyncIterator[Service]:
+    mongo = make_client(settings.mongo, settings.service_name)
+    dedup = MongoDedupStore(
+        database(mongo, settings.mongo)["ingest_dedup"], settings.dedup_retention_days
+    )
+    indexes = asyncio.create_task(_ensure_indexes(dedup), name="ingest-indexes")
+    context = normalise_context(settings)
+    topics = settings.topics
+    loop = ConsumerLoop(
+        service=settings.service_name,
+        consumer_factory=lambda: make_consumer(
+            settings.kafka,
+            settings.service_name,
+            group_id=settings.group_id,
+            max_records=settings.batch_max_records,
+        ),
+        topics=[topics.raw_customer, topics.raw_channel],
+        handler=IngestHandler(
+            IngestConfig(topics.events, settings.max_message_bytes, context), dedup
+        ),
+        group_id=settings.group_id,
+        dlq_topic=topics.dlq,
+        producer_factory=lambda: make_producer(
+            settings.kafka,
+            settings.service_name,
+            transactional_id=f"upkeep-{settings.service_name}-{settings.instance_id}",
+        ),
+        transactional=True,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        max_records=settings.batch_max_records,
+    )
+    publisher = Publisher(lambda: make_producer(settings.kafka, f"{settings.service_name}-http"))
+    publisher.start_in_background()
+
+    async def consumer_ready() -> bool:
+        return loop.ready
+
+    app = create_app(
+        service=settings.service_name,
+        description="Takes customer, contract and channel events and publishes canonical "
+        "CloudEvents to upkeep.events.v1.",
+        readiness={
+            "kafka": publisher.probe,
+            "mongodb": lambda: ping(mongo),
+            "consumer": consumer_ready,
+        },
+    )
+    app.include_router(
+        events_router(
+            HttpIngestConfig(
+                raw_customer_topic=topics.raw_customer,
+                raw_channel_topic=topics.raw_channel,
+                max_body_bytes=settings.max_body_bytes,
+                max_batch_items=settings.max_batch_items,
+                context=context,
+            ),
+            KeyRing(settings.api_keys),
+            publisher.publish,
+        )
+    )
+    try:
+        yield Service(app=app, loops=[loop])
+    finally:
+        indexes.cancel()
+        await publisher.close()
+        await mongo.close()

@@ -1,0 +1,32 @@
+"""Ingest configuration (environment prefix ``UPKEEP_INGEST_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.ingest.apikeys import ApiKeySpec
+from shared.events.fields import zone
+from shared.settings import ServiceSettings
+
+
+class IngestSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="UPKEEP_INGEST_", extra="ignore")
+
+    service_name: str = "ingest"
+    http_port: int = 8001
+    api_keys: list[ApiKeySpec] = Field(default_factory=list)
+    max_message_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_batch_items: int = Field(default=500, ge=1, le=5000)
+    default_source: str = "urn:upkeep:ingest"
+    default_timezone: str | None = None
+    phone_region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
+    dedup_retention_days: int = Field(default=30, ge=1)
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _iana(cls, value: str | None) -> str | None:
+        if value is not None:
+            zone(value)
+        return value

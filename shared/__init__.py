@@ -1,0 +1,1 @@
+"""The common library every Upkeep service imports."""

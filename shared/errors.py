@@ -1,0 +1,33 @@
+"""Which failures are worth retrying.
+
+A *transient* failure is a dependency that is down or slow (Kafka, MongoDB, a network call): the
+work is rolled back and tried again later, and nothing is dead-lettered. Anything else raised
+while handling a record is that record's fault and sends it to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka.errors import KafkaError
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, WaitQueueTimeoutError
+
+
+class TransientError(Exception):
+    """Raise to say "a dependency failed; retry this work later"."""
+
+
+TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
+    TransientError,
+    KafkaError,
+    ConnectionFailure,  # includes AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError
+    ExecutionTimeout,
+    WaitQueueTimeoutError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    ConnectionError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT_TYPES)

@@ -1,0 +1,61 @@
+"""Generates the JSON Schema documents of the event contract from the models.
+
+``python -m shared.events.schema docs/schemas`` (re)writes one file per event type plus the
+envelope; ``--check`` exits 1 if the files on disk differ from the models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from shared.events.envelope import SCHEMA_PREFIX, CanonicalEvent
+from shared.events.types import EVENT_TYPES
+
+
+def schema_documents() -> dict[str, dict[str, Any]]:
+    """File name -> JSON Schema, for the envelope and every registered event type."""
+    docs: dict[str, dict[str, Any]] = {}
+    envelope = CanonicalEvent.model_json_schema()
+    envelope["$id"] = SCHEMA_PREFIX + "envelope"
+    envelope["title"] = "Upkeep canonical CloudEvent"
+    docs["envelope.json"] = envelope
+    for name, model in sorted(EVENT_TYPES.items()):
+        schema = model.model_json_schema(mode="validation")
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = SCHEMA_PREFIX + name
+        schema["title"] = name
+        docs[f"{name}.json"] = schema
+    return docs
+
+
+def render(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--check", action="store_true", help="compare instead of writing")
+    args = parser.parse_args(argv)
+    stale = []
+    for file_name, document in schema_documents().items():
+        path = args.directory / file_name
+        text = render(document)
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(file_name)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    if stale:
+        sys.stderr.write(f"stale schemas (run make schemas): {', '.join(stale)}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

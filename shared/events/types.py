@@ -1,0 +1,264 @@
+"""Payload models of every event type, and the one table that registers them.
+
+A type name is ``upkeep.<entity>.<what>.v<N>``. A new version of a type is a new class and a new
+row in :data:`EVENT_TYPES`; the old version stays so old producers keep working. Upstream systems
+may also write the short name (``customer.upserted``), which resolves to the newest version.
+
+Every event is about one *subject* — a customer, a channel or a staff member — and is keyed by it
+on Kafka, so one rules replica sees all events of a subject in order. Contract events belong to
+their customer.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+from shared.events.fields import (
+    Currency,
+    Email,
+    Id,
+    Locale,
+    Money,
+    Name,
+    Phone,
+    Text,
+    TimeZoneName,
+    UtcDatetime,
+)
+
+SubjectKind = Literal["customer", "channel", "staff"]
+
+
+class EventPayload(BaseModel):
+    """Base of all payloads. Unknown fields are refused so a typo never passes silently;
+    free-form data belongs in ``attributes``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=10_000)
+
+    type_name: ClassVar[str]
+    subject_kind: ClassVar[SubjectKind]
+    subject_field: ClassVar[str]
+    time_field: ClassVar[str | None] = None
+
+    def subject(self) -> str:
+        """The partition key and CloudEvents ``subject``: ``<kind>:<id>``."""
+        return f"{self.subject_kind}:{getattr(self, self.subject_field)}"
+
+    def event_time(self) -> datetime | None:
+        """When the event happened, if the payload says so."""
+        if self.time_field is None:
+            return None
+        value: datetime | None = getattr(self, self.time_field)
+        return value
+
+
+Attributes = dict[str, str | int | float | bool | None]
+
+
+class CustomerUpserted(EventPayload):
+    """A customer was created or changed in the CRM. Carries the whole profile."""
+
+    type_name = "upkeep.customer.upserted.v1"
+    subject_kind = "customer"
+    subject_field = "customer_id"
+    time_field = "updated_at"
+
+    customer_id: Id
+    name: Name
+    timezone: TimeZoneName
+    locale: Locale = "en"
+    email: Email | None = None
+    phone: Phone | None = None
+    birthday: date | None = None
+    customer_since: date | None = None
+    owner_id: Id | None = None
+    channel_id: Id | None = None
+    marketing_opt_in: bool = True
+    updated_at: UtcDatetime | None = None
+    tags: list[Text] = Field(default_factory=list, max_length=50)
+    attributes: Attributes = Field(default_factory=dict, max_length=100)
+
+
+class CustomerInteraction(EventPayload):
+    """Something happened between the business and a customer: an order, visit, call or ticket."""
+
+    type_name = "upkeep.customer.interaction.v1"
+    subject_kind = "customer"
+    subject_field = "customer_id"
+    time_field = "occurred_at"
+
+    interaction_id: Id
+    customer_id: Id
+    kind: Literal["order", "visit", "call", "ticket"]
+    occurred_at: UtcDatetime
+    amount: Money | None = None
+    currency: Currency | None = None
+    ticket_status: Literal["opened", "closed"] | None = None
+    staff_id: Id | None = None
+    channel_id: Id | None = None
+    attributes: Attributes = Field(default_factory=dict, max_length=100)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.kind == "ticket" and self.ticket_status is None:
+            raise ValueError("a ticket interaction needs ticket_status (opened or closed)")
+        if self.kind != "ticket" and self.ticket_status is not None:
+            raise ValueError("ticket_status is only for ticket interactions")
+        if self.amount is not None and self.currency is None:
+            raise ValueError("an amount needs a currency")
+        return self
+
+
+class ContractUpserted(EventPayload):
+    """A contract was signed or changed."""
+
+    type_name = "upkeep.contract.upserted.v1"
+    subject_kind = "customer"
+    subject_field = "customer_id"
+    time_field = "updated_at"
+
+    contract_id: Id
+    customer_id: Id
+    start_date: date
+    end_date: date
+    value: Money | None = None
+    currency: Currency | None = None
+    auto_renew: bool = False
+    status: Literal["active", "pending", "expired"] = "active"
+    owner_id: Id | None = None
+    updated_at: UtcDatetime | None = None
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> Self:
+        if self.end_date < self.start_date:
+            raise ValueError("end_date is before start_date")
+        if self.value is not None and self.currency is None:
+            raise ValueError("a value needs a currency")
+        return self
+
+
+class ContractRenewed(EventPayload):
+    """A contract was renewed until a new end date."""
+
+    type_name = "upkeep.contract.renewed.v1"
+    subject_kind = "customer"
+    subject_field = "customer_id"
+    time_field = "renewed_at"
+
+    contract_id: Id
+    customer_id: Id
+    renewed_at: UtcDatetime
+    new_end_date: date
+    value: Money | None = None
+    currency: Currency | None = None
+
+
+class ContractCancelled(EventPayload):
+    """A contract was cancelled (it will not be renewed)."""
+
+    type_name = "upkeep.contract.cancelled.v1"
+    subject_kind = "customer"
+    subject_field = "customer_id"
+    time_field = "cancelled_at"
+
+    contract_id: Id
+    customer_id: Id
+    cancelled_at: UtcDatetime
+    reason: Text | None = None
+
+
+class ChannelUpserted(EventPayload):
+    """A channel (distributor, reseller, partner) was created or changed."""
+
+    type_name = "upkeep.channel.upserted.v1"
+    subject_kind = "channel"
+    subject_field = "channel_id"
+    time_field = "updated_at"
+
+    channel_id: Id
+    name: Name
+    timezone: TimeZoneName
+    locale: Locale = "en"
+    manager_id: Id | None = None
+    region: Text | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    active: bool = True
+    updated_at: UtcDatetime | None = None
+    attributes: Attributes = Field(default_factory=dict, max_length=100)
+
+
+class ChannelOrder(EventPayload):
+    """A channel ordered from us (``order``) or reported a sale to an end customer
+    (``sell_through``)."""
+
+    type_name = "upkeep.channel.order.v1"
+    subject_kind = "channel"
+    subject_field = "channel_id"
+    time_field = "occurred_at"
+
+    order_id: Id
+    channel_id: Id
+    kind: Literal["order", "sell_through"] = "order"
+    occurred_at: UtcDatetime
+    amount: Money
+    currency: Currency
+    units: int | None = Field(default=None, ge=0)
+    customer_id: Id | None = None
+
+
+class StaffUpserted(EventPayload):
+    """A member of staff who owns customers or manages channels was created or changed."""
+
+    type_name = "upkeep.staff.upserted.v1"
+    subject_kind = "staff"
+    subject_field = "staff_id"
+    time_field = "updated_at"
+
+    staff_id: Id
+    name: Name
+    timezone: TimeZoneName
+    locale: Locale = "en"
+    email: Email | None = None
+    phone: Phone | None = None
+    manager_id: Id | None = None
+    chat_webhook_url: HttpUrl | None = None
+    active: bool = True
+    updated_at: UtcDatetime | None = None
+
+
+EVENT_TYPES: dict[str, type[EventPayload]] = {
+    model.type_name: model
+    for model in (
+        CustomerUpserted,
+        CustomerInteraction,
+        ContractUpserted,
+        ContractRenewed,
+        ContractCancelled,
+        ChannelUpserted,
+        ChannelOrder,
+        StaffUpserted,
+    )
+}
+"""Every event type Upkeep accepts, by full versioned name. Add new types here."""
+
+
+def _short_name(type_name: str) -> str:
+    return type_name.removeprefix("upkeep.").rsplit(".v", 1)[0]
+
+
+_ALIASES: dict[str, str] = {}
+for _name in sorted(EVENT_TYPES, key=lambda n: int(n.rsplit(".v", 1)[1])):
+    _ALIASES[_short_name(_name)] = _name  # the newest version wins
+    _ALIASES[_name.removeprefix("upkeep.")] = _name
+
+
+def resolve_type(name: str) -> type[EventPayload] | None:
+    """The payload model for a full or short type name, or ``None`` if it is unknown."""
+    if name in EVENT_TYPES:
+        return EVENT_TYPES[name]
+    full = _ALIASES.get(name)
+    return EVENT_TYPES[full] if full else None

@@ -1,0 +1,1 @@
+"""Kafka plumbing shared by every service: clients, publisher, consumer loop, dead letters."""

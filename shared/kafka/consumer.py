@@ -1,0 +1,348 @@
+"""The consume → handle → publish → commit loop every service runs.
+
+Guarantees, in order of importance:
+
+* **Nothing is lost.** Offsets are committed only after the batch's effects: with a transactional
+  producer the published messages (results *and* dead letters) and the consumed offsets are
+  committed in one Kafka transaction, so downstream ``read_committed`` consumers see each result
+  exactly once; without one, results are flushed before offsets are committed (at-least-once).
+* **Bad input never stops the loop.** A handler reports bad records as :class:`DeadLetter`; a record
+  whose handling raises an unexpected error is isolated (the batch is re-handled one record at a
+  time) and dead-lettered as ``handler_error``.
+* **A failed dependency is retried, not dead-lettered.** Transient errors (see
+  :mod:`shared.errors`) roll the batch back and retry it with jittered exponential backoff.
+* **Per-partition order.** Records of a partition are handed over in offset order; one batch is
+  in flight at a time.
+* **Clean rebalances and shutdown.** Revocation waits for the batch in flight to commit; a batch
+  fetched before a rebalance is dropped (its partitions are re-read by their new owner).
+  :meth:`ConsumerLoop.stop` lets the batch in flight finish and commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception
+from tenacity.wait import wait_random_exponential
+
+from shared import metrics
+from shared.errors import is_transient
+from shared.kafka.dlq import dead_letter_message
+from shared.kafka.messages import DeadLetter, HandlerResult, Outgoing, Record
+
+log = logging.getLogger(__name__)
+
+PartitionHook = Callable[[set[TopicPartition]], Awaitable[None]]
+
+
+class BatchHandler(Protocol):
+    """What a service plugs into the loop."""
+
+    async def handle(self, records: Sequence[Record]) -> HandlerResult:
+        """Called once per fetched batch, before its offsets are committed.
+
+        Records of one partition arrive in offset order. Return the messages to publish and the
+        records to dead-letter; both are committed together with the offsets. Effects on other
+        stores (MongoDB) must be idempotent: a batch can be handed over again after a crash or a
+        transient failure. Raise a transient error (:mod:`shared.errors`) to roll back and retry.
+        """
+        ...
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._loop._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._loop._on_assigned(set(assigned))
+
+
+class ConsumerLoop:
+    def __init__(
+        self,
+        *,
+        service: str,
+        consumer_factory: Callable[[], AIOKafkaConsumer],
+        topics: Sequence[str],
+        handler: BatchHandler,
+        group_id: str,
+        dlq_topic: str,
+        producer_factory: Callable[[], AIOKafkaProducer] | None = None,
+        transactional: bool = False,
+        batch_timeout_ms: int = 200,
+        max_records: int = 500,
+        on_assigned: PartitionHook | None = None,
+        on_revoked: PartitionHook | None = None,
+    ) -> None:
+        self.service = service
+        self._consumer_factory = consumer_factory
+        self._consumer = consumer_factory()
+        self._topics = list(topics)
+        self._handler = handler
+        self._group_id = group_id
+        self._dlq_topic = dlq_topic
+        self._producer_factory = producer_factory
+        self._producer: AIOKafkaProducer | None = None
+        self._transactional = transactional
+        self._batch_timeout_ms = batch_timeout_ms
+        self._max_records = max_records
+        self._on_assigned_hook = on_assigned
+        self._on_revoked_hook = on_revoked
+        self._lock = asyncio.Lock()
+        self._generation = 0
+        self._stopping = asyncio.Event()
+        self._failing = False
+        self._started = False
+        self._lag_updated = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Started and not currently failing to commit batches."""
+        return self._started and not self._failing and not self._stopping.is_set()
+
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._consumer.assignment())
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in flight, commit it and return."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop`; always closes the consumer and producer."""
+        try:
+            try:
+                await self._start_clients()
+            except RetryError:
+                return  # stopped before Kafka came up
+            self._started = True
+            while not self._stopping.is_set():
+                batch = await self._consumer.getmany(
+                    timeout_ms=self._batch_timeout_ms, max_records=self._max_records
+                )
+                if batch:
+                    await self._process(batch)
+                await self._update_lag(force=bool(batch))
+        finally:
+            self._started = False
+            await self._close_clients()
+
+    async def _start_clients(self) -> None:
+        """Connect, retrying while Kafka is unreachable (the service reports not ready)."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_random_exponential(multiplier=0.5, max=15),
+            stop=lambda _state: self._stopping.is_set(),
+            sleep=self._sleep_unless_stopping,
+            before_sleep=self._note_failure,
+        ):
+            with attempt:
+                await self._close_clients()
+                self._consumer = self._consumer_factory()
+                if self._producer_factory is not None:
+                    self._producer = self._producer_factory()
+                    await self._producer.start()
+                self._consumer.subscribe(self._topics, listener=_Listener(self))
+                await self._consumer.start()
+        self._failing = False
+
+    async def _close_clients(self) -> None:
+        producer, self._producer = self._producer, None
+        for client in (self._consumer, producer):
+            if client is None:
+                continue
+            try:
+                await client.stop()
+            except Exception:
+                log.exception("error while closing a Kafka client")
+
+    async def _reset_producer(self) -> None:
+        """Replace the producer after a failed transaction (a new one fences the old)."""
+        if self._producer is not None:
+            try:
+                await self._producer.stop()
+            except Exception:
+                log.warning("producer did not stop cleanly", exc_info=True)
+        self._producer = None
+        if self._producer_factory is not None:
+            producer = self._producer_factory()
+            await producer.start()
+            self._producer = producer
+
+    # -- rebalances --------------------------------------------------------------------------
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._lock:  # the batch in flight commits before we let go
+            self._generation += 1
+        metrics.REBALANCES.labels("revoked").inc()
+        for tp in revoked:
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+        if self._on_revoked_hook and revoked:
+            await self._on_revoked_hook(revoked)
+        log.info("partitions revoked", extra={"partitions": _names(revoked)})
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        metrics.REBALANCES.labels("assigned").inc()
+        if self._on_assigned_hook and assigned:
+            await self._on_assigned_hook(assigned)
+        log.info("partitions assigned", extra={"partitions": _names(assigned)})
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    async def _process(self, batch: dict[TopicPartition, list[Record]]) -> None:
+        generation = self._generation
+        records = [record for tp in sorted(batch) for record in batch[tp]]
+        offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}
+        started = time.perf_counter()
+        result: HandlerResult = HandlerResult()
+        messages: list[Outgoing] = []
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_random_exponential(multiplier=0.2, max=10),
+            stop=lambda _state: self._stopping.is_set(),
+            sleep=self._sleep_unless_stopping,
+            before_sleep=self._note_failure,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    async with self._lock:
+                        if generation != self._generation:
+                            log.info("dropping a batch fetched before a rebalance")
+                            return
+                        result = await self._handle_isolating(records)
+                        messages = await self._commit(result, offsets)
+        except RetryError:
+            log.warning("stopping with an uncommitted batch; it will be consumed again")
+            return
+        self._failing = False
+        self._count(records, result, messages)
+        for hook in result.after_commit:
+            hook()
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_RECORDS.observe(len(records))
+
+    async def _handle_isolating(self, records: list[Record]) -> HandlerResult:
+        """Hand the batch over; if it raises a non-transient error, find the culprit(s)."""
+        try:
+            return await self._handler.handle(records)
+        except Exception as exc:
+            if is_transient(exc) or len(records) == 1:
+                raise
+            log.exception("batch handler failed; retrying record by record")
+        result = HandlerResult()
+        for record in records:
+            try:
+                result.extend(await self._handler.handle([record]))
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                log.exception(
+                    "record failed", extra={"topic": record.topic, "offset": record.offset}
+                )
+                detail = f"{type(exc).__name__}: {exc}"
+                result.dead_letters.append(DeadLetter(record, "handler_error", detail))
+        return result
+
+    async def _commit(
+        self, result: HandlerResult, offsets: dict[TopicPartition, int]
+    ) -> list[Outgoing]:
+        """Publish the batch's messages and commit its offsets, atomically when transactional."""
+        messages = list(result.messages)
+        messages += [
+            dead_letter_message(d, service=self.service, dlq_topic=self._dlq_topic)
+            for d in result.dead_letters
+        ]
+        producer = self._producer
+        if producer is not None and self._transactional:
+            try:
+                async with producer.transaction():
+                    await _send_all(producer, messages)
+                    await producer.send_offsets_to_transaction(offsets, self._group_id)
+            except Exception:
+                await self._reset_producer()
+                raise
+        else:
+            if messages:
+                if producer is None:
+                    raise RuntimeError("handler produced messages but the loop has no producer")
+                futures = await _send_all(producer, messages)
+                await asyncio.gather(*futures)
+            await self._consumer.commit(offsets)
+        return messages
+
+    @staticmethod
+    def _count(records: list[Record], result: HandlerResult, messages: list[Outgoing]) -> None:
+        dead_by_topic: dict[str, int] = {}
+        for d in result.dead_letters:
+            metrics.DEAD_LETTERS.labels(d.reason).inc()
+            dead_by_topic[d.record.topic] = dead_by_topic.get(d.record.topic, 0) + 1
+        consumed: dict[str, int] = {}
+        for record in records:
+            consumed[record.topic] = consumed.get(record.topic, 0) + 1
+        for topic, count in consumed.items():
+            dead = dead_by_topic.get(topic, 0)
+            metrics.MESSAGES_CONSUMED.labels(topic, "ok").inc(count - dead)
+            metrics.MESSAGES_CONSUMED.labels(topic, "dead_lettered").inc(dead)
+        for topic, count in _count_by(messages).items():
+            metrics.PRODUCED.labels(topic).inc(count)
+
+    async def _note_failure(self, state: RetryCallState) -> None:
+        self._failing = True
+        metrics.BATCH_RETRIES.inc()
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "a dependency failed; will retry",
+            extra={"attempt": state.attempt_number, "error": repr(exc)},
+        )
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    async def _update_lag(self, *, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self._lag_updated < 5:
+            return
+        self._lag_updated = now
+        for tp in self._consumer.assignment():
+            end = self._consumer.last_stable_offset(tp) or self._consumer.highwater(tp)
+            if end is None:
+                continue
+            try:
+                position = await self._consumer.position(tp)
+            except Exception:  # noqa: S112 - the partition was revoked meanwhile
+                continue
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+
+
+async def _send_all(
+    producer: AIOKafkaProducer, messages: list[Outgoing]
+) -> list[asyncio.Future[object]]:
+    return [
+        await producer.send(m.topic, m.value, key=m.key, headers=list(m.headers)) for m in messages
+    ]
+
+
+def _count_by(messages: list[Outgoing]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for m in messages:
+        counts[m.topic] = counts.get(m.topic, 0) + 1
+    return counts
+
+
+def _names(partitions: set[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in partitions)

@@ -1,0 +1,82 @@
+"""Value objects that pass between a handler and the consumer loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+Headers = tuple[tuple[str, bytes], ...]
+
+
+class Record(Protocol):
+    """The fields of a consumed Kafka record that Upkeep uses (aiokafka's ``ConsumerRecord``
+    has them; unit tests use :class:`FakeRecord`)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FakeRecord:
+    """A consumed record built by hand, for tests and for the HTTP path."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    key: bytes | None = None
+    headers: Sequence[tuple[str, bytes]] = ()
+    timestamp: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message to publish. Keyed by subject id so one partition owns one subject."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: Headers = ()
+
+    @classmethod
+    def json(cls, topic: str, key: str | None, body: Any, headers: Headers = ()) -> Outgoing:
+        return cls(topic, orjson.dumps(body), key.encode() if key is not None else None, headers)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A consumed record that cannot be processed, and why (``reason`` is a short code)."""
+
+    record: Record
+    reason: str
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class HandlerResult:
+    """What a handler made of one batch: messages to publish, records to dead-letter, and
+    callbacks to run once all of it is committed (metrics, caches)."""
+
+    messages: list[Outgoing] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    def extend(self, other: HandlerResult) -> None:
+        self.messages.extend(other.messages)
+        self.dead_letters.extend(other.dead_letters)
+        self.after_commit.extend(other.after_commit)

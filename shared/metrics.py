@@ -1,0 +1,63 @@
+"""Prometheus metrics shared by every service (base units, low-cardinality labels).
+
+Service-specific metrics live next to the service; these are the ones the shared Kafka loop and
+HTTP layer maintain. Label values that are known up front are pre-initialised to 0 by
+:func:`preinit`, so a dashboard shows a flat zero rather than "no data".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES_CONSUMED = Counter(
+    "upkeep_consumer_messages_total",
+    "Messages read from Kafka and handled, by topic and outcome (ok, dead_lettered).",
+    ["topic", "outcome"],
+)
+BATCH_SECONDS = Histogram(
+    "upkeep_consumer_batch_duration_seconds",
+    "Time to handle one consumed batch, from fetch to committed offsets.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BATCH_RECORDS = Histogram(
+    "upkeep_consumer_batch_records",
+    "Records per consumed batch.",
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500),
+)
+CONSUMER_LAG = Gauge(
+    "upkeep_consumer_lag_messages",
+    "Messages behind the partition's high watermark, per assigned partition.",
+    ["topic", "partition"],
+)
+BATCH_RETRIES = Counter(
+    "upkeep_consumer_batch_retries_total",
+    "Batches rolled back and retried because a dependency (Kafka, MongoDB) failed.",
+)
+REBALANCES = Counter(
+    "upkeep_consumer_rebalances_total",
+    "Partition assignment changes seen by this consumer, by kind (assigned, revoked).",
+    ["kind"],
+)
+DEAD_LETTERS = Counter(
+    "upkeep_dead_letters_total",
+    "Messages written to the dead-letter topic, by reason.",
+    ["reason"],
+)
+PRODUCED = Counter(
+    "upkeep_producer_messages_total",
+    "Messages published, by topic.",
+    ["topic"],
+)
+DEPENDENCY_UP = Gauge(
+    "upkeep_dependency_up",
+    "1 when the last readiness probe of a dependency succeeded, else 0.",
+    ["dependency"],
+)
+
+
+def preinit(counter: Counter, label_sets: Iterable[Iterable[str]]) -> None:
+    """Create the given label combinations so they are exported as 0 before first use."""
+    for labels in label_sets:
+        counter.labels(*labels)
