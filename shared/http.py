@@ -16,7 +16,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from shared import metrics
 
@@ -56,6 +63,7 @@ def create_app(
     version: str = "0.1.0",
 ) -> FastAPI:
     """An app with the operational endpoints; the service adds its own routes."""
+    disable_created_metrics()  # *_created series only add noise to dashboards
     app = FastAPI(
         title=f"Upkeep {service}", description=description, version=version, lifespan=lifespan
     )

@@ -20,6 +20,7 @@ PHONE_RE = re.compile(r"(?<![\w.])\+?\d(?:[\s\-().]?\d){6,16}(?![\w.])")
 _STANDARD_ATTRS = frozenset(
     logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys() | {"message", "asctime"}
 )
+_DROPPED_ATTRS = ("color_message",)  # uvicorn's ANSI-coloured duplicate of the message
 
 
 def redact(text: str) -> str:
@@ -47,6 +48,8 @@ class RedactingFilter(logging.Filter):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
+        for key in _DROPPED_ATTRS:
+            record.__dict__.pop(key, None)
         for key, value in list(record.__dict__.items()):
             if key not in _STANDARD_ATTRS:
                 setattr(record, key, _redact_value(value))
@@ -65,9 +68,10 @@ def configure_logging(service: str, level: str = "INFO", json_format: bool = Tru
     if json_format:
         handler.setFormatter(
             JsonFormatter(
-                "{asctime}{levelname}{name}{message}",
+                "{levelname}{name}{message}",
                 style="{",
-                rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
+                timestamp="ts",
+                rename_fields={"levelname": "level", "name": "logger"},
                 static_fields={"service": service},
             )
         )

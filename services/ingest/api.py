@@ -6,8 +6,6 @@ before the answer (202). From there they take the same path as events sent to Ka
 which is where de-duplication happens: a client may safely retry a request.
 """
 
-from __future__ import annotations
-
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -130,7 +128,7 @@ def events_router(config: HttpIngestConfig, keys: KeyRing, publish: Publish) -> 
         items = parsed if isinstance(parsed, list) else [parsed]
         if len(items) > config.max_batch_items:
             raise HTTPException(
-                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                status.HTTP_413_CONTENT_TOO_LARGE,
                 f"a batch holds at most {config.max_batch_items} events, got {len(items)}",
             )
         structured = request.headers.get("content-type", "").startswith(STRUCTURED_TYPES)
@@ -178,9 +176,7 @@ def _normalise_items(
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
-    too_large = HTTPException(
-        status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"the body exceeds {limit} bytes"
-    )
+    too_large = HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"the body exceeds {limit} bytes")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large

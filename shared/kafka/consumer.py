@@ -192,7 +192,8 @@ class ConsumerLoop:
                 metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
         if self._on_revoked_hook and revoked:
             await self._on_revoked_hook(revoked)
-        log.info("partitions revoked", extra={"partitions": _names(revoked)})
+        if revoked:
+            log.info("partitions revoked", extra={"partitions": _names(revoked)})
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         metrics.REBALANCES.labels("assigned").inc()
@@ -314,19 +315,22 @@ class ConsumerLoop:
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
 
     async def _update_lag(self, *, force: bool) -> None:
+        """Export lag per assigned partition (at most every 2 s; one ListOffsets request)."""
         now = time.monotonic()
-        if not force and now - self._lag_updated < 5:
+        if now - self._lag_updated < (2 if force else 5):
             return
         self._lag_updated = now
-        for tp in self._consumer.assignment():
-            end = self._consumer.last_stable_offset(tp) or self._consumer.highwater(tp)
-            if end is None:
-                continue
-            try:
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return
+        try:
+            ends = await self._consumer.end_offsets(assigned)
+            for tp in assigned:
                 position = await self._consumer.position(tp)
-            except Exception:  # noqa: S112 - the partition was revoked meanwhile
-                continue
-            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+                lag = max(0, ends[tp] - position)
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+        except Exception as exc:  # a rebalance or an unreachable broker: try next time
+            log.debug("lag not updated: %r", exc)
 
 
 async def _send_all(

@@ -1,0 +1,73 @@
+# Upkeep — two commands matter: `make up` and `make test`. Everything they need is installed here.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help up down status logs test test-unit test-integration test-e2e lint fmt typecheck \
+        schemas bench-ingest lock clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[local,dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the project with pinned dependencies
+
+up: $(STAMP) ## start Kafka, the MongoDB-wire server and every service (no Docker needed)
+	$(BIN)/python -m deploy.local up
+
+down: $(STAMP) ## stop what `make up` started (by pid)
+	$(BIN)/python -m deploy.local down
+
+status: $(STAMP) ## what runs, where, and its log file
+	$(BIN)/python -m deploy.local status
+
+logs: $(STAMP) ## the last lines of every local log (LINES=100 for more)
+	$(BIN)/python -m deploy.local logs --lines $${LINES:-30}
+
+test: $(STAMP) ## every test: unit, integration (real Kafka + MongoDB-wire server) and e2e
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## unit tests only (no servers)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP) ## integration tests only
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+test-e2e: $(STAMP) ## end-to-end tests only
+	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy shared services deploy
+
+fmt: $(STAMP) ## format and auto-fix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: $(STAMP) ## mypy --strict
+	$(BIN)/mypy shared services deploy
+
+schemas: $(STAMP) ## regenerate docs/schemas from the event models
+	$(BIN)/python -m shared.events.schema docs/schemas
+
+bench-ingest: $(STAMP) ## events/s through ingest vs a bare aiokafka pass-through
+	$(BIN)/python -m bench.ingest $${BENCH_ARGS:-}
+
+lock: ## re-pin constraints.txt from a clean environment
+	rm -rf .cache/lock-venv && $(PYTHON) -m venv .cache/lock-venv
+	.cache/lock-venv/bin/pip install --quiet -e '.[local,dev]'
+	.cache/lock-venv/bin/pip freeze --exclude-editable > constraints.txt
+
+clean: ## remove runtime state (not caches)
+	rm -rf .run

@@ -1,0 +1,1 @@
+"""Deployment: Compose file, image, monitoring configuration, and the local runner."""

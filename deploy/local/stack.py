@@ -1,0 +1,167 @@
+"""The whole local system: Kafka, the MongoDB-wire server, topics and every service.
+
+Shared by ``make up`` (fixed ports, state in ``.run/``) and the test harness (free ports, a
+state directory of its own), so tests run the system the way a newcomer does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from pymongo import MongoClient
+
+from deploy.local.kafka import ROOT, KafkaNode, ensure_jars, wait_for_port
+from deploy.local.processes import Managed
+from services.ingest.apikeys import digest
+from shared.kafka.topics import ensure_topics
+from shared.settings import KafkaSettings, TopicSettings
+
+# every service of the design, in start order, with its fixed port
+SERVICE_PORTS: dict[str, int] = {"ingest": 8001, "rules": 8002, "notifier": 8003, "analytics": 8004}
+# the key ``make up`` configures for local use only (never deploy it)
+DEV_API_KEY = "upk_local_development_key_do_not_deploy"
+
+
+def existing_services() -> list[str]:
+    """Services that have an entry point yet (later issues add the rest)."""
+    return [name for name in SERVICE_PORTS if (ROOT / "services" / name / "__main__.py").exists()]
+
+
+@dataclass
+class StackConfig:
+    state_dir: Path
+    cache_dir: Path = ROOT / ".cache"
+    kafka_port: int = 9092
+    controller_port: int = 9093
+    mongo_port: int = 27017
+    service_ports: dict[str, int] = field(default_factory=lambda: dict(SERVICE_PORTS))
+    kafka_heap: str = "768m"
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.kafka_node = KafkaNode(config.state_dir, config.kafka_port, config.controller_port)
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def managed(self, name: str) -> Managed:
+        return Managed(name, self.config.state_dir)
+
+    @property
+    def mongo_uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.config.mongo_port}"
+
+    def base_url(self, service: str, instance: str = "") -> str:
+        return f"http://127.0.0.1:{self.config.service_ports[service]}"
+
+    def service_env(self, service: str) -> dict[str, str]:
+        """The environment a service runs with locally (the same variables Compose sets)."""
+        prefix = f"UPKEEP_{service.upper()}_"
+        env = {
+            "UPKEEP_KAFKA_BOOTSTRAP_SERVERS": self.kafka_node.bootstrap,
+            "UPKEEP_MONGO_URI": self.mongo_uri,
+            "UPKEEP_LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+            prefix + "HTTP_PORT": str(self.config.service_ports[service]),
+            prefix + "INSTANCE_ID": "local-1",
+        }
+        if service == "ingest":
+            env[prefix + "API_KEYS"] = (
+                f'[{{"name": "local-dev", "sha256": "{digest(DEV_API_KEY)}", '
+                '"scopes": ["events:write"]}]'
+            )
+        return env
+
+    # -- infrastructure ----------------------------------------------------------------------
+
+    def start_kafka(self) -> None:
+        libs = ensure_jars(self.config.cache_dir)
+        self.kafka_node.write_config()
+        self.kafka_node.format_storage(libs)
+        self.managed("kafka").start(self.kafka_node.argv(libs, self.config.kafka_heap))
+
+    def start_mongo(self) -> None:
+        data = self.config.state_dir / "mongo"
+        data.mkdir(parents=True, exist_ok=True)
+        self.managed("mongo").start(
+            [
+                str(Path(sys.executable).with_name("secantusd-py")),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.config.mongo_port),
+                "--storage-path",
+                str(data),
+                "--log-level",
+                "WARNING",
+            ]
+        )
+
+    def wait_infra(self, timeout: float = 90) -> None:
+        wait_for_port("127.0.0.1", self.config.mongo_port, timeout)
+        deadline = time.monotonic() + timeout
+        with MongoClient(self.mongo_uri, serverSelectionTimeoutMS=2000) as client:
+            while True:
+                try:
+                    client.admin.command("ping")
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.3)
+        wait_for_port("127.0.0.1", self.config.kafka_port, timeout)
+
+    def create_topics(self, topics: TopicSettings | None = None) -> list[str]:
+        kafka = KafkaSettings(bootstrap_servers=self.kafka_node.bootstrap)
+        return asyncio.run(ensure_topics(kafka, topics or TopicSettings(), wait_s=90))
+
+    def start_infra(self) -> None:
+        self.start_mongo()
+        self.start_kafka()
+        self.wait_infra()
+        self.create_topics()
+
+    # -- services ----------------------------------------------------------------------------
+
+    def start_service(
+        self, service: str, *, name: str | None = None, env: dict[str, str] | None = None
+    ) -> Managed:
+        managed = self.managed(name or service)
+        managed.start(
+            [sys.executable, "-m", f"services.{service}"],
+            env={**self.service_env(service), **(env or {})},
+            cwd=ROOT,
+        )
+        return managed
+
+    def wait_ready(self, url: str, timeout: float = 60, proc: Managed | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if proc is not None and proc.pid() is None:
+                raise RuntimeError(f"{proc.name} exited; see {proc.log_file}")
+            try:
+                answer = httpx.get(f"{url}/readyz", timeout=3)
+                if answer.status_code == 200:
+                    return
+                last = answer.text
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            time.sleep(0.3)
+        raise TimeoutError(f"{url} not ready after {timeout:.0f}s: {last}")
+
+    def stop_all(self) -> list[str]:
+        """Stop services first, then Kafka, then MongoDB. Returns what was running."""
+        stopped = []
+        pids = self.config.state_dir / "pids"
+        names = sorted(p.stem for p in pids.glob("*.pid")) if pids.exists() else []
+        for name in [n for n in names if n not in ("kafka", "mongo")] + ["kafka", "mongo"]:
+            if self.managed(name).stop():
+                stopped.append(name)
+        return stopped
