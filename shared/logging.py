@@ -14,18 +14,36 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter
 
 EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
-# international or long national numbers, allowing the usual separators; dates and ids with
-# fewer than 7 digits are left alone.
-PHONE_RE = re.compile(r"(?<![\w.])\+?\d(?:[\s\-().]?\d){6,16}(?![\w.])")
+PHONE_RE = re.compile(
+    r"""(?<![\w.+/:-])(?:
+        \+\d(?:[\s\-().]{0,2}\d){6,16}          # international: +44 20 7946 0958
+      | 1[3-9]\d{9}                             # mainland China mobile: 13812345678
+      | \(?\d{2,5}\)?(?:[\s-]\d{2,5}){1,4}      # grouped national: (020) 7946-0958
+    )(?![\w.:/-])""",
+    re.VERBOSE,
+)
+DATE_LIKE = re.compile(r"^\d{4}-\d{2}(-\d{2})?$")
 _STANDARD_ATTRS = frozenset(
     logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys() | {"message", "asctime"}
 )
 _DROPPED_ATTRS = ("color_message",)  # uvicorn's ANSI-coloured duplicate of the message
 
 
+def _phone(match: re.Match[str]) -> str:
+    found = match.group(0)
+    digits = sum(ch.isdigit() for ch in found)
+    if digits < 7 or DATE_LIKE.match(found):
+        return found
+    return "[phone]"
+
+
 def redact(text: str) -> str:
-    """Replace e-mail addresses and phone numbers in ``text``."""
-    return PHONE_RE.sub("[phone]", EMAIL_RE.sub("[email]", text))
+    """Replace e-mail addresses and phone numbers in ``text``.
+
+    Plain digit runs (offsets, byte counts), dates, times and IP addresses are kept; numbers
+    written the way phones are (``+country``, grouped with spaces or dashes, Chinese mobiles)
+    are replaced."""
+    return PHONE_RE.sub(_phone, EMAIL_RE.sub("[email]", text))
 
 
 def _redact_value(value: Any) -> Any:
@@ -56,6 +74,21 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class RedactingJsonFormatter(JsonFormatter):
+    """JSON lines; exception and stack text are redacted too (they are formatted late)."""
+
+    def formatException(self, ei: Any) -> str:
+        return redact(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return redact(super().formatStack(stack_info))
+
+
+class RedactingTextFormatter(logging.Formatter):
+    def formatException(self, ei: Any) -> str:
+        return redact(super().formatException(ei))
+
+
 def configure_logging(service: str, level: str = "INFO", json_format: bool = True) -> None:
     """Install one redacting stderr handler on the root logger (idempotent)."""
     root = logging.getLogger()
@@ -67,7 +100,7 @@ def configure_logging(service: str, level: str = "INFO", json_format: bool = Tru
     handler.addFilter(RedactingFilter())
     if json_format:
         handler.setFormatter(
-            JsonFormatter(
+            RedactingJsonFormatter(
                 "{levelname}{name}{message}",
                 style="{",
                 timestamp="ts",
@@ -76,7 +109,9 @@ def configure_logging(service: str, level: str = "INFO", json_format: bool = Tru
             )
         )
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(
+            RedactingTextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+        )
     root.addHandler(handler)
     root.setLevel(level)
     # aiokafka is chatty at INFO during every rebalance; keep its warnings.

@@ -106,6 +106,7 @@ class LocalStack:
     def wait_infra(self, timeout: float = 90) -> None:
         wait_for_port("127.0.0.1", self.config.mongo_port, timeout)
         deadline = time.monotonic() + timeout
+        client: MongoClient[dict[str, object]]
         with MongoClient(self.mongo_uri, serverSelectionTimeoutMS=2000) as client:
             while True:
                 try:

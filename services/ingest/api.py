@@ -131,7 +131,8 @@ def events_router(config: HttpIngestConfig, keys: KeyRing, publish: Publish) -> 
                 status.HTTP_413_CONTENT_TOO_LARGE,
                 f"a batch holds at most {config.max_batch_items} events, got {len(items)}",
             )
-        structured = request.headers.get("content-type", "").startswith(STRUCTURED_TYPES)
+        media = request.headers.get("content-type", "").lower()
+        structured = media.startswith(STRUCTURED_TYPES)
         accepted, errors, messages = _normalise_items(items, structured, config)
         if messages:
             try:

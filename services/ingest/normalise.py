@@ -45,7 +45,15 @@ class NormaliseContext:
         return {"default_timezone": self.default_timezone, "phone_region": self.phone_region}
 
 
-def normalise(raw: RawEvent, ctx: NormaliseContext) -> CanonicalEvent | Rejection:
+def normalise(
+    raw: RawEvent, ctx: NormaliseContext, *, origin: str | None = None
+) -> CanonicalEvent | Rejection:
+    """Validate and normalise one decoded event.
+
+    ``origin`` names where the input came from (``topic/partition/offset``); it seeds the id of
+    a plain event that has neither an ``id`` nor a timestamp of its own, so a redelivered record
+    keeps its id while a re-sent state snapshot gets a new one.
+    """
     attrs = raw.attributes
     if raw.form != "plain" and attrs.get("specversion") != "1.0":
         return Rejection(Reason.INVALID_ENVELOPE, "specversion must be '1.0'")
@@ -60,7 +68,7 @@ def normalise(raw: RawEvent, ctx: NormaliseContext) -> CanonicalEvent | Rejectio
     payload = _validate(model, raw.data, ctx)
     if isinstance(payload, Rejection):
         return payload
-    envelope = _envelope(raw, payload, ctx)
+    envelope = _envelope(raw, payload, ctx, origin)
     if isinstance(envelope, Rejection):
         return envelope
     event_id, source, time, offset = envelope
@@ -96,7 +104,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 
 
 def _envelope(
-    raw: RawEvent, payload: EventPayload, ctx: NormaliseContext
+    raw: RawEvent, payload: EventPayload, ctx: NormaliseContext, origin: str | None
 ) -> tuple[str, str, datetime, str | None] | Rejection:
     attrs = raw.attributes
     source = attrs.get("source", ctx.default_source if raw.form == "plain" else None)
@@ -104,7 +112,7 @@ def _envelope(
         return Rejection(Reason.INVALID_ENVELOPE, "source must be a non-empty string")
     event_id = attrs.get("id")
     if event_id is None and raw.form == "plain":
-        event_id = _derived_id(payload)
+        event_id = _derived_id(payload, origin)
     if isinstance(event_id, int) and not isinstance(event_id, bool):
         event_id = str(event_id)
     if not isinstance(event_id, str) or not event_id.strip() or len(event_id) > 256:
@@ -115,7 +123,17 @@ def _envelope(
     return event_id.strip(), source.strip(), timing[0], timing[1]
 
 
-def _derived_id(payload: EventPayload) -> str:
+def _derived_id(payload: EventPayload, origin: str | None) -> str:
+    """An id for a plain event that has none.
+
+    With a timestamp in the payload, the content identifies the occurrence: the same order sent
+    twice is one event. Without one (a profile snapshot with no ``updated_at``) content is not
+    enough — A, then B, then A again are three real changes — so the record's position is used,
+    or a fresh id when there is none (HTTP; the client gets it back in the answer)."""
+    if payload.event_time() is None:
+        if origin is None:
+            return str(uuid.uuid4())
+        return str(uuid.uuid5(DERIVED_ID_NAMESPACE, "origin\n" + origin))
     body = orjson.dumps(payload.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
     return str(uuid.uuid5(DERIVED_ID_NAMESPACE, payload.type_name + "\n" + body.decode()))
 
@@ -137,9 +155,10 @@ def _event_time(
     from_payload = payload.event_time()
     if from_payload is not None and payload.time_field is not None:
         written = data.get(payload.time_field)
-        offset = _offset_of(written) if isinstance(written, str) else None
+        offset = _offset_of(written, ctx.default_timezone) if isinstance(written, str) else None
         return from_payload, offset
-    return (ctx.now or datetime.now(UTC)).astimezone(UTC), None
+    # no time anywhere: ingest's clock, which writes UTC
+    return (ctx.now or datetime.now(UTC)).astimezone(UTC), "Z"
 
 
 def _parse_time(value: Any, ctx: NormaliseContext) -> tuple[datetime, str | None] | Rejection:
@@ -157,12 +176,17 @@ def _parse_time(value: Any, ctx: NormaliseContext) -> tuple[datetime, str | None
     return moment.astimezone(UTC), _format_offset(moment)
 
 
-def _offset_of(text: str) -> str | None:
+def _offset_of(text: str, default_timezone: str | None) -> str | None:
+    """The UTC offset ``text`` was written in (a naive one is read in the default zone)."""
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         return None
-    return _format_offset(moment) if moment.tzinfo is not None else None
+    if moment.tzinfo is None:
+        if default_timezone is None:
+            return None
+        moment = moment.replace(tzinfo=zone(default_timezone))
+    return _format_offset(moment)
 
 
 def _format_offset(moment: datetime) -> str | None:

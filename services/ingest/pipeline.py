@@ -42,7 +42,8 @@ class IngestHandler:
         )
         if isinstance(decoded, Rejection):
             return "unknown", decoded
-        return decoded.form, normalise(decoded, self._config.context)
+        origin = f"{record.topic}/{record.partition}/{record.offset}"
+        return decoded.form, normalise(decoded, self._config.context, origin=origin)
 
     async def handle(self, records: Sequence[Record]) -> HandlerResult:
         result = HandlerResult()

@@ -14,7 +14,7 @@ class IngestSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="UPKEEP_INGEST_", extra="ignore")
 
     service_name: str = "ingest"
-    http_port: int = 8001
+    http_port: int = Field(default=8001, ge=0, le=65535)
     api_keys: list[ApiKeySpec] = Field(default_factory=list)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
@@ -28,5 +28,8 @@ class IngestSettings(ServiceSettings):
     @classmethod
     def _iana(cls, value: str | None) -> str | None:
         if value is not None:
-            zone(value)
+            try:
+                zone(value)
+            except (KeyError, ValueError) as exc:  # ZoneInfoNotFoundError is a KeyError
+                raise ValueError(f"not an IANA time zone: {value}") from exc
         return value

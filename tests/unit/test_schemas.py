@@ -1,0 +1,74 @@
+"""shared/events/schema.py: the committed JSON Schemas match the models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from shared.events.schema import main, render, schema_documents
+from shared.events.types import EVENT_TYPES
+
+REPO = Path(__file__).resolve().parents[2]
+COMMITTED = REPO / "docs" / "schemas"
+
+
+@pytest.fixture
+def copy(tmp_path: Path) -> Path:
+    target = tmp_path / "schemas"
+    shutil.copytree(COMMITTED, target)
+    return target
+
+
+def test_committed_schemas_are_up_to_date() -> None:
+    assert main([str(COMMITTED), "--check"]) == 0
+
+
+def test_there_is_one_document_per_event_type_plus_envelope() -> None:
+    names = set(schema_documents())
+    assert names == {f"{t}.json" for t in EVENT_TYPES} | {"envelope.json"}
+    assert names <= {p.name for p in COMMITTED.glob("*.json")}
+
+
+def test_modified_schema_is_detected_as_stale(
+    copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = copy / "upkeep.customer.upserted.v1.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["title"] = "edited by hand"
+    path.write_text(render(document), encoding="utf-8")
+    assert main([str(copy), "--check"]) == 1
+    assert "upkeep.customer.upserted.v1.json" in capsys.readouterr().err
+
+
+def test_missing_schema_is_detected_as_stale(copy: Path) -> None:
+    (copy / "envelope.json").unlink()
+    assert main([str(copy), "--check"]) == 1
+
+
+def test_whitespace_change_is_detected_as_stale(copy: Path) -> None:
+    path = copy / "upkeep.channel.order.v1.json"
+    path.write_text(path.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    assert main([str(copy), "--check"]) == 1
+
+
+def test_writing_regenerates_what_check_accepts(tmp_path: Path) -> None:
+    target = tmp_path / "fresh"
+    assert main([str(target), "--check"]) == 1
+    assert main([str(target)]) == 0
+    assert main([str(target), "--check"]) == 0
+    for name in schema_documents():
+        assert (target / name).read_text(encoding="utf-8") == (COMMITTED / name).read_text(
+            encoding="utf-8"
+        )
+
+
+def test_schemas_carry_ids_and_titles() -> None:
+    for name, document in schema_documents().items():
+        stem = name.removesuffix(".json")
+        assert document["$id"] == f"urn:upkeep:schema:{stem}"
+        if stem != "envelope":
+            assert document["title"] == stem
+            assert document["additionalProperties"] is False
