@@ -77,11 +77,11 @@ class RedactingFilter(logging.Filter):
 class RedactingJsonFormatter(JsonFormatter):
     """JSON lines; exception and stack text are redacted too (they are formatted late)."""
 
-    def formatException(self, ei: Any) -> str:
-        return redact(super().formatException(ei))
+    def formatException(self, ei: Any) -> str | list[str]:
+        return _redact_value(super().formatException(ei))  # type: ignore[no-any-return]
 
-    def formatStack(self, stack_info: str) -> str:
-        return redact(super().formatStack(stack_info))
+    def formatStack(self, stack_info: str) -> str | list[str]:
+        return _redact_value(super().formatStack(stack_info))  # type: ignore[no-any-return]
 
 
 class RedactingTextFormatter(logging.Formatter):
