@@ -77,10 +77,10 @@ class RedactingFilter(logging.Filter):
 class RedactingJsonFormatter(JsonFormatter):
     """JSON lines; exception and stack text are redacted too (they are formatted late)."""
 
-    def formatException(self, ei: Any) -> str | list[str]:
+    def formatException(self, ei: Any) -> str | list[str]:  # type: ignore[override]
         return _redact_value(super().formatException(ei))  # type: ignore[no-any-return]
 
-    def formatStack(self, stack_info: str) -> str | list[str]:
+    def formatStack(self, stack_info: str) -> str | list[str]:  # type: ignore[override]
         return _redact_value(super().formatStack(stack_info))  # type: ignore[no-any-return]
 
 
