@@ -1,11 +1,14 @@
 """De-duplication of events by CloudEvents identity (``source`` + ``id``).
 
 A *claim* records that an event identity was first seen at a given position (``topic/partition/
-offset``). Claiming again from the **same** position is a redelivery of the same record — after a
-crash or a rolled-back batch — and succeeds again, so the event is republished inside the new
-transaction; claiming from any **other** position is a duplicate and fails. Together with the
-transactional publish of the consumer loop this keeps ``upkeep.events.v1`` free of repeats: a
-claim whose transaction aborted is simply re-claimed by the redelivered record.
+offset``). Claiming from any **other** position is a duplicate and fails. Claiming again from the
+**same** position means the same record is being handled again, which is right after a crash or
+a rolled-back batch (its transaction aborted, so the event must be published again) and wrong if
+its transaction committed (the record is re-read only through a stale offset after a rebalance).
+The two are told apart by the consumer loop's saved progress (:mod:`shared.kafka.progress`): a
+position below the partition's saved next offset was committed, so the event is not republished.
+Together with the transactional publish of the consumer loop this keeps ``upkeep.events.v1``
+free of repeats.
 
 Claims expire after the retention window (a TTL index); a replay older than that window is
 published again. The window is ``UPKEEP_INGEST_DEDUP_RETENTION_DAYS`` (30 by default).
@@ -18,10 +21,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from aiokafka import TopicPartition
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
+from shared.kafka.progress import ProgressStore
 from shared.mongo import Document
 
 DUPLICATE_KEY = 11000
@@ -63,9 +68,17 @@ class MongoDedupStore(DedupStore):
     One unordered ``insert_many`` per batch; only the keys that collide are read back.
     """
 
-    def __init__(self, collection: AsyncCollection[Document], retention_days: int) -> None:
+    def __init__(
+        self,
+        collection: AsyncCollection[Document],
+        retention_days: int,
+        progress: ProgressStore | None = None,
+        group: str = "",
+    ) -> None:
         self._collection = collection
         self._retention_s = retention_days * 24 * 3600
+        self._progress = progress
+        self._group = group
 
     async def ensure_indexes(self) -> None:
         await self._collection.create_index(
@@ -87,7 +100,21 @@ class MongoDedupStore(DedupStore):
             collided = {claims[e["index"]].key for e in errors}
         won = {c.key for c in claims} - collided
         positions = {c.key: c.position for c in claims}
+        again: dict[str, str] = {}  # same record handled again: key -> position
         async for doc in self._collection.find({"_id": {"$in": sorted(collided)}}, {"pos": 1}):
             if doc.get("pos") == positions[doc["_id"]]:
-                won.add(doc["_id"])
-        return won
+                again[doc["_id"]] = doc["pos"]
+        return won | await self._uncommitted(again)
+
+    async def _uncommitted(self, again: dict[str, str]) -> set[str]:
+        """Of records handled again, those whose earlier attempt did not commit."""
+        if not again or self._progress is None:
+            return set(again)
+        parsed = {key: _parse(pos) for key, pos in again.items()}
+        saved = await self._progress.load(self._group, {tp for tp, _ in parsed.values()})
+        return {key for key, (tp, offset) in parsed.items() if offset >= saved.get(tp, -1)}
+
+
+def _parse(position: str) -> tuple[TopicPartition, int]:
+    topic, partition, offset = position.rsplit("/", 2)
+    return TopicPartition(topic, int(partition)), int(offset)

@@ -20,6 +20,7 @@ from shared.http import create_app
 from shared.kafka.clients import make_consumer, make_producer
 from shared.kafka.consumer import ConsumerLoop
 from shared.kafka.producer import Publisher
+from shared.kafka.progress import MongoProgressStore
 from shared.mongo import database, make_client, ping
 from shared.runtime import Service
 
@@ -46,8 +47,12 @@ async def _ensure_indexes(store: MongoDedupStore) -> None:
 @contextlib.asynccontextmanager
 async def build(settings: IngestSettings) -> AsyncIterator[Service]:
     mongo = make_client(settings.mongo, settings.service_name)
+    progress = MongoProgressStore(database(mongo, settings.mongo)["consumer_progress"])
     dedup = MongoDedupStore(
-        database(mongo, settings.mongo)["ingest_dedup"], settings.dedup_retention_days
+        database(mongo, settings.mongo)["ingest_dedup"],
+        settings.dedup_retention_days,
+        progress=progress,
+        group=settings.group_id,
     )
     indexes = asyncio.create_task(_ensure_indexes(dedup), name="ingest-indexes")
     context = normalise_context(settings)
@@ -72,6 +77,7 @@ async def build(settings: IngestSettings) -> AsyncIterator[Service]:
             transactional_id=f"upkeep-{settings.service_name}-{settings.instance_id}",
         ),
         transactional=True,
+        progress=progress,
         batch_timeout_ms=settings.batch_timeout_ms,
         max_records=settings.batch_max_records,
     )

@@ -36,6 +36,7 @@ from shared import metrics
 from shared.errors import is_transient
 from shared.kafka.dlq import dead_letter_message
 from shared.kafka.messages import DeadLetter, HandlerResult, Outgoing, Record
+from shared.kafka.progress import ProgressStore
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class ConsumerLoop:
         max_records: int = 500,
         on_assigned: PartitionHook | None = None,
         on_revoked: PartitionHook | None = None,
+        progress: ProgressStore | None = None,
     ) -> None:
         self.service = service
         self._consumer_factory = consumer_factory
@@ -98,6 +100,7 @@ class ConsumerLoop:
         self._max_records = max_records
         self._on_assigned_hook = on_assigned
         self._on_revoked_hook = on_revoked
+        self._progress = progress
         self._lock = asyncio.Lock()
         self._generation = 0
         self._stopping = asyncio.Event()
@@ -197,9 +200,27 @@ class ConsumerLoop:
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         metrics.REBALANCES.labels("assigned").inc()
+        if self._progress is not None and assigned:
+            await self._skip_committed_work(assigned)
         if self._on_assigned_hook and assigned:
             await self._on_assigned_hook(assigned)
         log.info("partitions assigned", extra={"partitions": _names(assigned)})
+
+    async def _skip_committed_work(self, assigned: set[TopicPartition]) -> None:
+        """Start each partition no earlier than the offsets saved after our last commits."""
+        try:
+            saved = await self._progress.load(self._group_id, assigned)  # type: ignore[union-attr]
+            for tp, offset in saved.items():
+                committed = await self._consumer.committed(tp)
+                if committed is None or offset > committed:
+                    log.info(
+                        "starting ahead of a stale committed offset",
+                        extra={"partition": f"{tp.topic}/{tp.partition}", "offset": offset},
+                    )
+                    self._consumer.seek(tp, offset)
+        except Exception:
+            # without the guard we are still at-least-once; de-duplication downstream copes
+            log.warning("could not read saved progress; using Kafka's offsets", exc_info=True)
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -226,6 +247,7 @@ class ConsumerLoop:
                             return
                         result = await self._handle_isolating(records)
                         messages = await self._commit(result, offsets)
+                        await self._save_progress(offsets)
         except RetryError:
             log.warning("stopping with an uncommitted batch; it will be consumed again")
             return
@@ -284,6 +306,15 @@ class ConsumerLoop:
                 await asyncio.gather(*futures)
             await self._consumer.commit(offsets)
         return messages
+
+    async def _save_progress(self, offsets: dict[TopicPartition, int]) -> None:
+        """Runs while still holding the batch lock, so a revocation waits for it."""
+        if self._progress is None:
+            return
+        try:
+            await self._progress.save(self._group_id, offsets)
+        except Exception:
+            log.warning("could not save progress after a commit", exc_info=True)
 
     @staticmethod
     def _count(records: list[Record], result: HandlerResult, messages: list[Outgoing]) -> None:

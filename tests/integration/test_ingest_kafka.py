@@ -59,6 +59,7 @@ PLAIN = {
     "timezone": "Asia/Shanghai",
     "birthday": "1990-02-28",
     "email": "Wang.Fang@Example.CN",
+    "updated_at": "2026-11-21T18:00:00+08:00",
 }
 
 
