@@ -8,40 +8,22 @@ of its own (``topics`` fixture), so tests never see each other's messages.
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from deploy.local.kafka import ROOT, free_port
-from deploy.local.stack import LocalStack, StackConfig
+from deploy.local.kafka import ROOT
+from deploy.local.stack import LocalStack, ephemeral_stack
 from shared.kafka.topics import ensure_topics
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[LocalStack]:
-    state = ROOT / ".run" / f"tests-{os.getpid()}"
-    config = StackConfig(
-        state_dir=state,
-        kafka_port=free_port(),
-        controller_port=free_port(),
-        mongo_port=free_port(),
-        service_ports={name: free_port() for name in ("ingest", "rules", "notifier", "analytics")},
-        kafka_heap="512m",
-    )
-    local = LocalStack(config)
-    try:
-        local.start_mongo()
-        local.start_kafka()
-        local.wait_infra(timeout=120)
+    with ephemeral_stack("tests") as local:
         yield local
-    finally:
-        local.stop_all()
-        if os.environ.get("UPKEEP_KEEP_TEST_STATE") != "1":
-            shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -7,15 +7,19 @@ state directory of its own), so tests run the system the way a newcomer does.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from pymongo import MongoClient
 
-from deploy.local.kafka import ROOT, KafkaNode, ensure_jars, wait_for_port
+from deploy.local.kafka import ROOT, KafkaNode, ensure_jars, free_port, wait_for_port
 from deploy.local.processes import Managed
 from services.ingest.apikeys import digest
 from shared.kafka.topics import ensure_topics
@@ -166,3 +170,32 @@ class LocalStack:
             if self.managed(name).stop():
                 stopped.append(name)
         return stopped
+
+
+@contextmanager
+def ephemeral_stack(purpose: str, kafka_heap: str = "512m") -> Iterator[LocalStack]:
+    """Kafka and the MongoDB-wire server on free ports, for a test session or a benchmark.
+
+    State lives in ``.run/<purpose>-<pid>/`` and is removed afterwards unless
+    ``UPKEEP_KEEP_TEST_STATE=1``. Services get free ports too, so this runs beside ``make up``.
+    """
+    state = ROOT / ".run" / f"{purpose}-{os.getpid()}"
+    stack = LocalStack(
+        StackConfig(
+            state_dir=state,
+            kafka_port=free_port(),
+            controller_port=free_port(),
+            mongo_port=free_port(),
+            service_ports={name: free_port() for name in SERVICE_PORTS},
+            kafka_heap=kafka_heap,
+        )
+    )
+    try:
+        stack.start_mongo()
+        stack.start_kafka()
+        stack.wait_infra(timeout=120)
+        yield stack
+    finally:
+        stack.stop_all()
+        if os.environ.get("UPKEEP_KEEP_TEST_STATE") != "1":
+            shutil.rmtree(state, ignore_errors=True)

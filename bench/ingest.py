@@ -1,0 +1,207 @@
+"""``make bench-ingest``: events per second through ingest against a bare aiokafka pass-through.
+
+Both read the same pre-filled raw topic (6 partitions) on the same broker in the same run:
+
+* **pass-through** — consume a batch, re-produce every record unchanged to another topic, wait
+  for the acks, commit offsets; no parsing, no validation, no MongoDB;
+* **ingest** — the real consumer loop and handler: decode, validate and normalise each event,
+  claim it in MongoDB (one ``insert_many`` per batch), publish the canonical events and commit
+  the offsets in one Kafka transaction, save the progress guard.
+
+Each is run ``--repeat`` times with a fresh consumer group; the best run of each is compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from deploy.local.stack import ephemeral_stack
+from services.ingest.dedup import MongoDedupStore
+from services.ingest.normalise import NormaliseContext
+from services.ingest.pipeline import IngestConfig, IngestHandler
+from shared.kafka.clients import make_consumer, make_producer
+from shared.kafka.consumer import ConsumerLoop
+from shared.kafka.messages import HandlerResult, Record
+from shared.kafka.progress import MongoProgressStore
+from shared.kafka.topics import ensure_topics
+from shared.mongo import make_client
+from shared.settings import KafkaSettings, MongoSettings, TopicSettings
+
+
+def events(count: int) -> list[bytes]:
+    """A realistic mix: plain JSON orders and visits, and structured CloudEvents."""
+    out = []
+    for n in range(count):
+        data = {
+            "interaction_id": f"I-{n}",
+            "customer_id": f"C-{n % 5000}",
+            "kind": "order" if n % 3 else "visit",
+            "occurred_at": "2026-11-22T09:15:00+08:00",
+            **({"amount": "129.90", "currency": "CNY"} if n % 3 else {}),
+        }
+        if n % 4 == 0:
+            body = {
+                "specversion": "1.0",
+                "id": f"e-{n}",
+                "source": "crm",
+                "type": "upkeep.customer.interaction.v1",
+                "data": data,
+            }
+        else:
+            body = {"type": "customer.interaction", "id": f"e-{n}", "source": "pos", **data}
+        out.append(orjson.dumps(body))
+    return out
+
+
+async def fill(kafka: KafkaSettings, topic: str, values: Sequence[bytes]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+        acks="all",
+    )
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, v, key=f"C-{i % 5000}".encode())
+            for i, v in enumerate(values)
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def pass_through(kafka: KafkaSettings, source: str, sink: str, total: int) -> float:
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=f"pt-{uuid.uuid4().hex[:6]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=500,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+    )
+    await producer.start()
+    await consumer.start()
+    seen, started = 0, None
+    try:
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=200, max_records=500)
+            if not batch:
+                continue
+            started = started or time.perf_counter()
+            futures = [
+                await producer.send(sink, r.value, key=r.key)
+                for recs in batch.values()
+                for r in recs
+            ]
+            await asyncio.gather(*futures)
+            await consumer.commit()
+            seen += len(futures)
+        return total / (time.perf_counter() - (started or time.perf_counter()))
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+class Counting:
+    """Wraps the real handler; notes when the last record was handled."""
+
+    def __init__(self, inner: IngestHandler, total: int) -> None:
+        self.inner, self.total, self.seen = inner, total, 0
+        self.started: float | None = None
+        self.done = asyncio.Event()
+
+    async def handle(self, records: Sequence[Record]) -> HandlerResult:
+        self.started = self.started or time.perf_counter()
+        result = await self.inner.handle(records)
+
+        def count() -> None:
+            self.seen += len(records)
+            if self.seen >= self.total:
+                self.done.set()
+
+        result.after_commit.append(count)
+        return result
+
+
+async def ingest(
+    kafka: KafkaSettings, mongo: MongoSettings, topics: TopicSettings, total: int
+) -> tuple[float, int]:
+    client = make_client(mongo, "bench")
+    db = client[f"bench_{uuid.uuid4().hex[:6]}"]
+    group = f"ingest-{uuid.uuid4().hex[:6]}"
+    progress = MongoProgressStore(db["progress"])
+    store = MongoDedupStore(db["dedup"], 1, progress=progress, group=group)
+    handler = Counting(
+        IngestHandler(IngestConfig(topics.events, 256 * 1024, NormaliseContext()), store), total
+    )
+    loop = ConsumerLoop(
+        service="ingest",
+        consumer_factory=lambda: make_consumer(kafka, "bench", group_id=group, max_records=500),
+        topics=[topics.raw_customer],
+        handler=handler,
+        group_id=group,
+        dlq_topic=topics.dlq,
+        producer_factory=lambda: make_producer(kafka, "bench", transactional_id=group),
+        transactional=True,
+        progress=progress,
+        batch_timeout_ms=200,
+        max_records=500,
+    )
+    task = asyncio.create_task(loop.run())
+    await handler.done.wait()
+    elapsed = time.perf_counter() - (handler.started or time.perf_counter())
+    loop.stop()
+    await task
+    claims = await db["dedup"].count_documents({})
+    await client.drop_database(db.name)
+    await client.close()
+    return total / elapsed, claims
+
+
+async def run(total: int, repeat: int) -> None:
+    with ephemeral_stack("bench", kafka_heap="768m") as stack:
+        kafka = KafkaSettings(bootstrap_servers=stack.kafka_node.bootstrap)
+        mongo = MongoSettings(uri=stack.mongo_uri)
+        topics = TopicSettings(**{k: f"bench.{v}" for k, v in TopicSettings().model_dump().items()})
+        await ensure_topics(kafka, topics)
+        await fill(kafka, topics.raw_customer, events(total))
+        print(f"raw topic filled with {total} events (6 partitions); {repeat} run(s) each")
+        baseline, ours = [], []
+        for i in range(repeat):
+            baseline.append(await pass_through(kafka, topics.raw_customer, topics.actions, total))
+            print(f"  run {i + 1}: pass-through {baseline[-1]:>9,.0f} events/s")
+            rate, claims = await ingest(kafka, mongo, topics, total)
+            ours.append(rate)
+            print(f"  run {i + 1}: ingest       {ours[-1]:>9,.0f} events/s  ({claims} claims)")
+        best_base, best_ours = max(baseline), max(ours)
+        print(f"\npass-through (bare aiokafka, no validation): {best_base:,.0f} events/s")
+        print(f"ingest (validate, normalise, dedup, txn):    {best_ours:,.0f} events/s")
+        print(f"ratio ingest / pass-through:                 {best_ours / best_base:.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=30_000)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args(argv)
+    asyncio.run(run(args.events, args.repeat))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
