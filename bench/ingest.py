@@ -24,13 +24,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from deploy.local.stack import ephemeral_stack
-from services.ingest.dedup import MongoDedupStore
+from services.ingest.dedup import DedupStore, InMemoryDedupStore, MongoDedupStore
 from services.ingest.normalise import NormaliseContext
 from services.ingest.pipeline import IngestConfig, IngestHandler
 from shared.kafka.clients import make_consumer, make_producer
 from shared.kafka.consumer import ConsumerLoop
 from shared.kafka.messages import HandlerResult, Record
-from shared.kafka.progress import MongoProgressStore
+from shared.kafka.progress import InMemoryProgressStore, MongoProgressStore, ProgressStore
 from shared.kafka.topics import ensure_topics
 from shared.mongo import make_client
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
@@ -139,19 +139,30 @@ class Counting:
 
 
 async def ingest(
-    kafka: KafkaSettings, mongo: MongoSettings, topics: TopicSettings, total: int
+    kafka: KafkaSettings,
+    mongo: MongoSettings,
+    topics: TopicSettings,
+    total: int,
+    dedup: str,
+    batch: int,
 ) -> tuple[float, int]:
     client = make_client(mongo, "bench")
     db = client[f"bench_{uuid.uuid4().hex[:6]}"]
     group = f"ingest-{uuid.uuid4().hex[:6]}"
-    progress = MongoProgressStore(db["progress"])
-    store = MongoDedupStore(db["dedup"], 1, progress=progress, group=group)
+    memory_store = InMemoryDedupStore()
+    progress: ProgressStore = InMemoryProgressStore()
+    store: DedupStore = memory_store
+    if dedup == "mongo":
+        progress = MongoProgressStore(db["progress"])
+        mongo_store = MongoDedupStore(db["dedup"], 1, progress=progress, group=group)
+        await mongo_store.ensure_indexes()
+        store = mongo_store
     handler = Counting(
         IngestHandler(IngestConfig(topics.events, 256 * 1024, NormaliseContext()), store), total
     )
     loop = ConsumerLoop(
         service="ingest",
-        consumer_factory=lambda: make_consumer(kafka, "bench", group_id=group, max_records=500),
+        consumer_factory=lambda: make_consumer(kafka, "bench", group_id=group, max_records=batch),
         topics=[topics.raw_customer],
         handler=handler,
         group_id=group,
@@ -160,32 +171,38 @@ async def ingest(
         transactional=True,
         progress=progress,
         batch_timeout_ms=200,
-        max_records=500,
+        max_records=batch,
     )
     task = asyncio.create_task(loop.run())
     await handler.done.wait()
     elapsed = time.perf_counter() - (handler.started or time.perf_counter())
     loop.stop()
     await task
-    claims = await db["dedup"].count_documents({})
+    if dedup == "mongo":
+        claims = await db["dedup"].count_documents({})
+    else:
+        claims = len(memory_store.seen)
     await client.drop_database(db.name)
     await client.close()
     return total / elapsed, claims
 
 
-async def run(total: int, repeat: int) -> None:
+async def run(total: int, repeat: int, dedup: str, batch: int) -> None:
     with ephemeral_stack("bench", kafka_heap="768m") as stack:
         kafka = KafkaSettings(bootstrap_servers=stack.kafka_node.bootstrap)
         mongo = MongoSettings(uri=stack.mongo_uri)
         topics = TopicSettings(**{k: f"bench.{v}" for k, v in TopicSettings().model_dump().items()})
         await ensure_topics(kafka, topics)
         await fill(kafka, topics.raw_customer, events(total))
-        print(f"raw topic filled with {total} events (6 partitions); {repeat} run(s) each")
+        print(
+            f"raw topic filled with {total} events (6 partitions); {repeat} run(s) each; "
+            f"de-duplication in {dedup}, batches of up to {batch}"
+        )
         baseline, ours = [], []
         for i in range(repeat):
             baseline.append(await pass_through(kafka, topics.raw_customer, topics.actions, total))
             print(f"  run {i + 1}: pass-through {baseline[-1]:>9,.0f} events/s")
-            rate, claims = await ingest(kafka, mongo, topics, total)
+            rate, claims = await ingest(kafka, mongo, topics, total, dedup, batch)
             ours.append(rate)
             print(f"  run {i + 1}: ingest       {ours[-1]:>9,.0f} events/s  ({claims} claims)")
         best_base, best_ours = max(baseline), max(ours)
@@ -198,8 +215,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument(
+        "--dedup",
+        choices=["mongo", "memory"],
+        default="mongo",
+        help="memory: the in-memory fake, to show what MongoDB costs",
+    )
+    parser.add_argument("--batch", type=int, default=500, help="max records per batch")
     args = parser.parse_args(argv)
-    asyncio.run(run(args.events, args.repeat))
+    asyncio.run(run(args.events, args.repeat, args.dedup, args.batch))
     return 0
 
 
