@@ -84,10 +84,14 @@ def _to_utc(value: datetime, info: ValidationInfo) -> datetime:
 
 Id = Annotated[
     str,
-    BeforeValidator(_clean_text),
-    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/\-]*$"),
+    StringConstraints(
+        strip_whitespace=True,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/\-]*$",
+    ),
 ]
-"""An identifier from an upstream system: trimmed, NFC, 1-128 characters, no spaces."""
+"""An identifier from an upstream system: trimmed, 1-128 ASCII characters, no spaces."""
 
 Text = Annotated[str, BeforeValidator(_clean_text), StringConstraints(max_length=500)]
 Name = Annotated[str, BeforeValidator(_clean_text), StringConstraints(min_length=1, max_length=200)]
@@ -113,9 +117,7 @@ Locale = Annotated[
     StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"),
 ]
 Currency = Annotated[
-    str,
-    BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v),
-    StringConstraints(pattern=r"^[A-Z]{3}$"),
+    str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{3}$")
 ]
 Money = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=4)]
 

@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from shared.events.envelope import SCHEMA_PREFIX, CanonicalEvent
+from shared.events.envelope import SCHEMA_PREFIX, envelope_adapter
 from shared.events.types import EVENT_TYPES
 
 
 def schema_documents() -> dict[str, dict[str, Any]]:
     """File name -> JSON Schema, for the envelope and every registered event type."""
     docs: dict[str, dict[str, Any]] = {}
-    envelope = CanonicalEvent.model_json_schema()
+    envelope = envelope_adapter().json_schema()
     envelope["$id"] = SCHEMA_PREFIX + "envelope"
     envelope["title"] = "Upkeep canonical CloudEvent"
     docs["envelope.json"] = envelope

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 
 import orjson
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo.errors import AutoReconnect
 
-from services.ingest.dedup import Claim, DedupStore, MongoDedupStore
+from services.ingest.dedup import Claim, DedupStore, InMemoryDedupStore, MongoDedupStore
 from services.ingest.normalise import NormaliseContext
 from services.ingest.pipeline import IngestConfig, IngestHandler
 from shared import metrics
@@ -64,7 +64,11 @@ class Exploding:
 
 
 def make_loop(
-    kafka: KafkaSettings, topics: TopicSettings, handler: object, group: str
+    kafka: KafkaSettings,
+    topics: TopicSettings,
+    handler: object,
+    group: str,
+    progress: MongoProgressStore | None = None,
 ) -> ConsumerLoop:
     return ConsumerLoop(
         service="ingest",
@@ -75,6 +79,7 @@ def make_loop(
         dlq_topic=topics.dlq,
         producer_factory=lambda: make_producer(kafka, "test", transactional_id=f"tx-{group}"),
         transactional=True,
+        progress=progress,
         batch_timeout_ms=50,
         max_records=100,
     )
@@ -184,3 +189,57 @@ async def test_a_record_reread_after_its_batch_committed_is_not_republished(
     assert await store.claim([Claim("a", "t/0/5"), Claim("b", "t/1/7")]) == {"b"}
     await progress.save("g", {TopicPartition("t", 0): 3})  # never moves backwards
     assert await progress.load("g", [TopicPartition("t", 0)]) == {TopicPartition("t", 0): 6}
+
+
+async def test_a_new_owner_never_restarts_behind_committed_work(
+    kafka_settings: KafkaSettings, mongo_settings: MongoSettings, topics: TopicSettings
+) -> None:
+    """What the rebalance race does — a new owner reading a stale committed offset — is
+    reproduced by committing an old offset behind the loop's back."""
+    client = make_client(mongo_settings, "test")
+    db = client[f"loop_{uuid.uuid4().hex[:8]}"]
+    progress = MongoProgressStore(db["progress"])
+    # a store that forgets claims, so only the progress guard can prevent republishing
+    forgetful = ingest_handler(topics, await mongo_store(mongo_settings))
+
+    def loop() -> ConsumerLoop:
+        return make_loop(kafka_settings, topics, forgetful, "g-stale", progress)
+
+    first = loop()
+    task = asyncio.create_task(first.run())
+    await wait_assigned(first)
+    await produce(kafka_settings, topics.raw_customer, [event(n) for n in range(100)], key=b"k")
+    await read_topic(kafka_settings, topics.events, expect=100, settle=0.5)
+    first.stop()
+    await task
+
+    stale = AIOKafkaConsumer(
+        bootstrap_servers=kafka_settings.bootstrap_servers,
+        group_id="g-stale",
+        enable_auto_commit=False,
+    )
+    await stale.start()
+    partition = next(iter(await read_partitions(kafka_settings, topics.raw_customer)))
+    behind = TopicPartition(topics.raw_customer, partition)
+    stale.assign([behind])
+    await stale.commit({behind: 10})
+    await stale.stop()
+
+    forgetful._dedup = InMemoryDedupStore()  # claims lost: every record would be "new"
+    second = loop()
+    task = asyncio.create_task(second.run())
+    await wait_assigned(second)
+    await produce(
+        kafka_settings, topics.raw_customer, [event(n) for n in range(100, 110)], key=b"k"
+    )
+    published = await read_topic(kafka_settings, topics.events, expect=110, settle=2)
+    second.stop()
+    await task
+
+    ids = ids_of(published)
+    assert len(ids) == len(set(ids)) == 110
+
+
+async def read_partitions(kafka: KafkaSettings, topic: str) -> set[int]:
+    records = await read_topic(kafka, topic, expect=1, settle=0.1)
+    return {r.partition for r in records}
