@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, ProducerFenced
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, WaitQueueTimeoutError
 
 
@@ -29,5 +29,12 @@ TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
 )
 
 
+# Kafka errors that retrying cannot cure: the batch can never be published as it is, or another
+# process took over our transactional id (a configuration error: fail loudly).
+PERMANENT_KAFKA_ERRORS: tuple[type[BaseException], ...] = (MessageSizeTooLargeError, ProducerFenced)
+
+
 def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, PERMANENT_KAFKA_ERRORS):
+        return False
     return isinstance(exc, TRANSIENT_TYPES)

@@ -3,9 +3,11 @@
 Each item is validated and normalised at once, so the caller learns about bad items in the
 response; good items are published to the raw topic of their subject and acknowledged by Kafka
 before the answer (202). From there they take the same path as events sent to Kafka directly,
-which is where de-duplication happens: a client may safely retry a request.
+which is where de-duplication happens: a client may safely retry a request whose events carry an
+``id`` or a timestamp of their own (a bare snapshot with neither gets a fresh id each time).
 """
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -26,6 +28,7 @@ from shared.errors import is_transient
 from shared.kafka.messages import Outgoing
 
 Publish = Callable[[Sequence[Outgoing]], Awaitable[None]]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,7 @@ class HttpIngestConfig:
     raw_channel_topic: str
     max_body_bytes: int
     max_batch_items: int
+    max_message_bytes: int
     context: NormaliseContext
 
 
@@ -159,8 +163,20 @@ def _normalise_items(
     errors: list[ItemError] = []
     messages: list[Outgoing] = []
     for index, item in enumerate(items):
+        size = len(orjson.dumps(item))
+        if size > config.max_message_bytes:
+            metrics.REJECTED.labels("http", Reason.OVERSIZED.value).inc()
+            detail = f"{size} bytes exceeds the {config.max_message_bytes} limit per event"
+            errors.append(ItemError(index=index, reason=Reason.OVERSIZED.value, detail=detail))
+            continue
         decoded = decode_object(item, structured=structured)
-        event = decoded if isinstance(decoded, Rejection) else normalise(decoded, config.context)
+        try:
+            event = (
+                decoded if isinstance(decoded, Rejection) else normalise(decoded, config.context)
+            )
+        except Exception:  # a bug must not turn one bad item into a 500 for the whole batch
+            log.exception("normalising an item failed", extra={"index": index})
+            event = Rejection(Reason.INVALID_DATA, "the event could not be processed")
         if isinstance(event, Rejection):
             metrics.REJECTED.labels("http", event.reason.value).inc()
             errors.append(ItemError(index=index, reason=event.reason.value, detail=event.detail))

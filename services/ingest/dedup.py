@@ -101,10 +101,21 @@ class MongoDedupStore(DedupStore):
         won = {c.key for c in claims} - collided
         positions = {c.key: c.position for c in claims}
         again: dict[str, str] = {}  # same record handled again: key -> position
+        found: set[str] = set()
         async for doc in self._collection.find({"_id": {"$in": sorted(collided)}}, {"pos": 1}):
+            found.add(doc["_id"])
             if doc.get("pos") == positions[doc["_id"]]:
                 again[doc["_id"]] = doc["pos"]
-        return won | await self._uncommitted(again)
+        # a claim that expired between the insert and the read: first sighting after all, and
+        # claim it for this position so a later copy is caught (racing writers may both win
+        # this rare case; the alternative would be to drop an event)
+        vanished = collided - found
+        if vanished:
+            await self._collection.insert_many(
+                [{"_id": k, "pos": positions[k], "at": now} for k in sorted(vanished)],
+                ordered=False,
+            )
+        return won | vanished | await self._uncommitted(again)
 
     async def _uncommitted(self, again: dict[str, str]) -> set[str]:
         """Of records handled again, those whose earlier attempt did not commit."""

@@ -172,8 +172,10 @@ def _parse_time(value: Any, ctx: NormaliseContext) -> tuple[datetime, str | None
         if ctx.default_timezone is None:
             return Rejection(Reason.NAIVE_TIMESTAMP, "time has no UTC offset")
         moment = moment.replace(tzinfo=zone(ctx.default_timezone))
+    try:
         return moment.astimezone(UTC), _format_offset(moment)
-    return moment.astimezone(UTC), _format_offset(moment)
+    except OverflowError:
+        return Rejection(Reason.INVALID_ENVELOPE, "time is out of range")
 
 
 def _offset_of(text: str, default_timezone: str | None) -> str | None:

@@ -104,6 +104,7 @@ async def build(settings: IngestSettings) -> AsyncIterator[Service]:
                 raw_channel_topic=topics.raw_channel,
                 max_body_bytes=settings.max_body_bytes,
                 max_batch_items=settings.max_batch_items,
+                max_message_bytes=settings.max_message_bytes,
                 context=context,
             ),
             KeyRing(settings.api_keys),

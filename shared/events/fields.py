@@ -41,7 +41,7 @@ def _check_timezone(value: str) -> str:
         raise PydanticCustomError("bad_timezone", "not an IANA time zone: {tz}", {"tz": value})
     try:
         zone(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise PydanticCustomError(
             "bad_timezone", "not an IANA time zone: {tz}", {"tz": value}
         ) from exc
@@ -79,7 +79,10 @@ def _to_utc(value: datetime, info: ValidationInfo) -> datetime:
                 "naive_timestamp", "timestamp has no UTC offset and no default zone is set"
             )
         value = value.replace(tzinfo=zone(default))
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00
+        raise PydanticCustomError("datetime_range", "timestamp out of range") from exc
 
 
 Id = Annotated[
@@ -95,7 +98,12 @@ Id = Annotated[
 
 Text = Annotated[str, BeforeValidator(_clean_text), StringConstraints(max_length=500)]
 Name = Annotated[str, BeforeValidator(_clean_text), StringConstraints(min_length=1, max_length=200)]
-TimeZoneName = Annotated[str, BeforeValidator(_clean_text), AfterValidator(_check_timezone)]
+TimeZoneName = Annotated[
+    str,
+    BeforeValidator(_clean_text),
+    StringConstraints(max_length=64),
+    AfterValidator(_check_timezone),
+]
 Email = Annotated[
     str,
     BeforeValidator(_clean_text),

@@ -101,6 +101,8 @@ class ConsumerLoop:
         self._on_assigned_hook = on_assigned
         self._on_revoked_hook = on_revoked
         self._progress = progress
+        # where each partition was positioned at the last assignment (progress guard only)
+        self._starts: dict[TopicPartition, int] = {}
         self._lock = asyncio.Lock()
         self._generation = 0
         self._stopping = asyncio.Event()
@@ -132,11 +134,14 @@ class ConsumerLoop:
                 return  # stopped before Kafka came up
             self._started = True
             while not self._stopping.is_set():
+                # a batch belongs to the assignment it was fetched under: if a rebalance
+                # completes while we wait, the batch is dropped and re-read from committed work
+                generation = self._generation
                 batch = await self._consumer.getmany(
                     timeout_ms=self._batch_timeout_ms, max_records=self._max_records
                 )
                 if batch:
-                    await self._process(batch)
+                    await self._process(batch, generation)
                 await self._update_lag(force=bool(batch))
         finally:
             self._started = False
@@ -172,16 +177,24 @@ class ConsumerLoop:
                 log.exception("error while closing a Kafka client")
 
     async def _reset_producer(self) -> None:
-        """Replace the producer after a failed transaction (a new one fences the old)."""
-        if self._producer is not None:
+        """Replace the producer after a failed transaction (a new one fences the old).
+
+        If the new one cannot start, ``_producer`` stays ``None`` and the next attempt tries
+        again (the error is raised, so the batch is retried, never committed without it)."""
+        old, self._producer = self._producer, None
+        if old is not None:
             try:
-                await self._producer.stop()
+                await old.stop()
             except Exception:
                 log.warning("producer did not stop cleanly", exc_info=True)
-        self._producer = None
         if self._producer_factory is not None:
             producer = self._producer_factory()
-            await producer.start()
+            try:
+                await producer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
             self._producer = producer
 
     # -- rebalances --------------------------------------------------------------------------
@@ -189,6 +202,7 @@ class ConsumerLoop:
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:  # the batch in flight commits before we let go
             self._generation += 1
+            self._starts.clear()
         metrics.REBALANCES.labels("revoked").inc()
         for tp in revoked:
             with contextlib.suppress(KeyError):
@@ -201,31 +215,41 @@ class ConsumerLoop:
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         metrics.REBALANCES.labels("assigned").inc()
         if self._progress is not None and assigned:
-            await self._skip_committed_work(assigned)
+            async with self._lock:
+                await self._position_partitions(assigned)
+                # aiokafka may have handed out records from before the seeks: drop them (the
+                # seeks set every position explicitly, so they are read again, nothing is lost)
+                self._generation += 1
         if self._on_assigned_hook and assigned:
             await self._on_assigned_hook(assigned)
         log.info("partitions assigned", extra={"partitions": _names(assigned)})
 
-    async def _skip_committed_work(self, assigned: set[TopicPartition]) -> None:
-        """Start each partition no earlier than the offsets saved after our last commits."""
+    async def _position_partitions(self, assigned: set[TopicPartition]) -> None:
+        """Start every assigned partition at the greater of Kafka's committed offset and the
+        offset saved after our last commit (see :mod:`shared.kafka.progress`)."""
         try:
             saved = await self._progress.load(self._group_id, assigned)  # type: ignore[union-attr]
-            for tp, offset in saved.items():
-                committed = await self._consumer.committed(tp)
-                if committed is None or offset > committed:
-                    log.info(
-                        "starting ahead of a stale committed offset",
-                        extra={"partition": f"{tp.topic}/{tp.partition}", "offset": offset},
-                    )
-                    self._consumer.seek(tp, offset)
         except Exception:
             # without the guard we are still at-least-once; de-duplication downstream copes
             log.warning("could not read saved progress; using Kafka's offsets", exc_info=True)
+            saved = {}
+        beginnings = await self._consumer.beginning_offsets(list(assigned))
+        for tp in assigned:
+            committed = await self._consumer.committed(tp)
+            start = max(committed if committed is not None else -1, saved.get(tp, -1))
+            if start < 0:
+                start = beginnings[tp]
+            elif committed is None or start > committed:
+                log.info(
+                    "starting ahead of a stale committed offset",
+                    extra={"partition": f"{tp.topic}/{tp.partition}", "offset": start},
+                )
+            self._consumer.seek(tp, start)
+            self._starts[tp] = start
 
     # -- one batch ---------------------------------------------------------------------------
 
-    async def _process(self, batch: dict[TopicPartition, list[Record]]) -> None:
-        generation = self._generation
+    async def _process(self, batch: dict[TopicPartition, list[Record]], generation: int) -> None:
         records = [record for tp in sorted(batch) for record in batch[tp]]
         offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs}
         started = time.perf_counter()
@@ -243,7 +267,7 @@ class ConsumerLoop:
                 with attempt:
                     async with self._lock:
                         if generation != self._generation:
-                            log.info("dropping a batch fetched before a rebalance")
+                            self._rewind(batch)
                             return
                         result = await self._handle_isolating(records)
                         messages = await self._commit(result, offsets)
@@ -257,6 +281,16 @@ class ConsumerLoop:
             hook()
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_RECORDS.observe(len(records))
+
+    def _rewind(self, batch: dict[TopicPartition, list[Record]]) -> None:
+        """Drop a batch fetched before the last rebalance. Partitions positioned at that
+        rebalance go back to where they were positioned (the batch may have been drained after
+        the seek, which moved the position past it); others were reset by aiokafka."""
+        log.info("dropping a batch fetched before a rebalance")
+        assigned = self._consumer.assignment()
+        for tp in batch:
+            if tp in self._starts and tp in assigned:
+                self._consumer.seek(tp, self._starts[tp])
 
     async def _handle_isolating(self, records: list[Record]) -> HandlerResult:
         """Hand the batch over; if it raises a non-transient error, find the culprit(s)."""
@@ -289,11 +323,15 @@ class ConsumerLoop:
             dead_letter_message(d, service=self.service, dlq_topic=self._dlq_topic)
             for d in result.dead_letters
         ]
+        if self._transactional and self._producer is None:
+            await self._reset_producer()  # a previous reset failed; raises while Kafka is away
         producer = self._producer
         if producer is not None and self._transactional:
             try:
                 async with producer.transaction():
-                    await _send_all(producer, messages)
+                    # every send must be acknowledged before the offsets join the transaction:
+                    # aiokafka commits a transaction even if one of its batches failed
+                    await asyncio.gather(*await _send_all(producer, messages))
                     await producer.send_offsets_to_transaction(offsets, self._group_id)
             except Exception:
                 await self._reset_producer()
@@ -347,21 +385,22 @@ class ConsumerLoop:
 
     async def _update_lag(self, *, force: bool) -> None:
         """Export lag per assigned partition (at most every 2 s; one ListOffsets request)."""
-        now = time.monotonic()
-        if now - self._lag_updated < (2 if force else 5):
+        if time.monotonic() - self._lag_updated < (2 if force else 5):
             return
-        self._lag_updated = now
         assigned = list(self._consumer.assignment())
-        if not assigned:
-            return
-        try:
-            ends = await self._consumer.end_offsets(assigned)
-            for tp in assigned:
-                position = await self._consumer.position(tp)
-                lag = max(0, ends[tp] - position)
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
-        except Exception as exc:  # a rebalance or an unreachable broker: try next time
-            log.debug("lag not updated: %r", exc)
+        if assigned:
+            try:  # bounded: a slow broker must not hold up consumption
+                await asyncio.wait_for(self._measure_lag(assigned), timeout=1.0)
+            except Exception as exc:  # a rebalance or an unreachable broker: try next time
+                log.debug("lag not updated: %r", exc)
+        self._lag_updated = time.monotonic()
+
+    async def _measure_lag(self, assigned: list[TopicPartition]) -> None:
+        ends = await self._consumer.end_offsets(assigned)
+        for tp in assigned:
+            position = await self._consumer.position(tp)
+            lag = max(0, ends[tp] - position)
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
 
 async def _send_all(

@@ -11,6 +11,7 @@ original headers are kept, and these are added:
 ``upkeep-dlq-partition``    source partition
 ``upkeep-dlq-offset``       source offset
 ``upkeep-dlq-timestamp``    when it was dead-lettered, RFC 3339 UTC
+``upkeep-dlq-truncated-from`` original size, when the value was cut to 512 KiB
 =========================== ==========================================================
 """
 
@@ -23,6 +24,9 @@ from shared.logging import redact
 
 HEADER_PREFIX = "upkeep-dlq-"
 MAX_DETAIL = 1_000
+# below the broker's default message.max.bytes (1 MiB) with room for headers: a dead letter must
+# always be publishable, or the partition it came from would be stuck
+MAX_VALUE = 512 * 1024
 
 
 def dead_letter_message(dead: DeadLetter, *, service: str, dlq_topic: str) -> Outgoing:
@@ -32,7 +36,7 @@ def dead_letter_message(dead: DeadLetter, *, service: str, dlq_topic: str) -> Ou
         for name, value in (record.headers or ())
         if not name.startswith(HEADER_PREFIX)
     )
-    added = (
+    added: list[tuple[str, str]] = [
         ("service", service),
         ("reason", dead.reason),
         ("detail", redact(dead.detail)[:MAX_DETAIL]),
@@ -40,9 +44,13 @@ def dead_letter_message(dead: DeadLetter, *, service: str, dlq_topic: str) -> Ou
         ("partition", str(record.partition)),
         ("offset", str(record.offset)),
         ("timestamp", datetime.now(UTC).isoformat().replace("+00:00", "Z")),
-    )
-    headers = kept + tuple((HEADER_PREFIX + name, value.encode()) for name, value in added)
-    return Outgoing(dlq_topic, record.value or b"", record.key, headers)
+    ]
+    value = record.value or b""
+    if len(value) > MAX_VALUE:
+        added.append(("truncated-from", str(len(value))))
+        value = value[:MAX_VALUE]
+    headers = kept + tuple((HEADER_PREFIX + name, text.encode()) for name, text in added)
+    return Outgoing(dlq_topic, value, record.key, headers)
 
 
 def dlq_headers(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) -> dict[str, str]:

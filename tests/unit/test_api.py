@@ -29,6 +29,7 @@ CONFIG = HttpIngestConfig(
     raw_channel_topic=RAW_CHANNEL,
     max_body_bytes=4096,
     max_batch_items=3,
+    max_message_bytes=1500,
     context=NormaliseContext(default_source="http-test"),
 )
 KEYS = KeyRing(
@@ -293,3 +294,31 @@ async def test_published_event_passes_the_consumer_path_unchanged(
     (canonical,) = result.messages
     assert CanonicalEvent.from_json(canonical.value) == CanonicalEvent.from_json(message.value)
     assert canonical.key == message.key
+
+
+async def test_an_oversized_item_is_refused_on_its_own(
+    client: httpx.AsyncClient, publish: Recorder
+) -> None:
+    big = {**CUSTOMER, "id": "big", "attributes": {"note": "x" * 2000}}
+    answer = await post(client, [big, {**CUSTOMER, "id": "small"}])
+    assert answer.status_code == 202
+    assert answer.json()["accepted"] == ["small"]
+    assert [(e["index"], e["reason"]) for e in answer.json()["errors"]] == [(0, "oversized")]
+    assert len(publish.messages) == 1
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        ({**CUSTOMER, "time": "0001-01-01T00:00:00+01:00"}, "invalid_envelope"),
+        ({**CUSTOMER, "updated_at": "0001-01-01T00:00:00+01:00"}, "invalid_data"),
+        ({**CUSTOMER, "timezone": "A" * 1000}, "invalid_data"),
+        ({**CUSTOMER, "timezone": "Europe/" + "x" * 50}, "bad_timezone"),
+    ],
+)
+async def test_extreme_values_are_refused_not_a_server_error(
+    client: httpx.AsyncClient, item: dict[str, object], reason: str
+) -> None:
+    answer = await post(client, item)
+    assert answer.status_code == 422
+    assert answer.json()["errors"][0]["reason"] == reason
