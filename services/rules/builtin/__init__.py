@@ -1,0 +1,1 @@
+"""The maintenance rules shipped with Upkeep (registered in :mod:`services.rules.registry`)."""

@@ -1,0 +1,138 @@
+"""Birthdays and anniversaries: "greet the customer on their birthday at 09:00 their time, and
+thank them on the 1st, 2nd, 5th, 10th … anniversary of becoming a customer."
+
+One pending timer per kind: ``birthday:<year>`` and ``anniversary:<years>``; each fired timer
+plans the next one, and a profile change re-plans both. A customer without an e-mail address is
+greeted by their owner instead (a task).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.rules.calendar import Feb29Policy, anniversary_in, at_local, next_anniversary_moment
+from services.rules.sdk import (
+    Action,
+    CancelTimers,
+    Decision,
+    Recipient,
+    RuleContext,
+    SetTimer,
+    Timer,
+)
+from services.rules.state import CustomerState, SubjectState
+from shared.events.envelope import CanonicalEvent
+
+CUSTOMER_UPSERTED = "upkeep.customer.upserted.v1"
+
+
+class BirthdayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo in rules.yaml is an error
+
+    enabled: bool = True
+    local_time: time = time(9, 0)
+    feb29: Feb29Policy = "feb28"
+    birthdays: bool = True
+    anniversary_years: list[int] = Field(default_factory=lambda: [1, 2, 3, 5, 10, 15, 20, 25])
+
+
+@dataclass
+class BirthdaysAndAnniversaries:
+    config: BirthdayConfig = field(default_factory=BirthdayConfig)
+    name: str = "birthday"
+
+    def on_event(
+        self, event: CanonicalEvent, subject: SubjectState, ctx: RuleContext
+    ) -> Iterator[Decision]:
+        if event.type != CUSTOMER_UPSERTED or subject.customer is None:
+            return
+        yield CancelTimers(prefix="birthday:")
+        yield CancelTimers(prefix="anniversary:")
+        yield from self._plan_birthday(subject.customer, ctx)
+        yield from self._plan_anniversary(subject.customer, ctx)
+
+    def _plan_birthday(self, customer: CustomerState, ctx: RuleContext) -> Iterator[Decision]:
+        if not self.config.birthdays or customer.birthday is None:
+            return
+        year, due = next_anniversary_moment(
+            customer.birthday, self.config.local_time, customer.timezone, ctx.now, self.config.feb29
+        )
+        yield SetTimer(f"birthday:{year}", due, {"year": year})
+
+    def _plan_anniversary(self, customer: CustomerState, ctx: RuleContext) -> Iterator[Decision]:
+        since = customer.customer_since
+        if since is None:
+            return
+        for years in sorted(set(self.config.anniversary_years)):
+            day = anniversary_in(since, since.year + years, self.config.feb29)
+            due = at_local(day, self.config.local_time, customer.timezone)
+            if due > ctx.now:
+                yield SetTimer(f"anniversary:{years}", due, {"years": years})
+                return
+
+    def on_timer(self, timer: Timer, subject: SubjectState, ctx: RuleContext) -> Iterator[Decision]:
+        customer = subject.customer
+        if customer is None:
+            return
+        if timer.name.startswith("birthday:") and customer.birthday is not None:
+            year = int(timer.data["year"])
+            yield self._greeting(
+                f"birthday:{customer.customer_id}:{year}",
+                "birthday_greeting",
+                customer,
+                subject,
+                timer,
+                {"year": year},
+            )
+            yield from self._plan_birthday(customer, ctx)
+        elif timer.name.startswith("anniversary:") and customer.customer_since is not None:
+            years = int(timer.data["years"])
+            yield self._greeting(
+                f"birthday:anniversary:{customer.customer_id}:{years}y",
+                "customer_anniversary",
+                customer,
+                subject,
+                timer,
+                {"years": years},
+            )
+            yield from self._plan_anniversary(customer, ctx)
+
+    def _greeting(
+        self,
+        key: str,
+        template: str,
+        customer: CustomerState,
+        subject: SubjectState,
+        timer: Timer,
+        extra: dict[str, Any],
+    ) -> Action:
+        data = {"customer_id": customer.customer_id, "customer_name": customer.name, **extra}
+        if customer.email is None and customer.owner_id is not None:
+            return Action(
+                key=key,
+                rule=self.name,
+                subject=subject.id,
+                kind="task",
+                recipient=Recipient("staff", customer.owner_id),
+                template=f"{template}_task",
+                locale=customer.locale,
+                due_at=timer.due_at,
+                data=data,
+            )
+        return Action(
+            key=key,
+            rule=self.name,
+            subject=subject.id,
+            kind="email",
+            recipient=Recipient("customer", customer.customer_id),
+            template=template,
+            locale=customer.locale,
+            due_at=timer.due_at,
+            priority="marketing",
+            data=data,
+        )

@@ -1,0 +1,144 @@
+"""The contract of a maintenance rule.
+
+A rule is a small object with no I/O. The engine calls it when an event about a subject arrives
+(after the subject's state has been updated) and when one of the rule's timers fires; it answers
+with *decisions*: actions to send, timers to set, timers to cancel. Everything a rule needs is in
+its arguments — the event or timer, the subject's state, and a :class:`RuleContext` with the
+clock, the rule's configuration and the staff who own the subject.
+
+Worked example — "call the customer a week after their first order"::
+
+    @dataclass
+    class FirstOrderCall:
+        name: str = "first-order-call"
+
+        def on_event(self, event, subject, ctx):
+            if event.type == "upkeep.customer.interaction.v1" and subject.customer \\
+                    and subject.customer.orders == 1 and event.data["kind"] == "order":
+                yield SetTimer("call", ctx.now + timedelta(days=7))
+
+        def on_timer(self, timer, subject, ctx):
+            owner = subject.customer.owner_id if subject.customer else None
+            if owner:
+                yield Action.task(self.name, subject.id, "call", owner=owner,
+                                  template="first_order_call", locale="en", due_at=ctx.now)
+
+Identity rules: a timer is identified by (rule, subject, name) — setting it again moves it;
+an action's ``key`` identifies the occurrence it is about (``renewal:contract-42:2027-01-31:30d``),
+so replaying history yields the same keys and the notifier sends each occurrence once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from services.rules.state import StaffState, SubjectState
+from shared.events.envelope import CanonicalEvent
+
+ActionKind = Literal["email", "chat", "webhook", "task"]
+Priority = Literal["transactional", "marketing"]
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """Who an action is for: a customer, a channel or a member of staff, by id."""
+
+    kind: Literal["customer", "channel", "staff"]
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """Something to deliver. ``key`` is deterministic per occurrence (see module doc)."""
+
+    key: str
+    rule: str
+    subject: str
+    kind: ActionKind
+    recipient: Recipient
+    template: str
+    locale: str
+    due_at: datetime
+    priority: Priority = "transactional"
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    """Wake this rule for this subject at ``due_at`` (UTC). Same name again: moved."""
+
+    name: str
+    due_at: datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimers:
+    """Cancel this rule's pending timers for this subject whose name starts with ``prefix``."""
+
+    prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """Publish a derived event about the subject (e.g. a tier change) for other consumers."""
+
+    type: str
+    data: Mapping[str, Any]
+
+
+Decision = Action | SetTimer | CancelTimers | Emit
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A timer that fired, as handed back to the rule that set it."""
+
+    rule: str
+    subject: str
+    name: str
+    due_at: datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return timer_id(self.rule, self.subject, self.name)
+
+
+def timer_id(rule: str, subject: str, name: str) -> str:
+    return f"{rule}|{subject}|{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleContext:
+    """What a rule may know besides the subject: the time, its settings and the staff directory
+    entries the engine loaded for this subject (its owner or manager and their managers)."""
+
+    now: datetime
+    config: Mapping[str, Any] = field(default_factory=dict)
+    staff: Mapping[str, StaffState] = field(default_factory=dict)
+
+    def manager_of(self, staff_id: str | None) -> str | None:
+        member = self.staff.get(staff_id) if staff_id else None
+        return member.manager_id if member else None
+
+
+@runtime_checkable
+class Rule(Protocol):
+    """What the engine calls. ``name`` is stable: it appears in metrics, timer ids, action keys
+    and ``rules.yaml``."""
+
+    name: str
+
+    def on_event(
+        self, event: CanonicalEvent, subject: SubjectState, ctx: RuleContext
+    ) -> Iterable[Decision]:
+        """Called for every event about a subject, after its state was updated."""
+        ...
+
+    def on_timer(self, timer: Timer, subject: SubjectState, ctx: RuleContext) -> Iterable[Decision]:
+        """Called when a timer this rule set for this subject is due."""
+        ...

@@ -1,0 +1,309 @@
+"""Each subject's state, maintained from events by pure functions.
+
+One document per subject (``customer:C-1``, ``channel:CH-1``, ``staff:S-1``). A customer's
+contracts live in the customer's document because contract events are keyed by the customer.
+:func:`apply` is idempotent: the identities of recently applied events are remembered, and a
+profile update older than the one applied is ignored, so a redelivered or replayed event
+changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.rules.calendar import local_date
+from shared.events.envelope import CanonicalEvent
+from shared.events.types import (
+    ChannelOrder,
+    ChannelUpserted,
+    ContractCancelled,
+    ContractRenewed,
+    ContractUpserted,
+    CustomerInteraction,
+    CustomerUpserted,
+    EventPayload,
+    StaffUpserted,
+)
+
+REMEMBERED_EVENTS = 256
+CHANNEL_HISTORY_DAYS = 400
+Tier = Literal["A", "B", "C"]
+
+
+class _State(BaseModel):
+    model_config = ConfigDict(extra="ignore", validate_assignment=False)
+
+
+class CustomerState(_State):
+    customer_id: str
+    name: str = ""
+    timezone: str = "UTC"
+    locale: str = "en"
+    email: str | None = None
+    birthday: date | None = None
+    customer_since: date | None = None
+    owner_id: str | None = None
+    channel_id: str | None = None
+    marketing_opt_in: bool = True
+    profile_time: datetime | None = None
+    first_seen: datetime | None = None
+    tier: Tier | None = None
+    # interaction history summary
+    orders: int = 0
+    order_value: Decimal = Decimal(0)
+    first_order_at: datetime | None = None
+    last_order_at: datetime | None = None
+    last_interaction_at: datetime | None = None
+    interactions: dict[str, int] = Field(default_factory=dict)
+    last_ticket_closed_at: datetime | None = None
+
+
+class ContractState(_State):
+    contract_id: str
+    start_date: date
+    end_date: date
+    value: Decimal | None = None
+    currency: str | None = None
+    auto_renew: bool = False
+    status: Literal["active", "pending", "expired", "renewed", "cancelled"] = "active"
+    owner_id: str | None = None
+    renewed_at: datetime | None = None
+    cancelled_at: datetime | None = None
+
+
+class ChannelState(_State):
+    channel_id: str
+    name: str = ""
+    timezone: str = "UTC"
+    locale: str = "en"
+    manager_id: str | None = None
+    region: str | None = None
+    active: bool = True
+    profile_time: datetime | None = None
+    orders: int = 0
+    last_order_at: datetime | None = None
+    daily_orders: dict[str, Decimal] = Field(default_factory=dict)  # local date -> amount
+
+
+class StaffState(_State):
+    staff_id: str
+    name: str = ""
+    timezone: str = "UTC"
+    locale: str = "en"
+    email: str | None = None
+    manager_id: str | None = None
+    chat_webhook_url: str | None = None
+    active: bool = True
+    profile_time: datetime | None = None
+
+
+class SubjectState(_State):
+    """Everything known about one subject."""
+
+    id: str
+    customer: CustomerState | None = None
+    contracts: dict[str, ContractState] = Field(default_factory=dict)
+    channel: ChannelState | None = None
+    staff: StaffState | None = None
+    applied: list[str] = Field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return self.id.split(":", 1)[0]
+
+    @property
+    def timezone(self) -> str:
+        for part in (self.customer, self.channel, self.staff):
+            if part is not None:
+                return part.timezone
+        return "UTC"
+
+    @property
+    def owner_id(self) -> str | None:
+        if self.customer is not None:
+            return self.customer.owner_id
+        if self.channel is not None:
+            return self.channel.manager_id
+        return None
+
+
+def apply(state: SubjectState, event: CanonicalEvent) -> tuple[SubjectState, bool]:
+    """The state after ``event``, and whether it changed anything."""
+    if event.dedup_key in state.applied:
+        return state, False
+    payload = event.payload()
+    new = state.model_copy(deep=True)
+    _APPLY[type(payload)](new, payload, event)
+    new.applied = [*state.applied, event.dedup_key][-REMEMBERED_EVENTS:]
+    return new, True
+
+
+def _newer(previous: datetime | None, incoming: datetime) -> bool:
+    return previous is None or incoming >= previous
+
+
+def _customer(state: SubjectState, customer_id: str, seen: datetime) -> CustomerState:
+    if state.customer is None:
+        state.customer = CustomerState(customer_id=customer_id, first_seen=seen)
+    return state.customer
+
+
+def _customer_upserted(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
+    assert isinstance(p, CustomerUpserted)
+    customer = _customer(state, p.customer_id, event.time)
+    at = p.updated_at or event.time
+    if not _newer(customer.profile_time, at):
+        return  # an older snapshot arriving late
+    fields: dict[str, Any] = p.model_dump(
+        include={
+            "name",
+            "timezone",
+            "locale",
+            "email",
+            "birthday",
+            "customer_since",
+            "owner_id",
+            "channel_id",
+            "marketing_opt_in",
+        }
+    )
+    state.customer = customer.model_copy(update={**fields, "profile_time": at})
+
+
+def _interaction(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
+    assert isinstance(p, CustomerInteraction)
+    customer = _customer(state, p.customer_id, event.time)
+    customer.interactions[p.kind] = customer.interactions.get(p.kind, 0) + 1
+    at = p.occurred_at
+    if customer.last_interaction_at is None or at > customer.last_interaction_at:
+        customer.last_interaction_at = at
+    if p.kind == "order":
+        customer.orders += 1
+        customer.order_value += p.amount or Decimal(0)
+        if customer.first_order_at is None or at < customer.first_order_at:
+            customer.first_order_at = at
+        if customer.last_order_at is None or at > customer.last_order_at:
+            customer.last_order_at = at
+    closed = p.kind == "ticket" and p.ticket_status == "closed"
+    if closed and (customer.last_ticket_closed_at is None or at > customer.last_ticket_closed_at):
+        customer.last_ticket_closed_at = at
+
+
+def _contract_upserted(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
+    assert isinstance(p, ContractUpserted)
+    _customer(state, p.customer_id, event.time)
+    known = state.contracts.get(p.contract_id)
+    # a stale snapshot must not resurrect a contract that was renewed or cancelled since
+    settled = known is not None and known.status in ("renewed", "cancelled")
+    if settled and p.status == "active" and known is not None and known.end_date >= p.end_date:
+        return
+    state.contracts[p.contract_id] = ContractState(
+        **p.model_dump(
+            include={
+                "contract_id",
+                "start_date",
+                "end_date",
+                "value",
+                "currency",
+                "auto_renew",
+                "status",
+                "owner_id",
+            }
+        )
+    )
+
+
+def _contract_renewed(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
+    assert isinstance(p, ContractRenewed)
+    _customer(state, p.customer_id, event.time)
+    known = state.contracts.get(p.contract_id)
+    if known is None:
+        known = ContractState(
+            contract_id=p.contract_id, start_date=p.renewed_at.date(), end_date=p.new_end_date
+        )
+    if p.new_end_date >= known.end_date:
+        state.contracts[p.contract_id] = known.model_copy(
+            update={
+                "end_date": p.new_end_date,
+                "status": "renewed",
+                "renewed_at": p.renewed_at,
+                "value": p.value if p.value is not None else known.value,
+            }
+        )
+
+
+def _contract_cancelled(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
+    assert isinstance(p, ContractCancelled)
+    _customer(state, p.customer_id, event.time)
+    known = state.contracts.get(p.contract_id)
+    if known is not None:
+        state.contracts[p.contract_id] = known.model_copy(
+            update={"status": "cancelled", "cancelled_at": p.cancelled_at}
+        )
+
+
+def _channel(state: SubjectState, channel_id: str) -> ChannelState:
+    if state.channel is None:
+        state.channel = ChannelState(channel_id=channel_id)
+    return state.channel
+
+
+def _channel_upserted(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
+    assert isinstance(p, ChannelUpserted)
+    channel = _channel(state, p.channel_id)
+    at = p.updated_at or event.time
+    if not _newer(channel.profile_time, at):
+        return
+    fields = p.model_dump(include={"name", "timezone", "locale", "manager_id", "region", "active"})
+    state.channel = channel.model_copy(update={**fields, "profile_time": at})
+
+
+def _channel_order(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
+    assert isinstance(p, ChannelOrder)
+    channel = _channel(state, p.channel_id)
+    channel.orders += 1
+    if channel.last_order_at is None or p.occurred_at > channel.last_order_at:
+        channel.last_order_at = p.occurred_at
+    day = local_date(p.occurred_at, channel.timezone).isoformat()
+    channel.daily_orders[day] = channel.daily_orders.get(day, Decimal(0)) + p.amount
+    cutoff = local_date(p.occurred_at, channel.timezone) - timedelta(days=CHANNEL_HISTORY_DAYS)
+    channel.daily_orders = {
+        d: v for d, v in channel.daily_orders.items() if d >= cutoff.isoformat()
+    }
+
+
+def _staff_upserted(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
+    assert isinstance(p, StaffUpserted)
+    at = p.updated_at or event.time
+    if state.staff is not None and not _newer(state.staff.profile_time, at):
+        return
+    fields = p.model_dump(
+        mode="json",
+        include={
+            "staff_id",
+            "name",
+            "timezone",
+            "locale",
+            "email",
+            "manager_id",
+            "chat_webhook_url",
+            "active",
+        },
+    )
+    state.staff = StaffState(**fields, profile_time=at)
+
+
+_APPLY = {
+    CustomerUpserted: _customer_upserted,
+    CustomerInteraction: _interaction,
+    ContractUpserted: _contract_upserted,
+    ContractRenewed: _contract_renewed,
+    ContractCancelled: _contract_cancelled,
+    ChannelUpserted: _channel_upserted,
+    ChannelOrder: _channel_order,
+    StaffUpserted: _staff_upserted,
+}

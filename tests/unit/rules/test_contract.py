@@ -1,0 +1,196 @@
+"""The rule contract, checked over every registered rule; the registry; state idempotence."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from services.rules.registry import BUILTIN, load_rules, read_config
+from services.rules.sdk import Action, CancelTimers, Emit, Rule, SetTimer
+from services.rules.state import SubjectState, apply
+from services.rules.testing import RuleHarness
+from shared.events.envelope import CanonicalEvent
+from shared.events.types import EVENT_TYPES
+
+T0 = datetime(2026, 3, 1, 8, tzinfo=UTC)
+HISTORY = [
+    (
+        "staff.upserted",
+        {"staff_id": "S-1", "name": "Owner", "timezone": "Europe/Berlin", "manager_id": "S-2"},
+    ),
+    (
+        "customer.upserted",
+        {
+            "customer_id": "C-1",
+            "name": "Acme",
+            "timezone": "Europe/Berlin",
+            "email": "a@example.com",
+            "birthday": "1985-03-20",
+            "customer_since": "2021-03-10",
+            "owner_id": "S-1",
+        },
+    ),
+    (
+        "contract.upserted",
+        {
+            "contract_id": "K-1",
+            "customer_id": "C-1",
+            "start_date": "2025-04-01",
+            "end_date": "2026-03-31",
+            "value": "900",
+            "currency": "EUR",
+        },
+    ),
+    (
+        "customer.interaction",
+        {
+            "interaction_id": "I-1",
+            "customer_id": "C-1",
+            "kind": "order",
+            "occurred_at": "2026-03-02T10:00:00+01:00",
+            "amount": "50",
+            "currency": "EUR",
+        },
+    ),
+    (
+        "customer.interaction",
+        {
+            "interaction_id": "I-2",
+            "customer_id": "C-1",
+            "kind": "ticket",
+            "ticket_status": "closed",
+            "occurred_at": "2026-03-03T10:00:00Z",
+        },
+    ),
+    (
+        "channel.upserted",
+        {"channel_id": "CH-1", "name": "East", "timezone": "Asia/Shanghai", "manager_id": "S-1"},
+    ),
+    (
+        "channel.order",
+        {
+            "channel_id": "CH-1",
+            "order_id": "O-1",
+            "amount": "10",
+            "currency": "CNY",
+            "occurred_at": "2026-03-04T10:00:00+08:00",
+        },
+    ),
+    (
+        "contract.renewed",
+        {
+            "contract_id": "K-1",
+            "customer_id": "C-1",
+            "new_end_date": "2027-03-31",
+            "renewed_at": "2026-03-05T10:00:00Z",
+        },
+    ),
+    (
+        "contract.cancelled",
+        {"contract_id": "K-1", "customer_id": "C-1", "cancelled_at": "2026-03-06T10:00:00Z"},
+    ),
+]
+ALL_RULES = load_rules({})
+
+
+def run(rule: Rule) -> RuleHarness:
+    h = RuleHarness(rule)
+    for n, (type_name, data) in enumerate(HISTORY):
+        h.send(type_name, at=T0 + timedelta(days=n), event_id=f"e-{n}", **data)
+    h.advance(to=T0 + timedelta(days=800))
+    return h
+
+
+def test_the_history_covers_every_event_type() -> None:
+    assert {f"upkeep.{t}.v1" for t, _ in HISTORY} == set(EVENT_TYPES)
+
+
+@pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: r.name)
+def test_every_rule_satisfies_the_contract(rule: Rule) -> None:
+    assert isinstance(rule, Rule)
+    assert rule.name in BUILTIN
+    first, again = run(rule), run(type(rule)(rule.config))  # type: ignore[attr-defined]
+    # deterministic: the same history at the same times gives the same actions and keys
+    assert [a.key for a in first.actions] == [a.key for a in again.actions]
+    keys = [a.key for a in first.actions]
+    assert len(keys) == len(set(keys)), "an occurrence produced two actions"
+    for action in first.actions:
+        assert isinstance(action, Action)
+        assert action.rule == rule.name
+        assert action.key.startswith(rule.name)
+        assert action.due_at.tzinfo is not None
+
+
+@pytest.mark.parametrize("rule", ALL_RULES, ids=lambda r: r.name)
+def test_every_rule_tolerates_any_event_on_an_empty_subject(rule: Rule) -> None:
+    h = RuleHarness(rule)
+    for type_name, data in HISTORY:
+        h.states.clear()
+        h.send(type_name, at=T0, **data)
+    for timer in h.pending():
+        assert timer.due_at > T0
+    decisions = (
+        list(rule.on_timer(h.pending()[0], SubjectState(id="customer:gone"), h.context(rule, T0)))
+        if h.pending()
+        else []
+    )
+    assert all(isinstance(d, Action | SetTimer | CancelTimers | Emit) for d in decisions)
+
+
+def test_redelivered_events_change_no_state() -> None:
+    state = SubjectState(id="customer:C-1")
+    events = []
+    for n, (type_name, data) in enumerate(HISTORY[1:5]):
+        from shared.events.types import resolve_type
+
+        payload = resolve_type(type_name).model_validate(data)  # type: ignore[union-attr]
+        events.append(
+            CanonicalEvent.build(
+                event_id=f"e-{n}", source="t", payload=payload, time=T0, source_offset="Z"
+            )
+        )
+    for event in events:
+        state, changed = apply(state, event)
+        assert changed
+    for event in events:
+        again, changed = apply(state, event)
+        assert not changed
+        assert again == state
+    assert state.customer is not None
+    assert (state.customer.orders, state.customer.interactions) == (1, {"order": 1, "ticket": 1})
+
+
+def test_an_older_profile_snapshot_does_not_overwrite_a_newer_one() -> None:
+    h = RuleHarness()
+    h.send(
+        "customer.upserted",
+        at=T0,
+        customer_id="C-1",
+        name="New",
+        timezone="UTC",
+        updated_at="2026-03-02T00:00:00Z",
+    )
+    h.send(
+        "customer.upserted",
+        at=T0,
+        customer_id="C-1",
+        name="Old",
+        timezone="UTC",
+        updated_at="2026-03-01T00:00:00Z",
+    )
+    assert h.states["customer:C-1"].customer.name == "New"  # type: ignore[union-attr]
+
+
+def test_rules_can_be_switched_off_or_selected(tmp_path: Path) -> None:
+    config = tmp_path / "rules.yaml"
+    config.write_text("renewal:\n  enabled: false\nbirthday:\n  feb29: mar1\n")
+    loaded = load_rules(read_config(config))
+    assert [r.name for r in loaded] == ["birthday"]
+    assert [r.name for r in load_rules({}, enabled={"renewal"})] == ["renewal"]
+    with pytest.raises(ValueError, match="unknown rules"):
+        load_rules({}, enabled={"no-such-rule"})
+    config.write_text("birthday:\n  feb_29: mar1\n")  # a typo is refused, not ignored
+    with pytest.raises(ValueError, match="feb_29"):
+        load_rules(read_config(config))
