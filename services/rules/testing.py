@@ -37,6 +37,8 @@ from shared.events.types import resolve_type
 class Outcome:
     """What one rule decided for one subject, ready to be stored and published."""
 
+    rule: str = ""
+    subject: str = ""
     set_timers: list[Timer] = field(default_factory=list)
     cancel_prefixes: list[str] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
@@ -46,7 +48,7 @@ class Outcome:
 def apply_decisions(rule: str, subject: str, decisions: Iterable[Decision]) -> Outcome:
     """Sort a rule's decisions by kind, keeping their order (a cancel before a set of the same
     timer leaves the new timer in place)."""
-    outcome = Outcome()
+    outcome = Outcome(rule=rule, subject=subject)
     for decision in decisions:
         if isinstance(decision, SetTimer):
             outcome.set_timers.append(

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from shared.events.actions import ACTION_TYPE, ActionMessage
 from shared.events.envelope import SCHEMA_PREFIX, envelope_adapter
 from shared.events.types import EVENT_TYPES
 
@@ -23,6 +24,9 @@ def schema_documents() -> dict[str, dict[str, Any]]:
     envelope["$id"] = SCHEMA_PREFIX + "envelope"
     envelope["title"] = "Upkeep canonical CloudEvent"
     docs["envelope.json"] = envelope
+    action = ActionMessage.model_json_schema()
+    action["$id"] = SCHEMA_PREFIX + ACTION_TYPE
+    docs[f"{ACTION_TYPE}.json"] = action
     for name, model in sorted(EVENT_TYPES.items()):
         schema = model.model_json_schema(mode="validation")
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

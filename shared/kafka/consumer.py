@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -57,6 +58,16 @@ class BatchHandler(Protocol):
         ...
 
 
+class Ticker(Protocol):
+    """Periodic work owned by whoever holds the partitions (e.g. firing due timers)."""
+
+    async def tick(self, partitions: set[TopicPartition]) -> HandlerResult:
+        """Called every ``tick_interval_s`` with the partitions this consumer owns, under the
+        same lock as batches (never during a rebalance). Its messages are published in a
+        transaction of their own; its ``after_commit`` hooks run once they are committed."""
+        ...
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, loop: ConsumerLoop) -> None:
         self._loop = loop
@@ -85,6 +96,8 @@ class ConsumerLoop:
         on_assigned: PartitionHook | None = None,
         on_revoked: PartitionHook | None = None,
         progress: ProgressStore | None = None,
+        ticker: Ticker | None = None,
+        tick_interval_s: float = 1.0,
     ) -> None:
         self.service = service
         self._consumer_factory = consumer_factory
@@ -101,6 +114,9 @@ class ConsumerLoop:
         self._on_assigned_hook = on_assigned
         self._on_revoked_hook = on_revoked
         self._progress = progress
+        self._ticker = ticker
+        self._tick_interval_s = tick_interval_s
+        self._ticked = 0.0
         # where each partition was positioned at the last assignment (progress guard only)
         self._starts: dict[TopicPartition, int] = {}
         self._lock = asyncio.Lock()
@@ -142,6 +158,7 @@ class ConsumerLoop:
                 )
                 if batch:
                     await self._process(batch, generation)
+                await self._maybe_tick()
                 await self._update_lag(force=bool(batch))
         finally:
             self._started = False
@@ -255,15 +272,8 @@ class ConsumerLoop:
         started = time.perf_counter()
         result: HandlerResult = HandlerResult()
         messages: list[Outgoing] = []
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(is_transient),
-            wait=wait_random_exponential(multiplier=0.2, max=10),
-            stop=lambda _state: self._stopping.is_set(),
-            sleep=self._sleep_unless_stopping,
-            before_sleep=self._note_failure,
-        )
         try:
-            async for attempt in retrying:
+            async for attempt in self._retrying():
                 with attempt:
                     async with self._lock:
                         if generation != self._generation:
@@ -272,15 +282,41 @@ class ConsumerLoop:
                         result = await self._handle_isolating(records)
                         messages = await self._commit(result, offsets)
                         await self._save_progress(offsets)
+                        await _run_hooks(result)
         except RetryError:
             log.warning("stopping with an uncommitted batch; it will be consumed again")
             return
         self._failing = False
         self._count(records, result, messages)
-        for hook in result.after_commit:
-            hook()
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_RECORDS.observe(len(records))
+
+    def _retrying(self) -> AsyncRetrying:
+        """Retry transient failures with jittered backoff until they pass or we stop."""
+        return AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_random_exponential(multiplier=0.2, max=10),
+            stop=lambda _state: self._stopping.is_set(),
+            sleep=self._sleep_unless_stopping,
+            before_sleep=self._note_failure,
+        )
+
+    async def _maybe_tick(self) -> None:
+        if self._ticker is None or time.monotonic() - self._ticked < self._tick_interval_s:
+            return
+        self._ticked = time.monotonic()
+        generation = self._generation
+        try:
+            async for attempt in self._retrying():
+                with attempt:
+                    async with self._lock:
+                        if generation != self._generation:
+                            return
+                        result = await self._ticker.tick(set(self._consumer.assignment()))
+                        await self._commit(result, {})
+                        await _run_hooks(result)
+        except RetryError:
+            return
 
     def _rewind(self, batch: dict[TopicPartition, list[Record]]) -> None:
         """Drop a batch fetched before the last rebalance. Partitions positioned at that
@@ -332,7 +368,8 @@ class ConsumerLoop:
                     # every send must be acknowledged before the offsets join the transaction:
                     # aiokafka commits a transaction even if one of its batches failed
                     await asyncio.gather(*await _send_all(producer, messages))
-                    await producer.send_offsets_to_transaction(offsets, self._group_id)
+                    if offsets:
+                        await producer.send_offsets_to_transaction(offsets, self._group_id)
             except Exception:
                 await self._reset_producer()
                 raise
@@ -342,7 +379,8 @@ class ConsumerLoop:
                     raise RuntimeError("handler produced messages but the loop has no producer")
                 futures = await _send_all(producer, messages)
                 await asyncio.gather(*futures)
-            await self._consumer.commit(offsets)
+            if offsets:
+                await self._consumer.commit(offsets)
         return messages
 
     async def _save_progress(self, offsets: dict[TopicPartition, int]) -> None:
@@ -401,6 +439,18 @@ class ConsumerLoop:
             position = await self._consumer.position(tp)
             lag = max(0, ends[tp] - position)
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+
+
+async def _run_hooks(result: HandlerResult) -> None:
+    """After-commit hooks: what they do is already committed, so a failing hook is logged and
+    never rolls the batch back."""
+    for hook in result.after_commit:
+        try:
+            outcome = hook()
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception:
+            log.exception("an after-commit hook failed")
 
 
 async def _send_all(

@@ -1,0 +1,206 @@
+"""The rules engine: events and due timers in, state, timers and actions out.
+
+Per batch of canonical events: load the subjects, apply each event to its subject's state,
+ask every rule, store the state and the timer changes, and hand the actions to the consumer
+loop, which publishes them in the batch's Kafka transaction. State is stored before the commit
+so a redelivered batch sees it; rules are asked again for a redelivered event (their decisions
+are idempotent: timers by id, actions by key).
+
+Per tick: fire the timers that are due in the partitions this replica owns. Fired timers are
+removed after the actions are committed; a crash between the two fires them again with the same
+action keys, which the notifier's ledger delivers once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import TopicPartition
+from prometheus_client import Counter
+from pydantic import ValidationError
+
+from services.rules.sdk import Action, Decision, Rule, RuleContext
+from services.rules.state import StaffState, SubjectState, apply
+from services.rules.store import PlacedTimer, SubjectStore, TimerChanges, TimerStore
+from services.rules.testing import Outcome, apply_decisions
+from shared.events.actions import ActionMessage, ActionRecipient
+from shared.events.envelope import CanonicalEvent
+from shared.kafka.messages import DeadLetter, HandlerResult, Outgoing, Record
+from shared.metrics import preinit
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+
+DECISIONS = Counter(
+    "upkeep_rules_actions_total",
+    "Actions decided, by rule and trigger (event, timer).",
+    ["rule", "trigger"],
+)
+RULE_ERRORS = Counter(
+    "upkeep_rules_errors_total",
+    "Rule calls that raised (the rule is skipped for that input).",
+    ["rule"],
+)
+TIMERS_FIRED = Counter("upkeep_rules_timers_fired_total", "Timers fired, by rule.", ["rule"])
+EVENTS_APPLIED = Counter(
+    "upkeep_rules_events_total",
+    "Canonical events handled, by outcome (applied, repeat).",
+    ["outcome"],
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RulesEngine:
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        subjects: SubjectStore,
+        timers: TimerStore,
+        *,
+        events_topic: str,
+        actions_topic: str,
+        config: Mapping[str, Mapping[str, Any]] | None = None,
+        clock: Clock = utc_now,
+        timers_per_tick: int = 1000,
+    ) -> None:
+        self.rules = {rule.name: rule for rule in rules}
+        self._subjects = subjects
+        self._timers = timers
+        self._events_topic = events_topic
+        self._actions_topic = actions_topic
+        self._config = config or {}
+        self._clock = clock
+        self._timers_per_tick = timers_per_tick
+        for name in self.rules:
+            preinit(DECISIONS, [(name, "event"), (name, "timer")])
+            preinit(RULE_ERRORS, [(name,)])
+            preinit(TIMERS_FIRED, [(name,)])
+
+    # -- events ------------------------------------------------------------------------------
+
+    async def handle(self, records: Sequence[Record]) -> HandlerResult:
+        result = HandlerResult()
+        events: list[tuple[Record, CanonicalEvent]] = []
+        for record in records:
+            try:
+                event = CanonicalEvent.from_json(record.value or b"")
+                event.payload()
+            except (ValidationError, ValueError) as exc:
+                result.dead_letters.append(DeadLetter(record, "invalid_event", str(exc)[:500]))
+                continue
+            except KeyError:
+                result.dead_letters.append(DeadLetter(record, "unknown_type", "no such type"))
+                continue
+            events.append((record, event))
+        states = await self._subjects.load({e.subject for _, e in events})
+        staff = await self._staff_for(states.values())
+        changes, dirty, now = TimerChanges(), {}, self._clock()
+        for record, event in events:
+            state = states.get(event.subject) or SubjectState(id=event.subject)
+            state, changed = apply(state, event)
+            states[event.subject] = dirty[event.subject] = state
+            EVENTS_APPLIED.labels("applied" if changed else "repeat").inc()
+            if state.staff is not None:
+                staff[state.staff.staff_id] = state.staff
+            for rule in self.rules.values():
+                ctx = RuleContext(now=now, config=self._config.get(rule.name, {}), staff=staff)
+                outcome = self._ask(rule, event.subject, rule.on_event, event, state, ctx)
+                self._collect(outcome, record.partition, changes, result, "event", now)
+        await self._subjects.save(dirty.values())
+        await self._timers.apply(changes)
+        return result
+
+    # -- timers ------------------------------------------------------------------------------
+
+    async def tick(self, partitions: set[TopicPartition]) -> HandlerResult:
+        result = HandlerResult()
+        owned = {tp.partition for tp in partitions if tp.topic == self._events_topic}
+        now = self._clock()
+        due = await self._timers.due(owned, now, self._timers_per_tick)
+        if not due:
+            return result
+        states = await self._subjects.load({p.timer.subject for p in due})
+        staff = await self._staff_for(states.values())
+        changes, fired = TimerChanges(), []
+        for placed in due:
+            timer, rule = placed.timer, self.rules.get(placed.timer.rule)
+            if rule is None:
+                continue  # its rule is switched off here: leave it for a replica that runs it
+            state = states.get(timer.subject) or SubjectState(id=timer.subject)
+            ctx = RuleContext(now=timer.due_at, config=self._config.get(rule.name, {}), staff=staff)
+            outcome = self._ask(rule, timer.subject, rule.on_timer, timer, state, ctx)
+            self._collect(outcome, placed.partition, changes, result, "timer", now)
+            fired.append(timer)
+            TIMERS_FIRED.labels(rule.name).inc()
+        await self._timers.apply(changes)
+
+        async def forget() -> None:
+            await self._timers.remove_fired(fired)
+
+        result.after_commit.append(forget)
+        return result
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _ask(
+        self, rule: Rule, subject: str, call: Callable[..., Iterable[Decision]], *args: Any
+    ) -> Outcome:
+        """Ask one rule; a rule that raises is counted and skipped, never blocks the others."""
+        try:
+            return apply_decisions(rule.name, subject, call(*args))
+        except Exception:
+            RULE_ERRORS.labels(rule.name).inc()
+            log.exception("rule failed", extra={"rule": rule.name, "subject": subject})
+            return Outcome()
+
+    def _collect(
+        self,
+        outcome: Outcome,
+        partition: int,
+        changes: TimerChanges,
+        result: HandlerResult,
+        trigger: str,
+        now: datetime,
+    ) -> None:
+        changes.cancels += [(outcome.rule, outcome.subject, p) for p in outcome.cancel_prefixes]
+        changes.sets += [PlacedTimer(t, partition) for t in outcome.set_timers]
+        for action in outcome.actions:
+            DECISIONS.labels(action.rule, trigger).inc()
+            result.messages.append(self._action_message(action, now))
+
+    def _action_message(self, action: Action, now: datetime) -> Outgoing:
+        message = ActionMessage(
+            key=action.key,
+            rule=action.rule,
+            subject=action.subject,
+            kind=action.kind,
+            recipient=ActionRecipient(kind=action.recipient.kind, id=action.recipient.id),
+            template=action.template,
+            locale=action.locale,
+            due_at=action.due_at,
+            priority=action.priority,
+            data=dict(action.data),
+            created_at=now,
+        )
+        return Outgoing(
+            self._actions_topic, message.model_dump_json().encode(), action.subject.encode()
+        )
+
+    async def _staff_for(self, states: Iterable[SubjectState]) -> dict[str, StaffState]:
+        """The owners of these subjects and their managers (two lookups at most)."""
+        found: dict[str, StaffState] = {}
+        wanted = {s.owner_id for s in states if s.owner_id}
+        wanted |= {c.owner_id for s in states for c in s.contracts.values() if c.owner_id}
+        for _ in range(2):
+            ids = {f"staff:{i}" for i in wanted if i and i not in found}
+            for state in (await self._subjects.load(ids)).values():
+                if state.staff is not None:
+                    found[state.staff.staff_id] = state.staff
+            wanted = {m.manager_id for m in found.values() if m.manager_id}
+        return found

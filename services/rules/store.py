@@ -1,0 +1,210 @@
+"""Where rules keep subject state and timers (MongoDB), with in-memory fakes for unit tests.
+
+Timers: one document per (rule, subject, name), indexed by (partition, due_at), so a tick asks
+only for timers that are due in the partitions this replica owns — its cost grows with the
+timers due, never with the number of subjects. ``partition`` is the subject's partition of
+``upkeep.events.v1``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pymongo import ASCENDING, DeleteOne, ReplaceOne
+from pymongo.asynchronous.collection import AsyncCollection
+
+from services.rules.sdk import Timer
+from services.rules.state import SubjectState
+from shared.mongo import Document
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedTimer:
+    timer: Timer
+    partition: int
+
+
+@dataclass
+class TimerChanges:
+    """Cancellations (by rule, subject and name prefix) and timers to set, in order."""
+
+    cancels: list[tuple[str, str, str]] = field(default_factory=list)
+    sets: list[PlacedTimer] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.cancels or self.sets)
+
+
+class SubjectStore(abc.ABC):
+    @abc.abstractmethod
+    async def load(self, ids: Collection[str]) -> dict[str, SubjectState]: ...
+
+    @abc.abstractmethod
+    async def save(self, states: Iterable[SubjectState]) -> None: ...
+
+
+class TimerStore(abc.ABC):
+    @abc.abstractmethod
+    async def apply(self, changes: TimerChanges) -> None:
+        """Cancel, then set (a cancel followed by a set of the same timer keeps the set)."""
+
+    @abc.abstractmethod
+    async def due(
+        self, partitions: Collection[int], now: datetime, limit: int
+    ) -> list[PlacedTimer]:
+        """Pending timers due at or before ``now`` in these partitions, earliest first."""
+
+    @abc.abstractmethod
+    async def remove_fired(self, fired: Sequence[Timer]) -> None:
+        """Delete fired timers — unless they were moved meanwhile (same id, new due time)."""
+
+    @abc.abstractmethod
+    async def pending(self, subject: str) -> list[Timer]: ...
+
+
+def _timer_doc(placed: PlacedTimer) -> Document:
+    t = placed.timer
+    return {
+        "_id": t.id,
+        "rule": t.rule,
+        "subject": t.subject,
+        "name": t.name,
+        "due_at": t.due_at,
+        "data": dict(t.data),
+        "partition": placed.partition,
+    }
+
+
+def _timer_of(doc: Document) -> Timer:
+    return Timer(doc["rule"], doc["subject"], doc["name"], doc["due_at"], doc.get("data", {}))
+
+
+class MongoSubjectStore(SubjectStore):
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self._collection = collection
+
+    async def load(self, ids: Collection[str]) -> dict[str, SubjectState]:
+        if not ids:
+            return {}
+        found = {}
+        async for doc in self._collection.find({"_id": {"$in": sorted(ids)}}):
+            found[doc["_id"]] = SubjectState.model_validate(doc["state"])
+        return found
+
+    async def save(self, states: Iterable[SubjectState]) -> None:
+        ops = [
+            ReplaceOne(
+                {"_id": s.id},
+                {"_id": s.id, "kind": s.kind, "state": s.model_dump(mode="json")},
+                upsert=True,
+            )
+            for s in states
+        ]
+        if ops:
+            await self._collection.bulk_write(ops, ordered=False)
+
+
+class MongoTimerStore(TimerStore):
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self._collection = collection
+
+    async def ensure_indexes(self) -> None:
+        await self._collection.create_index(
+            [("partition", ASCENDING), ("due_at", ASCENDING)], name="partition_due"
+        )
+        await self._collection.create_index([("subject", ASCENDING)], name="subject")
+
+    async def apply(self, changes: TimerChanges) -> None:
+        if not changes:
+            return
+        ops: list[DeleteOne | ReplaceOne[Document]] = []
+        if changes.cancels:
+            subjects = sorted({subject for _, subject, _ in changes.cancels})
+            async for doc in self._collection.find(
+                {"subject": {"$in": subjects}}, {"rule": 1, "subject": 1, "name": 1}
+            ):
+                if any(
+                    doc["rule"] == rule
+                    and doc["subject"] == subject
+                    and doc["name"].startswith(prefix)
+                    for rule, subject, prefix in changes.cancels
+                ):
+                    ops.append(DeleteOne({"_id": doc["_id"]}))
+        ops += [ReplaceOne({"_id": p.timer.id}, _timer_doc(p), upsert=True) for p in changes.sets]
+        if ops:
+            await self._collection.bulk_write(ops, ordered=True)
+
+    async def due(
+        self, partitions: Collection[int], now: datetime, limit: int
+    ) -> list[PlacedTimer]:
+        if not partitions:
+            return []
+        cursor = (
+            self._collection.find(
+                {"partition": {"$in": sorted(partitions)}, "due_at": {"$lte": now}}
+            )
+            .sort("due_at", ASCENDING)
+            .limit(limit)
+        )
+        return [PlacedTimer(_timer_of(doc), doc["partition"]) async for doc in cursor]
+
+    async def remove_fired(self, fired: Sequence[Timer]) -> None:
+        if fired:
+            await self._collection.bulk_write(
+                [DeleteOne({"_id": t.id, "due_at": t.due_at}) for t in fired], ordered=False
+            )
+
+    async def pending(self, subject: str) -> list[Timer]:
+        cursor = self._collection.find({"subject": subject}).sort("due_at", ASCENDING)
+        return [_timer_of(doc) async for doc in cursor]
+
+
+class InMemorySubjectStore(SubjectStore):
+    def __init__(self) -> None:
+        self.states: dict[str, SubjectState] = {}
+
+    async def load(self, ids: Collection[str]) -> dict[str, SubjectState]:
+        return {i: self.states[i] for i in ids if i in self.states}
+
+    async def save(self, states: Iterable[SubjectState]) -> None:
+        self.states.update({s.id: s for s in states})
+
+
+class InMemoryTimerStore(TimerStore):
+    def __init__(self) -> None:
+        self.timers: dict[str, PlacedTimer] = {}
+
+    async def apply(self, changes: TimerChanges) -> None:
+        for rule, subject, prefix in changes.cancels:
+            for key in [
+                k
+                for k, p in self.timers.items()
+                if p.timer.rule == rule
+                and p.timer.subject == subject
+                and p.timer.name.startswith(prefix)
+            ]:
+                del self.timers[key]
+        self.timers.update({p.timer.id: p for p in changes.sets})
+
+    async def due(
+        self, partitions: Collection[int], now: datetime, limit: int
+    ) -> list[PlacedTimer]:
+        due = [
+            p for p in self.timers.values() if p.partition in partitions and p.timer.due_at <= now
+        ]
+        return sorted(due, key=lambda p: p.timer.due_at)[:limit]
+
+    async def remove_fired(self, fired: Sequence[Timer]) -> None:
+        for t in fired:
+            placed = self.timers.get(t.id)
+            if placed is not None and placed.timer.due_at == t.due_at:
+                del self.timers[t.id]
+
+    async def pending(self, subject: str) -> list[Timer]:
+        return sorted(
+            (p.timer for p in self.timers.values() if p.timer.subject == subject),
+            key=lambda t: t.due_at,
+        )

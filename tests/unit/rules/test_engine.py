@@ -1,0 +1,143 @@
+"""The rules engine with in-memory stores: events in, timers and actions out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import TopicPartition
+
+from services.rules.builtin.renewal import ContractRenewal
+from services.rules.engine import RulesEngine
+from services.rules.sdk import Decision
+from services.rules.store import InMemorySubjectStore, InMemoryTimerStore
+from shared.events.actions import ActionMessage
+from shared.events.envelope import CanonicalEvent
+from shared.events.types import resolve_type
+from shared.kafka.messages import FakeRecord
+
+NOW = [datetime(2026, 5, 1, tzinfo=UTC)]
+EVENTS = "events"
+
+
+class Broken:
+    name = "broken"
+
+    def on_event(self, *_: Any) -> Iterator[Decision]:
+        raise RuntimeError("bug in a rule")
+
+    def on_timer(self, *_: Any) -> Iterator[Decision]:
+        raise RuntimeError("bug in a rule")
+
+
+def record(offset: int, type_name: str, partition: int = 3, **data: Any) -> FakeRecord:
+    payload = resolve_type(type_name).model_validate(data)  # type: ignore[union-attr]
+    event = CanonicalEvent.build(
+        event_id=f"e-{offset}", source="t", payload=payload, time=NOW[0], source_offset="Z"
+    )
+    return FakeRecord(EVENTS, partition, offset, event.to_json(), event.subject.encode())
+
+
+@pytest.fixture
+def engine() -> RulesEngine:
+    NOW[0] = datetime(2026, 5, 1, tzinfo=UTC)
+    return RulesEngine(
+        [Broken(), ContractRenewal()],
+        InMemorySubjectStore(),
+        InMemoryTimerStore(),
+        events_topic=EVENTS,
+        actions_topic="actions",
+        clock=lambda: NOW[0],
+    )
+
+
+HISTORY = [
+    ("staff.upserted", {"staff_id": "S-1", "name": "O", "timezone": "UTC", "manager_id": "S-2"}),
+    ("staff.upserted", {"staff_id": "S-2", "name": "M", "timezone": "UTC"}),
+    (
+        "customer.upserted",
+        {"customer_id": "C-1", "name": "Acme", "timezone": "UTC", "owner_id": "S-1"},
+    ),
+    (
+        "contract.upserted",
+        {
+            "contract_id": "K-1",
+            "customer_id": "C-1",
+            "start_date": "2025-06-01",
+            "end_date": "2026-05-31",
+        },
+    ),
+]
+
+
+async def test_events_plan_timers_and_due_timers_become_actions(engine: RulesEngine) -> None:
+    result = await engine.handle([record(n, t, **d) for n, (t, d) in enumerate(HISTORY)])
+    assert result.messages == []
+    assert result.dead_letters == []
+    timers = await engine._timers.pending("customer:C-1")
+    assert [t.name for t in timers] == [
+        "K-1:2026-05-31:7d",
+        "K-1:2026-05-31:1d",
+        "K-1:2026-05-31:overdue",
+    ]
+    NOW[0] = datetime(2026, 6, 2, tzinfo=UTC)
+    assert (await engine.tick({TopicPartition(EVENTS, 0)})).messages == []  # not our partition
+    fired = await engine.tick({TopicPartition(EVENTS, 3)})
+    actions = [ActionMessage.model_validate_json(m.value) for m in fired.messages]
+    assert [a.key for a in actions] == [
+        "renewal:K-1:2026-05-31:7d",
+        "renewal:K-1:2026-05-31:1d",
+        "renewal:K-1:2026-05-31:overdue",
+    ]
+    assert actions[-1].recipient.id == "S-2"  # escalated to the owner's manager
+    assert all(m.key == b"customer:C-1" for m in fired.messages)
+    assert len(await engine._timers.pending("customer:C-1")) == 4  # until committed
+    for hook in fired.after_commit:
+        await hook()  # type: ignore[misc]
+    assert await engine._timers.pending("customer:C-1") == []
+
+
+async def test_a_redelivered_batch_decides_the_same_again(engine: RulesEngine) -> None:
+    batch = [record(n, t, **d) for n, (t, d) in enumerate(HISTORY)]
+    await engine.handle(batch)
+    before = await engine._timers.pending("customer:C-1")
+    await engine.handle(batch)
+    assert await engine._timers.pending("customer:C-1") == before
+
+
+async def test_bad_events_are_dead_lettered_and_the_rest_flow(engine: RulesEngine) -> None:
+    good = record(9, HISTORY[2][0], **HISTORY[2][1])
+    bad = FakeRecord(EVENTS, 3, 10, b"{not json")
+    alien = FakeRecord(
+        EVENTS,
+        3,
+        11,
+        orjson.dumps({**orjson.loads(good.value or b"{}"), "type": "upkeep.unknown.v9"}),
+    )
+    result = await engine.handle([bad, good, alien])
+    assert [(d.record.offset, d.reason) for d in result.dead_letters] == [
+        (10, "invalid_event"),
+        (11, "unknown_type"),
+    ]
+    assert "customer:C-1" in engine._subjects.states  # type: ignore[attr-defined]
+
+
+async def test_renewal_event_cancels_the_pending_reminders(engine: RulesEngine) -> None:
+    await engine.handle([record(n, t, **d) for n, (t, d) in enumerate(HISTORY)])
+    await engine.handle(
+        [
+            record(
+                20,
+                "contract.cancelled",
+                contract_id="K-1",
+                customer_id="C-1",
+                cancelled_at="2026-05-02T00:00:00Z",
+            )
+        ]
+    )
+    NOW[0] += timedelta(days=60)
+    assert await engine._timers.pending("customer:C-1") == []
+    assert (await engine.tick({TopicPartition(EVENTS, 3)})).messages == []
