@@ -79,6 +79,7 @@ async def test_events_plan_timers_and_due_timers_become_actions(engine: RulesEng
     assert result.dead_letters == []
     timers = await engine._timers.pending("customer:C-1")
     assert [t.name for t in timers] == [
+        "K-1:2026-05-31:30d",
         "K-1:2026-05-31:7d",
         "K-1:2026-05-31:1d",
         "K-1:2026-05-31:overdue",
@@ -88,6 +89,7 @@ async def test_events_plan_timers_and_due_timers_become_actions(engine: RulesEng
     fired = await engine.tick({TopicPartition(EVENTS, 3)})
     actions = [ActionMessage.model_validate_json(m.value) for m in fired.messages]
     assert [a.key for a in actions] == [
+        "renewal:K-1:2026-05-31:30d",
         "renewal:K-1:2026-05-31:7d",
         "renewal:K-1:2026-05-31:1d",
         "renewal:K-1:2026-05-31:overdue",
