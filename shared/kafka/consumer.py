@@ -137,6 +137,11 @@ class ConsumerLoop:
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment())
 
+    async def probe(self) -> bool:
+        """Readiness: the broker answers a metadata request."""
+        await self._consumer.topics()
+        return True
+
     def stop(self) -> None:
         """Ask the loop to finish the batch in flight, commit it and return."""
         self._stopping.set()

@@ -1,0 +1,90 @@
+"""Wires the rules service together: settings → stores → engine → consumer loop + HTTP app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
+
+from services.rules.api import rules_router
+from services.rules.engine import Clock, RulesEngine, utc_now
+from services.rules.registry import load_rules, read_config
+from services.rules.settings import RulesSettings
+from services.rules.store import MongoSubjectStore, MongoTimerStore
+from shared.errors import is_transient
+from shared.http import create_app
+from shared.kafka.clients import make_consumer, make_producer
+from shared.kafka.consumer import ConsumerLoop
+from shared.kafka.progress import MongoProgressStore
+from shared.mongo import database, make_client, ping
+from shared.runtime import Service
+
+
+async def _ensure_indexes(timers: MongoTimerStore) -> None:
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(is_transient), wait=wait_random_exponential(max=15)
+    ):
+        with attempt:
+            await timers.ensure_indexes()
+
+
+@contextlib.asynccontextmanager
+async def build(settings: RulesSettings, clock: Clock = utc_now) -> AsyncIterator[Service]:
+    config = read_config(settings.config_file)
+    rules = load_rules(config, settings.enabled_rules())
+    mongo = make_client(settings.mongo, settings.service_name)
+    db = database(mongo, settings.mongo)
+    subjects, timers = MongoSubjectStore(db["subjects"]), MongoTimerStore(db["timers"])
+    indexes = asyncio.create_task(_ensure_indexes(timers), name="rules-indexes")
+    topics = settings.topics
+    engine = RulesEngine(
+        rules,
+        subjects,
+        timers,
+        events_topic=topics.events,
+        actions_topic=topics.actions,
+        config=config,
+        clock=clock,
+        timers_per_tick=settings.timers_per_tick,
+    )
+    loop = ConsumerLoop(
+        service=settings.service_name,
+        consumer_factory=lambda: make_consumer(
+            settings.kafka,
+            settings.service_name,
+            group_id=settings.group_id,
+            max_records=settings.batch_max_records,
+        ),
+        topics=[topics.events],
+        handler=engine,
+        group_id=settings.group_id,
+        dlq_topic=topics.dlq,
+        producer_factory=lambda: make_producer(
+            settings.kafka,
+            settings.service_name,
+            transactional_id=f"upkeep-{settings.service_name}-{settings.instance_id}",
+        ),
+        transactional=True,
+        progress=MongoProgressStore(db["consumer_progress"]),
+        ticker=engine,
+        tick_interval_s=settings.tick_interval_s,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        max_records=settings.batch_max_records,
+    )
+
+    async def consumer_ready() -> bool:
+        return loop.ready
+
+    app = create_app(
+        service=settings.service_name,
+        description="Keeps subject state and timers; decides maintenance actions.",
+        readiness={"kafka": loop.probe, "mongodb": lambda: ping(mongo), "consumer": consumer_ready},
+    )
+    app.include_router(rules_router(engine, subjects, timers))
+    try:
+        yield Service(app=app, loops=[loop])
+    finally:
+        indexes.cancel()
+        await mongo.close()

@@ -1,0 +1,28 @@
+"""Rules configuration (environment prefix ``UPKEEP_RULES_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+DEFAULT_RULES_FILE = Path(__file__).with_name("rules.yaml")
+
+
+class RulesSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="UPKEEP_RULES_", extra="ignore")
+
+    service_name: str = "rules"
+    http_port: int = Field(default=8002, ge=0, le=65535)
+    config_file: Path = DEFAULT_RULES_FILE
+    enabled: str | None = None  # comma-separated subset of rule names (RULES_ENABLED)
+    tick_interval_s: float = Field(default=1.0, gt=0)
+    timers_per_tick: int = Field(default=1000, ge=1)
+
+    def enabled_rules(self) -> set[str] | None:
+        if not self.enabled:
+            return None
+        return {name.strip() for name in self.enabled.split(",") if name.strip()}
