@@ -1,0 +1,227 @@
+"""The rules service through the real broker and MongoDB-wire server, with a chosen clock."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from services.ingest.pipeline import canonical_message
+from services.rules.service import build
+from services.rules.settings import RulesSettings
+from shared.events.envelope import CanonicalEvent
+from shared.events.types import resolve_type
+from shared.settings import KafkaSettings, MongoSettings, TopicSettings
+from tests.integration.ingest_fixtures import wait_assigned
+from tests.kafka_helpers import produce, read_topic
+
+pytestmark = pytest.mark.integration
+
+
+class Clock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def event(n: int, type_name: str, **data: Any) -> CanonicalEvent:
+    payload = resolve_type(type_name).model_validate(data)  # type: ignore[union-attr]
+    return CanonicalEvent.build(
+        event_id=f"e-{n}",
+        source="test",
+        payload=payload,
+        time=datetime(2026, 1, 1, tzinfo=UTC),
+        source_offset="Z",
+    )
+
+
+HISTORY = [
+    event(
+        1,
+        "staff.upserted",
+        staff_id="S-1",
+        name="Owner",
+        timezone="Asia/Shanghai",
+        manager_id="S-2",
+    ),
+    event(
+        2,
+        "customer.upserted",
+        customer_id="C-1",
+        name="Acme",
+        timezone="Asia/Shanghai",
+        owner_id="S-1",
+    ),
+    event(
+        3,
+        "contract.upserted",
+        contract_id="K-1",
+        customer_id="C-1",
+        start_date="2025-06-01",
+        end_date="2026-05-31",
+    ),
+]
+
+
+async def publish(kafka: KafkaSettings, topic: str, events: list[CanonicalEvent]) -> None:
+    messages = [canonical_message(topic, e) for e in events]
+    for m in messages:
+        await produce(kafka, topic, [(m.value, list(m.headers))], key=m.key)
+
+
+def settings_for(
+    kafka: KafkaSettings,
+    mongo: MongoSettings,
+    topics: TopicSettings,
+    database: str,
+    group: str,
+    instance: str,
+) -> RulesSettings:
+    return RulesSettings(
+        kafka=kafka,
+        mongo=mongo.model_copy(update={"database": database}),
+        topics=topics,
+        consumer_group=group,
+        instance_id=instance,
+        batch_timeout_ms=50,
+        tick_interval_s=0.2,
+    )
+
+
+@asynccontextmanager
+async def running(settings: RulesSettings, clock: Clock) -> AsyncIterator[None]:
+    async with build(settings, clock) as service:
+        tasks = [asyncio.create_task(loop.run()) for loop in service.loops]
+        try:
+            for loop in service.loops:
+                await wait_assigned(loop)
+            yield
+        finally:
+            for loop in service.loops:
+                loop.stop()
+            await asyncio.gather(*tasks)
+
+
+@pytest.fixture
+def names() -> tuple[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    return f"rules_{tag}", f"rules-{tag}"
+
+
+async def read_keys(kafka: KafkaSettings, topic: str, expect: int) -> list[str]:
+    records = await read_topic(kafka, topic, expect=expect, timeout=30, settle=2)
+    return [orjson.loads(r.value)["key"] for r in records]
+
+
+async def test_timers_survive_a_restart_and_fire_once(
+    kafka_settings: KafkaSettings,
+    mongo_settings: MongoSettings,
+    topics: TopicSettings,
+    names: tuple[str, str],
+) -> None:
+    db, group = names
+    clock = Clock(datetime(2026, 1, 1, tzinfo=UTC))
+    settings = settings_for(kafka_settings, mongo_settings, topics, db, group, "a")
+    async with running(settings, clock):
+        await publish(kafka_settings, topics.events, HISTORY)
+        await asyncio.sleep(2)  # state and timers stored; nothing due yet
+    assert await read_topic(kafka_settings, topics.actions, expect=0, timeout=1, settle=0.5) == []
+
+    clock.now = datetime(2026, 5, 2, tzinfo=UTC)  # past the 60d and 30d reminders
+    async with running(settings, clock):  # a new process: timers come from MongoDB
+        keys = await read_keys(kafka_settings, topics.actions, expect=2)
+        clock.now = datetime(2026, 5, 25, 2, tzinfo=UTC)  # past the 7d reminder
+        keys = await read_keys(kafka_settings, topics.actions, expect=3)
+    assert keys == [
+        "renewal:K-1:2026-05-31:60d",
+        "renewal:K-1:2026-05-31:30d",
+        "renewal:K-1:2026-05-31:7d",
+    ]
+
+
+async def test_a_renewal_cancels_the_pending_reminders(
+    kafka_settings: KafkaSettings,
+    mongo_settings: MongoSettings,
+    topics: TopicSettings,
+    names: tuple[str, str],
+) -> None:
+    db, group = names
+    clock = Clock(datetime(2026, 3, 1, tzinfo=UTC))
+    async with running(settings_for(kafka_settings, mongo_settings, topics, db, group, "a"), clock):
+        await publish(kafka_settings, topics.events, HISTORY)
+        await asyncio.sleep(2)
+        clock.now = datetime(2026, 4, 15, tzinfo=UTC)  # the 60d reminder comes due
+        first = await read_keys(kafka_settings, topics.actions, expect=1)
+        await publish(
+            kafka_settings,
+            topics.events,
+            [
+                event(
+                    4,
+                    "contract.renewed",
+                    contract_id="K-1",
+                    customer_id="C-1",
+                    renewed_at="2026-04-20T00:00:00Z",
+                    new_end_date="2027-05-31",
+                )
+            ],
+        )
+        await asyncio.sleep(2)
+        clock.now = datetime(2026, 6, 30, tzinfo=UTC)  # the old term's reminders would be due
+        await asyncio.sleep(2)
+        after = await read_keys(kafka_settings, topics.actions, expect=1)
+    assert first == after == ["renewal:K-1:2026-05-31:60d"]
+
+
+async def test_two_replicas_and_a_rebalance_fire_each_timer_once(
+    kafka_settings: KafkaSettings,
+    mongo_settings: MongoSettings,
+    topics: TopicSettings,
+    names: tuple[str, str],
+) -> None:
+    db, group = names
+    clock = Clock(datetime(2026, 1, 1, tzinfo=UTC))
+    customers = 40
+    history = [event(1, "staff.upserted", staff_id="S-1", name="O", timezone="UTC")]
+    for n in range(customers):
+        history.append(
+            event(
+                100 + n,
+                "customer.upserted",
+                customer_id=f"C-{n}",
+                name="X",
+                timezone="Europe/Berlin",
+                owner_id="S-1",
+            )
+        )
+        history.append(
+            event(
+                500 + n,
+                "contract.upserted",
+                contract_id=f"K-{n}",
+                customer_id=f"C-{n}",
+                start_date="2025-06-01",
+                end_date="2026-03-31",
+            )
+        )
+    a = settings_for(kafka_settings, mongo_settings, topics, db, group, "a")
+    b = settings_for(kafka_settings, mongo_settings, topics, db, group, "b")
+    async with running(a, clock):
+        await publish(kafka_settings, topics.events, history)
+        await asyncio.sleep(3)
+        async with running(b, clock):  # b joins: partitions move while timers come due
+            clock.now = datetime(2026, 3, 5, tzinfo=UTC)  # 60d and 30d reminders of all
+            await asyncio.sleep(1)
+        # b has left: a owns everything again
+        clock.now = datetime(2026, 3, 31, tzinfo=UTC)  # and the 7d and 1d reminders
+        keys = await read_keys(kafka_settings, topics.actions, expect=4 * customers)
+    assert len(keys) == len(set(keys)) == 4 * customers
+    assert {k.rsplit(":", 1)[1] for k in keys} == {"60d", "30d", "7d", "1d"}
