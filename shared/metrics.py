@@ -7,9 +7,14 @@ HTTP layer maintain. Label values that are known up front are pre-initialised to
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter as Tally
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from shared.kafka.messages import DeadLetter, Outgoing, Record
 
 MESSAGES_CONSUMED = Counter(
     "upkeep_consumer_messages_total",
@@ -61,3 +66,18 @@ def preinit(counter: Counter, label_sets: Iterable[Iterable[str]]) -> None:
     """Create the given label combinations so they are exported as 0 before first use."""
     for labels in label_sets:
         counter.labels(*labels)
+
+
+def count_batch(
+    records: Sequence[Record], dead_letters: Sequence[DeadLetter], published: Sequence[Outgoing]
+) -> None:
+    """Account for one committed batch: records consumed per topic and outcome, dead letters per
+    reason, messages published per topic."""
+    dead = Tally(d.record.topic for d in dead_letters)
+    for d in dead_letters:
+        DEAD_LETTERS.labels(d.reason).inc()
+    for topic, count in Tally(r.topic for r in records).items():
+        MESSAGES_CONSUMED.labels(topic, "ok").inc(count - dead[topic])
+        MESSAGES_CONSUMED.labels(topic, "dead_lettered").inc(dead[topic])
+    for topic, count in Tally(m.topic for m in published).items():
+        PRODUCED.labels(topic).inc(count)

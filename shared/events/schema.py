@@ -26,6 +26,7 @@ def schema_documents() -> dict[str, dict[str, Any]]:
     docs["envelope.json"] = envelope
     action = ActionMessage.model_json_schema()
     action["$id"] = SCHEMA_PREFIX + ACTION_TYPE
+    action["title"] = ACTION_TYPE
     docs[f"{ACTION_TYPE}.json"] = action
     for name, model in sorted(EVENT_TYPES.items()):
         schema = model.model_json_schema(mode="validation")

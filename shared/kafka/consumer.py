@@ -26,7 +26,6 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -36,36 +35,12 @@ from tenacity.wait import wait_random_exponential
 from shared import metrics
 from shared.errors import is_transient
 from shared.kafka.dlq import dead_letter_message
-from shared.kafka.messages import DeadLetter, HandlerResult, Outgoing, Record
+from shared.kafka.messages import BatchHandler, DeadLetter, HandlerResult, Outgoing, Record, Ticker
 from shared.kafka.progress import ProgressStore
 
 log = logging.getLogger(__name__)
 
 PartitionHook = Callable[[set[TopicPartition]], Awaitable[None]]
-
-
-class BatchHandler(Protocol):
-    """What a service plugs into the loop."""
-
-    async def handle(self, records: Sequence[Record]) -> HandlerResult:
-        """Called once per fetched batch, before its offsets are committed.
-
-        Records of one partition arrive in offset order. Return the messages to publish and the
-        records to dead-letter; both are committed together with the offsets. Effects on other
-        stores (MongoDB) must be idempotent: a batch can be handed over again after a crash or a
-        transient failure. Raise a transient error (:mod:`shared.errors`) to roll back and retry.
-        """
-        ...
-
-
-class Ticker(Protocol):
-    """Periodic work owned by whoever holds the partitions (e.g. firing due timers)."""
-
-    async def tick(self, partitions: set[TopicPartition]) -> HandlerResult:
-        """Called every ``tick_interval_s`` with the partitions this consumer owns, under the
-        same lock as batches (never during a rebalance). Its messages are published in a
-        transaction of their own; its ``after_commit`` hooks run once they are committed."""
-        ...
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -292,7 +267,7 @@ class ConsumerLoop:
             log.warning("stopping with an uncommitted batch; it will be consumed again")
             return
         self._failing = False
-        self._count(records, result, messages)
+        metrics.count_batch(records, result.dead_letters, messages)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_RECORDS.observe(len(records))
 
@@ -397,22 +372,6 @@ class ConsumerLoop:
         except Exception:
             log.warning("could not save progress after a commit", exc_info=True)
 
-    @staticmethod
-    def _count(records: list[Record], result: HandlerResult, messages: list[Outgoing]) -> None:
-        dead_by_topic: dict[str, int] = {}
-        for d in result.dead_letters:
-            metrics.DEAD_LETTERS.labels(d.reason).inc()
-            dead_by_topic[d.record.topic] = dead_by_topic.get(d.record.topic, 0) + 1
-        consumed: dict[str, int] = {}
-        for record in records:
-            consumed[record.topic] = consumed.get(record.topic, 0) + 1
-        for topic, count in consumed.items():
-            dead = dead_by_topic.get(topic, 0)
-            metrics.MESSAGES_CONSUMED.labels(topic, "ok").inc(count - dead)
-            metrics.MESSAGES_CONSUMED.labels(topic, "dead_lettered").inc(dead)
-        for topic, count in _count_by(messages).items():
-            metrics.PRODUCED.labels(topic).inc(count)
-
     async def _note_failure(self, state: RetryCallState) -> None:
         self._failing = True
         metrics.BATCH_RETRIES.inc()
@@ -464,13 +423,6 @@ async def _send_all(
     return [
         await producer.send(m.topic, m.value, key=m.key, headers=list(m.headers)) for m in messages
     ]
-
-
-def _count_by(messages: list[Outgoing]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for m in messages:
-        counts[m.topic] = counts.get(m.topic, 0) + 1
-    return counts
 
 
 def _names(partitions: set[TopicPartition]) -> list[str]:

@@ -1,12 +1,16 @@
-"""Value objects that pass between a handler and the consumer loop."""
+"""What passes between a service and the consumer loop: the handler contracts and the value
+objects they exchange."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
+
+if TYPE_CHECKING:
+    from aiokafka import TopicPartition
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -80,3 +84,27 @@ class HandlerResult:
         self.messages.extend(other.messages)
         self.dead_letters.extend(other.dead_letters)
         self.after_commit.extend(other.after_commit)
+
+
+class BatchHandler(Protocol):
+    """What a service plugs into the loop."""
+
+    async def handle(self, records: Sequence[Record]) -> HandlerResult:
+        """Called once per fetched batch, before its offsets are committed.
+
+        Records of one partition arrive in offset order. Return the messages to publish and the
+        records to dead-letter; both are committed together with the offsets. Effects on other
+        stores (MongoDB) must be idempotent: a batch can be handed over again after a crash or a
+        transient failure. Raise a transient error (:mod:`shared.errors`) to roll back and retry.
+        """
+        ...
+
+
+class Ticker(Protocol):
+    """Periodic work owned by whoever holds the partitions (e.g. firing due timers)."""
+
+    async def tick(self, partitions: set[TopicPartition]) -> HandlerResult:
+        """Called every ``tick_interval_s`` with the partitions this consumer owns, under the
+        same lock as batches (never during a rebalance). Its messages are published in a
+        transaction of their own; its ``after_commit`` hooks run once they are committed."""
+        ...
