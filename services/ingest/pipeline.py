@@ -11,10 +11,16 @@ from services.ingest.decode import decode_record
 from services.ingest.dedup import Claim, DedupStore
 from services.ingest.normalise import NormaliseContext, normalise
 from services.ingest.reasons import Rejection
-from shared.events.envelope import CONTENT_TYPE, CanonicalEvent
-from shared.kafka.messages import DeadLetter, HandlerResult, Outgoing, Record
+from shared.events.envelope import CanonicalEvent
+from shared.kafka.messages import (
+    CANONICAL_HEADERS,
+    DeadLetter,
+    HandlerResult,
+    Record,
+    canonical_message,
+)
 
-CANONICAL_HEADERS = (("content-type", CONTENT_TYPE.encode()),)
+__all__ = ["CANONICAL_HEADERS", "IngestConfig", "IngestHandler", "canonical_message"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,11 +28,6 @@ class IngestConfig:
     events_topic: str
     max_message_bytes: int
     context: NormaliseContext
-
-
-def canonical_message(topic: str, event: CanonicalEvent) -> Outgoing:
-    """A canonical event as a structured-mode record keyed by its subject."""
-    return Outgoing(topic, event.to_json(), event.subject.encode(), CANONICAL_HEADERS)
 
 
 class IngestHandler:

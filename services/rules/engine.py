@@ -14,6 +14,7 @@ action keys, which the notifier's ledger delivers once.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -28,11 +29,14 @@ from services.rules.store import PlacedTimer, SubjectStore, TimerChanges, TimerS
 from services.rules.testing import Outcome, apply_decisions
 from shared.events.actions import ActionMessage, ActionRecipient
 from shared.events.envelope import CanonicalEvent
-from shared.kafka.messages import DeadLetter, HandlerResult, Outgoing, Record
+from shared.events.types import resolve_type
+from shared.kafka.messages import DeadLetter, HandlerResult, Outgoing, Record, canonical_message
 from shared.metrics import preinit
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
+EMIT_SOURCE = "urn:upkeep:rules"
+EMIT_NAMESPACE = uuid.UUID("0f8a3c55-3d5e-4a9e-9a35-7c4b0e6c2b11")
 
 DECISIONS = Counter(
     "upkeep_rules_actions_total",
@@ -111,7 +115,15 @@ class RulesEngine:
             for rule in self.rules.values():
                 ctx = RuleContext(now=now, config=self._config.get(rule.name, {}), staff=staff)
                 outcome = self._ask(rule, event.subject, rule.on_event, event, state, ctx)
-                self._collect(outcome, record.partition, changes, result, "event", now)
+                self._collect(
+                    outcome,
+                    record.partition,
+                    changes,
+                    result,
+                    "event",
+                    now,
+                    trigger=event.dedup_key,
+                )
         await self._subjects.save(dirty.values())
         await self._timers.apply(changes)
         return result
@@ -135,7 +147,15 @@ class RulesEngine:
             state = states.get(timer.subject) or SubjectState(id=timer.subject)
             ctx = RuleContext(now=timer.due_at, config=self._config.get(rule.name, {}), staff=staff)
             outcome = self._ask(rule, timer.subject, rule.on_timer, timer, state, ctx)
-            self._collect(outcome, placed.partition, changes, result, "timer", now)
+            self._collect(
+                outcome,
+                placed.partition,
+                changes,
+                result,
+                "timer",
+                now,
+                trigger=f"{timer.id}@{timer.due_at.isoformat()}",
+            )
             fired.append(timer)
             TIMERS_FIRED.labels(rule.name).inc()
         await self._timers.apply(changes)
@@ -165,14 +185,33 @@ class RulesEngine:
         partition: int,
         changes: TimerChanges,
         result: HandlerResult,
-        trigger: str,
+        kind: str,
         now: datetime,
+        *,
+        trigger: str,
     ) -> None:
+        """Add one rule's decisions to the batch. ``trigger`` (event or timer occurrence) makes
+        the ids of emitted events deterministic, so a redelivery re-emits the same event."""
         changes.cancels += [(outcome.rule, outcome.subject, p) for p in outcome.cancel_prefixes]
         changes.sets += [PlacedTimer(t, partition) for t in outcome.set_timers]
         for action in outcome.actions:
-            DECISIONS.labels(action.rule, trigger).inc()
+            DECISIONS.labels(action.rule, kind).inc()
             result.messages.append(self._action_message(action, now))
+        for emit in outcome.emits:
+            model = resolve_type(emit.type)
+            if model is None:
+                log.error("rule emitted an unknown event type", extra={"type": emit.type})
+                continue
+            payload = model.model_validate(dict(emit.data))
+            event_id = uuid.uuid5(EMIT_NAMESPACE, f"{outcome.rule}|{trigger}|{emit.type}")
+            event = CanonicalEvent.build(
+                event_id=str(event_id),
+                source=EMIT_SOURCE,
+                payload=payload,
+                time=payload.event_time() or now,
+                source_offset="Z",
+            )
+            result.messages.append(canonical_message(self._events_topic, event))
 
     def _action_message(self, action: Action, now: datetime) -> Outgoing:
         message = ActionMessage(

@@ -22,7 +22,10 @@ from typing import Any
 import yaml
 
 from services.rules.builtin.birthday import BirthdayConfig, BirthdaysAndAnniversaries
+from services.rules.builtin.channel_health import ChannelHealth, ChannelHealthConfig
+from services.rules.builtin.followup import AfterSalesFollowUp, FollowUpConfig
 from services.rules.builtin.renewal import ContractRenewal, RenewalConfig
+from services.rules.builtin.tiering import Tiering, TieringConfig
 from services.rules.sdk import Rule
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,9 @@ RuleFactory = Callable[[Mapping[str, Any]], Rule]
 BUILTIN: dict[str, RuleFactory] = {
     "renewal": lambda cfg: ContractRenewal(RenewalConfig.model_validate(cfg)),
     "birthday": lambda cfg: BirthdaysAndAnniversaries(BirthdayConfig.model_validate(cfg)),
+    "channel-health": lambda cfg: ChannelHealth(ChannelHealthConfig.model_validate(cfg)),
+    "followup": lambda cfg: AfterSalesFollowUp(FollowUpConfig.model_validate(cfg)),
+    "tiering": lambda cfg: Tiering(TieringConfig.model_validate(cfg)),
 }
 
 

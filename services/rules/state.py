@@ -24,6 +24,7 @@ from shared.events.types import (
     ContractRenewed,
     ContractUpserted,
     CustomerInteraction,
+    CustomerTierChanged,
     CustomerUpserted,
     EventPayload,
     StaffUpserted,
@@ -297,6 +298,11 @@ def _staff_upserted(state: SubjectState, p: EventPayload, event: CanonicalEvent)
     state.staff = StaffState(**fields, profile_time=at)
 
 
+def _tier_changed(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
+    assert isinstance(p, CustomerTierChanged)
+    _customer(state, p.customer_id, event.time).tier = p.tier
+
+
 _APPLY = {
     CustomerUpserted: _customer_upserted,
     CustomerInteraction: _interaction,
@@ -306,4 +312,5 @@ _APPLY = {
     ChannelUpserted: _channel_upserted,
     ChannelOrder: _channel_order,
     StaffUpserted: _staff_upserted,
+    CustomerTierChanged: _tier_changed,
 }

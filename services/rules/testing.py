@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from services.rules.sdk import (
@@ -75,6 +75,7 @@ class RuleHarness:
         self.actions: list[Action] = []
         self.emitted: list[Emit] = []
         self._ids = itertools.count(1)
+        self._now = datetime.min.replace(tzinfo=UTC)
 
     # -- driving -----------------------------------------------------------------------------
 
@@ -98,6 +99,7 @@ class RuleHarness:
 
     def deliver(self, event: CanonicalEvent, *, at: datetime) -> list[Action]:
         """Deliver a prepared canonical event (e.g. a redelivery of the same one)."""
+        self._now = at
         state, changed = apply(
             self.states.get(event.subject) or SubjectState(id=event.subject), event
         )
@@ -122,6 +124,7 @@ class RuleHarness:
             timer = due[0]
             del self.timers[timer.id]
             rule = self.rules[timer.rule]
+            self._now = timer.due_at
             state = self.states.get(timer.subject) or SubjectState(id=timer.subject)
             produced += self._record(
                 rule.name,
@@ -156,4 +159,18 @@ class RuleHarness:
             self.timers[timer.id] = timer
         self.actions += outcome.actions
         self.emitted += outcome.emits
-        return outcome.actions
+        produced = list(outcome.actions)
+        for emit in outcome.emits:  # like the service: emitted events come back as events
+            model = resolve_type(emit.type)
+            if model is None:
+                raise KeyError(emit.type)
+            payload = model.model_validate(dict(emit.data))
+            event = CanonicalEvent.build(
+                event_id=f"emit-{next(self._ids)}",
+                source="test",
+                payload=payload,
+                time=payload.event_time() or self._now,
+                source_offset="Z",
+            )
+            produced += self.deliver(event, at=self._now)
+        return produced

@@ -230,6 +230,23 @@ class StaffUpserted(EventPayload):
     updated_at: UtcDatetime | None = None
 
 
+class CustomerTierChanged(EventPayload):
+    """Published by the rules service when a customer's RFM tier changes."""
+
+    type_name = "upkeep.customer.tier_changed.v1"
+    subject_kind = "customer"
+    subject_field = "customer_id"
+    time_field = "changed_at"
+
+    customer_id: Id
+    tier: Literal["A", "B", "C"]
+    previous: Literal["A", "B", "C"] | None = None
+    recency_score: int = Field(ge=1, le=3)
+    frequency_score: int = Field(ge=1, le=3)
+    monetary_score: int = Field(ge=1, le=3)
+    changed_at: UtcDatetime
+
+
 EVENT_TYPES: dict[str, type[EventPayload]] = {
     model.type_name: model
     for model in (
@@ -241,6 +258,7 @@ EVENT_TYPES: dict[str, type[EventPayload]] = {
         ChannelUpserted,
         ChannelOrder,
         StaffUpserted,
+        CustomerTierChanged,
     )
 }
 """Every event type Upkeep accepts, by full versioned name. Add new types here."""

@@ -9,10 +9,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from shared.events.envelope import CONTENT_TYPE, CanonicalEvent
+
 if TYPE_CHECKING:
     from aiokafka import TopicPartition
 
+CANONICAL_HEADERS: Headers = (("content-type", CONTENT_TYPE.encode()),)
+
 Headers = tuple[tuple[str, bytes], ...]
+
+
+def canonical_message(topic: str, event: CanonicalEvent) -> Outgoing:
+    """A canonical event as a structured-mode record keyed by its subject."""
+    return Outgoing(topic, event.to_json(), event.subject.encode(), CANONICAL_HEADERS)
 
 
 class Record(Protocol):

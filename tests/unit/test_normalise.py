@@ -62,6 +62,14 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "currency": "EUR",
     },
     "upkeep.staff.upserted.v1": {"staff_id": "S-3", "name": "Ana", "timezone": "Europe/Lisbon"},
+    "upkeep.customer.tier_changed.v1": {
+        "customer_id": "C-1001",
+        "tier": "A",
+        "recency_score": 3,
+        "frequency_score": 3,
+        "monetary_score": 2,
+        "changed_at": "2026-11-22T10:00:00+08:00",
+    },
 }
 SUBJECT_BY_ENTITY = {  # upkeep.<entity>.<what>.vN -> subject; contracts belong to the customer
     "customer": "customer:C-1001",

@@ -91,6 +91,17 @@ HISTORY = [
         "contract.cancelled",
         {"contract_id": "K-1", "customer_id": "C-1", "cancelled_at": "2026-03-06T10:00:00Z"},
     ),
+    (
+        "customer.tier_changed",
+        {
+            "customer_id": "C-1",
+            "tier": "B",
+            "recency_score": 3,
+            "frequency_score": 1,
+            "monetary_score": 1,
+            "changed_at": "2026-03-07T00:00:00Z",
+        },
+    ),
 ]
 ALL_RULES = load_rules({})
 
@@ -186,8 +197,9 @@ def test_an_older_profile_snapshot_does_not_overwrite_a_newer_one() -> None:
 def test_rules_can_be_switched_off_or_selected(tmp_path: Path) -> None:
     config = tmp_path / "rules.yaml"
     config.write_text("renewal:\n  enabled: false\nbirthday:\n  feb29: mar1\n")
-    loaded = load_rules(read_config(config))
-    assert [r.name for r in loaded] == ["birthday"]
+    loaded = [r.name for r in load_rules(read_config(config))]
+    assert "renewal" not in loaded
+    assert set(loaded) == set(BUILTIN) - {"renewal"}
     assert [r.name for r in load_rules({}, enabled={"renewal"})] == ["renewal"]
     with pytest.raises(ValueError, match="unknown rules"):
         load_rules({}, enabled={"no-such-rule"})

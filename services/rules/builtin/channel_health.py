@@ -1,0 +1,141 @@
+"""Channel health: "tell the channel manager when a channel has had no orders for 30 days, or its
+orders over the last 30 days fell by more than half against its own trailing baseline."
+
+No scanning: every order *moves* the channel's single ``inactive`` timer to N days after it, so
+the timer fires only if no order came since. Decline is checked by one weekly ``review`` timer
+per channel. Alerts are keyed by the last order date (inactive) or the review date (decline), so
+each situation is reported once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, time, timedelta
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.rules.calendar import at_local, local_date
+from services.rules.sdk import Action, ActionKind, Decision, Recipient, RuleContext, SetTimer, Timer
+from services.rules.state import ChannelState, SubjectState
+from shared.events.envelope import CanonicalEvent
+
+
+class ChannelHealthConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    no_orders_days: int = Field(default=30, ge=1)
+    window_days: int = Field(default=30, ge=1)
+    baseline_days: int = Field(default=90, ge=1)
+    drop_percent: float = Field(default=50, gt=0, le=100)
+    min_baseline_amount: Decimal = Decimal(0)
+    review_every_days: int = Field(default=7, ge=1)
+    local_time: time = time(9, 0)
+    kind: ActionKind = "email"
+
+
+def window_totals(
+    channel: ChannelState, today: date, window: int, baseline: int
+) -> tuple[Decimal, Decimal]:
+    """(orders in the last ``window`` days, the baseline before it scaled to ``window`` days)."""
+    recent, earlier = Decimal(0), Decimal(0)
+    for day_text, amount in channel.daily_orders.items():
+        age = (today - date.fromisoformat(day_text)).days
+        if 0 <= age < window:
+            recent += amount
+        elif window <= age < window + baseline:
+            earlier += amount
+    return recent, earlier * Decimal(window) / Decimal(baseline)
+
+
+@dataclass
+class ChannelHealth:
+    config: ChannelHealthConfig = field(default_factory=ChannelHealthConfig)
+    name: str = "channel-health"
+
+    def on_event(
+        self, event: CanonicalEvent, subject: SubjectState, ctx: RuleContext
+    ) -> Iterator[Decision]:
+        channel = subject.channel
+        if channel is None or not event.type.startswith("upkeep.channel.") or not channel.active:
+            return
+        tz, cfg = channel.timezone, self.config
+        if channel.last_order_at is not None:
+            quiet = local_date(channel.last_order_at, tz) + timedelta(days=cfg.no_orders_days)
+            yield SetTimer(
+                "inactive",
+                at_local(quiet, cfg.local_time, tz),
+                {"last_order": local_date(channel.last_order_at, tz).isoformat()},
+            )
+        if event.type == "upkeep.channel.upserted.v1":
+            first = local_date(ctx.now, tz) + timedelta(days=cfg.review_every_days)
+            yield SetTimer("review", at_local(first, cfg.local_time, tz))
+
+    def on_timer(self, timer: Timer, subject: SubjectState, ctx: RuleContext) -> Iterator[Decision]:
+        channel, cfg = subject.channel, self.config
+        if channel is None or not channel.active or channel.manager_id is None:
+            return
+        tz = channel.timezone
+        today = local_date(timer.due_at, tz)
+        base = {"channel_id": channel.channel_id, "channel_name": channel.name}
+        if timer.name == "inactive":
+            if channel.last_order_at is None:
+                return
+            last = local_date(channel.last_order_at, tz)
+            if last.isoformat() != timer.data.get("last_order"):
+                return  # an order came since; its own timer is pending
+            yield self._alert(
+                f"inactive:{last}",
+                "channel_inactive",
+                channel,
+                timer,
+                {
+                    **base,
+                    "last_order_date": last.isoformat(),
+                    "days_without_orders": (today - last).days,
+                },
+            )
+        elif timer.name == "review":
+            recent, baseline = window_totals(channel, today, cfg.window_days, cfg.baseline_days)
+            threshold = baseline * (Decimal(1) - Decimal(str(cfg.drop_percent)) / 100)
+            if baseline > cfg.min_baseline_amount and baseline > 0 and recent < threshold:
+                drop = float((baseline - recent) / baseline * 100)
+                yield self._alert(
+                    f"decline:{today}",
+                    "channel_declining",
+                    channel,
+                    timer,
+                    {
+                        **base,
+                        "recent": str(recent),
+                        "baseline": str(baseline),
+                        "drop_percent": round(drop, 1),
+                    },
+                )
+            yield SetTimer(
+                "review",
+                at_local(today + timedelta(days=cfg.review_every_days), cfg.local_time, tz),
+            )
+
+    def _alert(
+        self,
+        occurrence: str,
+        template: str,
+        channel: ChannelState,
+        timer: Timer,
+        data: dict[str, object],
+    ) -> Action:
+        assert channel.manager_id is not None
+        return Action(
+            key=f"{self.name}:{channel.channel_id}:{occurrence}",
+            rule=self.name,
+            subject=f"channel:{channel.channel_id}",
+            kind=self.config.kind,
+            recipient=Recipient("staff", channel.manager_id),
+            template=template,
+            locale=channel.locale,
+            due_at=timer.due_at,
+            data=data,
+        )

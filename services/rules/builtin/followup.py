@@ -1,0 +1,122 @@
+"""After-sales follow-up: "N days after an order or a closed ticket, follow up — how and when
+depends on the customer's tier" (tier A: a call task for the owner after 7 days; tier C: an
+automated e-mail after 14). One timer per interaction, named after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.rules.calendar import at_local, local_date
+from services.rules.sdk import Action, ActionKind, Decision, Recipient, RuleContext, SetTimer, Timer
+from services.rules.state import SubjectState
+from shared.events.envelope import CanonicalEvent
+
+INTERACTION = "upkeep.customer.interaction.v1"
+
+
+class FollowUpStep(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    after_days: int = Field(ge=0)
+    kind: ActionKind
+
+
+def _default_steps() -> dict[str, FollowUpStep]:
+    return {
+        "A": FollowUpStep(after_days=7, kind="task"),
+        "B": FollowUpStep(after_days=10, kind="email"),
+        "C": FollowUpStep(after_days=14, kind="email"),
+    }
+
+
+class FollowUpConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    local_time: time = time(10, 0)
+    by_tier: dict[str, FollowUpStep] = Field(default_factory=_default_steps)
+    untiered: str = "C"  # which tier's step applies before a customer has a tier
+    after_orders: bool = True
+    after_closed_tickets: bool = True
+
+
+@dataclass
+class AfterSalesFollowUp:
+    config: FollowUpConfig = field(default_factory=FollowUpConfig)
+    name: str = "followup"
+
+    def on_event(
+        self, event: CanonicalEvent, subject: SubjectState, ctx: RuleContext
+    ) -> Iterator[Decision]:
+        if event.type != INTERACTION or subject.customer is None:
+            return
+        kind, status = event.data.get("kind"), event.data.get("ticket_status")
+        trigger = (
+            "order"
+            if kind == "order" and self.config.after_orders
+            else "ticket"
+            if kind == "ticket" and status == "closed" and self.config.after_closed_tickets
+            else None
+        )
+        if trigger is None:
+            return
+        tier = subject.customer.tier or self.config.untiered
+        step = self.config.by_tier.get(tier) or self.config.by_tier[self.config.untiered]
+        tz = subject.timezone
+        day = local_date(event.time, tz) + timedelta(days=step.after_days)
+        due = at_local(day, self.config.local_time, tz)
+        if due > ctx.now:
+            interaction = str(event.data["interaction_id"])
+            yield SetTimer(
+                interaction,
+                due,
+                {
+                    "interaction_id": interaction,
+                    "trigger": trigger,
+                    "kind": step.kind,
+                    "tier": tier,
+                },
+            )
+
+    def on_timer(self, timer: Timer, subject: SubjectState, ctx: RuleContext) -> Iterator[Decision]:
+        customer = subject.customer
+        if customer is None:
+            return
+        kind: ActionKind = timer.data["kind"]
+        data = {
+            "customer_id": customer.customer_id,
+            "customer_name": customer.name,
+            "interaction_id": timer.data["interaction_id"],
+            "tier": timer.data["tier"],
+        }
+        template = f"followup_{timer.data['trigger']}"
+        key = f"followup:{timer.data['interaction_id']}"
+        if kind == "email" and customer.email is not None:
+            yield Action(
+                key=key,
+                rule=self.name,
+                subject=subject.id,
+                kind="email",
+                recipient=Recipient("customer", customer.customer_id),
+                template=template,
+                locale=customer.locale,
+                due_at=timer.due_at,
+                data=data,
+            )
+        elif customer.owner_id is not None:  # a task, or an e-mail we cannot send
+            yield Action(
+                key=key,
+                rule=self.name,
+                subject=subject.id,
+                kind="task",
+                recipient=Recipient("staff", customer.owner_id),
+                template=f"{template}_task",
+                locale=customer.locale,
+                due_at=timer.due_at,
+                data=data,
+            )

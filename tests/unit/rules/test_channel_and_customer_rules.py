@@ -1,0 +1,149 @@
+"""Channel health, after-sales follow-up and tiering with chosen clocks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from services.rules.builtin.channel_health import ChannelHealth
+from services.rules.builtin.followup import AfterSalesFollowUp
+from services.rules.builtin.tiering import Tiering, TieringConfig
+from services.rules.testing import RuleHarness
+
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def channel(h: RuleHarness) -> None:
+    h.send(
+        "channel.upserted",
+        at=T0,
+        channel_id="CH-1",
+        name="East",
+        timezone="Asia/Shanghai",
+        manager_id="S-7",
+        locale="zh-CN",
+    )
+
+
+def order(h: RuleHarness, n: int, at: datetime, amount: str = "1000") -> None:
+    h.send(
+        "channel.order",
+        at=at,
+        channel_id="CH-1",
+        order_id=f"O-{n}",
+        amount=amount,
+        currency="CNY",
+        occurred_at=at.isoformat(),
+    )
+
+
+def test_a_quiet_channel_is_reported_once_30_days_after_its_last_order() -> None:
+    h = RuleHarness(ChannelHealth())
+    channel(h)
+    order(h, 1, T0)
+    order(h, 2, T0 + timedelta(days=10))  # moves the quiet-timer
+    actions = [a for a in h.advance(to=T0 + timedelta(days=60)) if "inactive" in a.key]
+    assert [a.key for a in actions] == ["channel-health:CH-1:inactive:2026-01-15"]
+    assert actions[0].recipient.id == "S-7"
+    assert actions[0].data["days_without_orders"] == 30
+
+
+def test_an_order_before_the_deadline_means_no_alert() -> None:
+    h = RuleHarness(ChannelHealth())
+    channel(h)
+    for week in range(12):
+        order(h, week, T0 + timedelta(days=7 * week))
+    assert [a for a in h.actions if "inactive" in a.key] == []
+
+
+def test_a_drop_against_the_trailing_baseline_is_reported_by_the_weekly_review() -> None:
+    h = RuleHarness(ChannelHealth())
+    channel(h)
+    for day in range(0, 120, 3):  # steady business for four months ...
+        order(h, day, T0 + timedelta(days=day))
+    for day in range(120, 150, 15):  # ... then a trickle
+        order(h, day, T0 + timedelta(days=day), amount="200")
+    declines = [a for a in h.advance(to=T0 + timedelta(days=150)) if ":decline:" in a.key]
+    assert declines, "the decline was not reported"
+    assert declines[0].template == "channel_declining"
+    assert declines[0].data["drop_percent"] > 50
+    assert all(a.key.startswith("channel-health:CH-1:") for a in h.actions)
+
+
+def test_follow_up_channel_and_delay_depend_on_the_tier() -> None:
+    h = RuleHarness(AfterSalesFollowUp())
+    h.send(
+        "customer.upserted",
+        at=T0,
+        customer_id="C-1",
+        name="Li",
+        timezone="UTC",
+        owner_id="S-1",
+        email="li@example.com",
+    )
+    h.send(
+        "customer.interaction",
+        at=T0,
+        customer_id="C-1",
+        interaction_id="I-1",
+        kind="order",
+        amount="10",
+        currency="EUR",
+        occurred_at=T0.isoformat(),
+    )
+    h.send(
+        "customer.tier_changed",
+        at=T0,
+        customer_id="C-1",
+        tier="A",
+        recency_score=3,
+        frequency_score=3,
+        monetary_score=3,
+        changed_at=T0.isoformat(),
+    )
+    h.send(
+        "customer.interaction",
+        at=T0,
+        customer_id="C-1",
+        interaction_id="T-9",
+        kind="ticket",
+        ticket_status="closed",
+        occurred_at=T0.isoformat(),
+    )
+    h.send(
+        "customer.interaction",
+        at=T0,
+        customer_id="C-1",
+        interaction_id="V-1",
+        kind="visit",
+        occurred_at=T0.isoformat(),
+    )
+    actions = h.advance(to=T0 + timedelta(days=30))
+    assert [(a.key, a.kind, a.due_at.date().isoformat()) for a in actions] == [
+        ("followup:T-9", "task", "2026-01-12"),  # tier A: a call task for the owner after 7 days
+        ("followup:I-1", "email", "2026-01-19"),  # before tiering (C): an e-mail after 14 days
+    ]
+    assert actions[0].recipient.id == "S-1"
+
+
+def test_tiers_follow_rfm_and_changes_are_published_once() -> None:
+    h = RuleHarness(Tiering(TieringConfig(frequency_orders=(3, 2), monetary_value=(300, 100))))  # type: ignore[arg-type]
+    h.send("customer.upserted", at=T0, customer_id="C-1", name="Li", timezone="UTC")
+    for n in range(3):
+        at = T0 + timedelta(days=n)
+        h.send(
+            "customer.interaction",
+            at=at,
+            customer_id="C-1",
+            interaction_id=f"I-{n}",
+            kind="order",
+            amount="150",
+            currency="EUR",
+            occurred_at=at.isoformat(),
+        )
+    tiers = [e.data["tier"] for e in h.emitted]
+    assert tiers == ["C", "B", "A"]
+    assert h.states["customer:C-1"].customer.tier == "A"  # type: ignore[union-attr]
+    # no orders for a while: recency falls at 31 and 91 days without any scan
+    h.advance(to=T0 + timedelta(days=200))
+    assert [e.data["tier"] for e in h.emitted] == ["C", "B", "A", "B"]
+    assert h.pending("tiering") == []
