@@ -1,9 +1,11 @@
 """Read-only HTTP API of the rules service: loaded rules, a subject's state and its timers."""
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
+from services.rules.churn.rule import ChurnRisk, score
 from services.rules.engine import RulesEngine
 from services.rules.store import SubjectStore, TimerStore
 
@@ -31,5 +33,46 @@ def rules_router(engine: RulesEngine, subjects: SubjectStore, timers: TimerStore
             {"rule": t.rule, "name": t.name, "due_at": t.due_at.isoformat(), "data": t.data}
             for t in await timers.pending(subject)
         ]
+
+    def churn_rule() -> ChurnRisk:
+        rule = engine.rules.get("churn")
+        if not isinstance(rule, ChurnRisk):
+            raise HTTPException(404, "the churn rule is not enabled here")
+        return rule
+
+    @router.get("/churn/model", summary="The fitted BG/NBD parameters")
+    async def churn_model() -> dict[str, Any]:
+        model = churn_rule().model
+        if model.params is None:
+            raise HTTPException(404, "the churn model has not been fitted yet")
+        return {
+            **model.params.as_dict(),
+            "fitted_at": model.fitted_at,
+            "customers": model.customers,
+            "log_likelihood": model.log_likelihood,
+            "time_unit": "days",
+        }
+
+    @router.get("/churn/customers/{customer_id}", summary="A customer's churn risk now")
+    async def churn_score(customer_id: str) -> dict[str, Any]:
+        rule = churn_rule()
+        subject = f"customer:{customer_id}"
+        found = (await subjects.load({subject})).get(subject)
+        if found is None or found.customer is None:
+            raise HTTPException(404, f"unknown customer {customer_id}")
+        if rule.model.params is None:
+            raise HTTPException(409, "the churn model has not been fitted yet")
+        result = score(found.customer, rule.model.params, datetime.now(UTC))
+        if result is None:
+            raise HTTPException(409, "the customer has no orders yet")
+        return {
+            "customer_id": customer_id,
+            "risk": result.risk,
+            "p_alive": result.p_alive,
+            "at_risk": found.customer.at_risk,
+            "frequency": result.x,
+            "recency_days": result.t_x,
+            "age_days": result.t,
+        }
 
     return router

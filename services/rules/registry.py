@@ -26,6 +26,7 @@ from services.rules.builtin.channel_health import ChannelHealth, ChannelHealthCo
 from services.rules.builtin.followup import AfterSalesFollowUp, FollowUpConfig
 from services.rules.builtin.renewal import ContractRenewal, RenewalConfig
 from services.rules.builtin.tiering import Tiering, TieringConfig
+from services.rules.churn.rule import ChurnConfig, ChurnRisk
 from services.rules.sdk import Rule
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ BUILTIN: dict[str, RuleFactory] = {
     "channel-health": lambda cfg: ChannelHealth(ChannelHealthConfig.model_validate(cfg)),
     "followup": lambda cfg: AfterSalesFollowUp(FollowUpConfig.model_validate(cfg)),
     "tiering": lambda cfg: Tiering(TieringConfig.model_validate(cfg)),
+    "churn": lambda cfg: ChurnRisk(ChurnConfig.model_validate(cfg)),
 }
 
 

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
 
 from services.rules.api import rules_router
+from services.rules.churn.jobs import refit_forever
+from services.rules.churn.rule import ChurnRisk
 from services.rules.engine import Clock, RulesEngine, utc_now
 from services.rules.registry import load_rules, read_config
 from services.rules.settings import RulesSettings
@@ -83,8 +85,19 @@ async def build(settings: RulesSettings, clock: Clock = utc_now) -> AsyncIterato
         readiness={"kafka": loop.probe, "mongodb": lambda: ping(mongo), "consumer": consumer_ready},
     )
     app.include_router(rules_router(engine, subjects, timers))
+    churn = next((r for r in rules if isinstance(r, ChurnRisk)), None)
+    refitting = (
+        asyncio.create_task(
+            refit_forever(db["subjects"], db["churn_model"], churn.model, churn.config),
+            name="churn-refit",
+        )
+        if churn is not None
+        else None
+    )
     try:
         yield Service(app=app, loops=[loop])
     finally:
         indexes.cancel()
+        if refitting is not None:
+            refitting.cancel()
         await mongo.close()

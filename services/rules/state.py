@@ -23,6 +23,7 @@ from shared.events.types import (
     ContractCancelled,
     ContractRenewed,
     ContractUpserted,
+    CustomerChurnRiskChanged,
     CustomerInteraction,
     CustomerTierChanged,
     CustomerUpserted,
@@ -53,6 +54,8 @@ class CustomerState(_State):
     profile_time: datetime | None = None
     first_seen: datetime | None = None
     tier: Tier | None = None
+    at_risk: bool = False
+    churn_risk: float | None = None
     # interaction history summary
     orders: int = 0
     order_value: Decimal = Decimal(0)
@@ -303,6 +306,12 @@ def _tier_changed(state: SubjectState, p: EventPayload, event: CanonicalEvent) -
     _customer(state, p.customer_id, event.time).tier = p.tier
 
 
+def _churn_risk_changed(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
+    assert isinstance(p, CustomerChurnRiskChanged)
+    customer = _customer(state, p.customer_id, event.time)
+    customer.at_risk, customer.churn_risk = p.at_risk, p.risk
+
+
 _APPLY = {
     CustomerUpserted: _customer_upserted,
     CustomerInteraction: _interaction,
@@ -313,4 +322,5 @@ _APPLY = {
     ChannelOrder: _channel_order,
     StaffUpserted: _staff_upserted,
     CustomerTierChanged: _tier_changed,
+    CustomerChurnRiskChanged: _churn_risk_changed,
 }

@@ -247,6 +247,20 @@ class CustomerTierChanged(EventPayload):
     changed_at: UtcDatetime
 
 
+class CustomerChurnRiskChanged(EventPayload):
+    """Published by the rules service when a customer enters or leaves the at-risk state."""
+
+    type_name = "upkeep.customer.churn_risk_changed.v1"
+    subject_kind = "customer"
+    subject_field = "customer_id"
+    time_field = "changed_at"
+
+    customer_id: Id
+    at_risk: bool
+    risk: float = Field(ge=0, le=1)
+    changed_at: UtcDatetime
+
+
 EVENT_TYPES: dict[str, type[EventPayload]] = {
     model.type_name: model
     for model in (
@@ -259,6 +273,7 @@ EVENT_TYPES: dict[str, type[EventPayload]] = {
         ChannelOrder,
         StaffUpserted,
         CustomerTierChanged,
+        CustomerChurnRiskChanged,
     )
 }
 """Every event type Upkeep accepts, by full versioned name. Add new types here."""

@@ -70,6 +70,12 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "monetary_score": 2,
         "changed_at": "2026-11-22T10:00:00+08:00",
     },
+    "upkeep.customer.churn_risk_changed.v1": {
+        "customer_id": "C-1001",
+        "at_risk": True,
+        "risk": 0.81,
+        "changed_at": "2026-11-22T10:00:00+08:00",
+    },
 }
 SUBJECT_BY_ENTITY = {  # upkeep.<entity>.<what>.vN -> subject; contracts belong to the customer
     "customer": "customer:C-1001",

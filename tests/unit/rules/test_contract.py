@@ -102,6 +102,10 @@ HISTORY = [
             "changed_at": "2026-03-07T00:00:00Z",
         },
     ),
+    (
+        "customer.churn_risk_changed",
+        {"customer_id": "C-1", "at_risk": True, "risk": 0.8, "changed_at": "2026-03-08T00:00:00Z"},
+    ),
 ]
 ALL_RULES = load_rules({})
 
