@@ -1,6 +1,12 @@
-"""``python -m services.rules``: run the rules service."""
+"""``python -m services.rules``: run the rules service;
+``python -m services.rules replay --from <offset|time> --dry-run``: see :mod:`.replay`."""
 
 import sys
+
+if len(sys.argv) > 1 and sys.argv[1] == "replay":
+    from services.rules.replay import main as replay_main
+
+    sys.exit(replay_main(sys.argv[2:]))
 
 from services.rules.service import build
 from services.rules.settings import RulesSettings

@@ -134,7 +134,7 @@ class RulesEngine:
         result = HandlerResult()
         owned = {tp.partition for tp in partitions if tp.topic == self._events_topic}
         now = self._clock()
-        due = await self._timers.due(owned, now, self._timers_per_tick)
+        due = await self._timers.due(owned, self.rules.keys(), now, self._timers_per_tick)
         if not due:
             return result
         states = await self._subjects.load({p.timer.subject for p in due})
@@ -142,8 +142,8 @@ class RulesEngine:
         changes, fired = TimerChanges(), []
         for placed in due:
             timer, rule = placed.timer, self.rules.get(placed.timer.rule)
-            if rule is None:
-                continue  # its rule is switched off here: leave it for a replica that runs it
+            if rule is None:  # due() returns only our rules; a race with a config reload
+                continue
             state = states.get(timer.subject) or SubjectState(id=timer.subject)
             ctx = RuleContext(now=timer.due_at, config=self._config.get(rule.name, {}), staff=staff)
             outcome = self._ask(rule, timer.subject, rule.on_timer, timer, state, ctx)

@@ -53,9 +53,10 @@ class TimerStore(abc.ABC):
 
     @abc.abstractmethod
     async def due(
-        self, partitions: Collection[int], now: datetime, limit: int
+        self, partitions: Collection[int], rules: Collection[str], now: datetime, limit: int
     ) -> list[PlacedTimer]:
-        """Pending timers due at or before ``now`` in these partitions, earliest first."""
+        """Pending timers of these rules due at or before ``now`` in these partitions, earliest
+        first (timers of rules another replica runs are left to it)."""
 
     @abc.abstractmethod
     async def remove_fired(self, fired: Sequence[Timer]) -> None:
@@ -138,13 +139,17 @@ class MongoTimerStore(TimerStore):
             await self._collection.bulk_write(ops, ordered=True)
 
     async def due(
-        self, partitions: Collection[int], now: datetime, limit: int
+        self, partitions: Collection[int], rules: Collection[str], now: datetime, limit: int
     ) -> list[PlacedTimer]:
-        if not partitions:
+        if not partitions or not rules:
             return []
         cursor = (
             self._collection.find(
-                {"partition": {"$in": sorted(partitions)}, "due_at": {"$lte": now}}
+                {
+                    "partition": {"$in": sorted(partitions)},
+                    "due_at": {"$lte": now},
+                    "rule": {"$in": sorted(rules)},
+                }
             )
             .sort("due_at", ASCENDING)
             .limit(limit)
@@ -190,10 +195,12 @@ class InMemoryTimerStore(TimerStore):
         self.timers.update({p.timer.id: p for p in changes.sets})
 
     async def due(
-        self, partitions: Collection[int], now: datetime, limit: int
+        self, partitions: Collection[int], rules: Collection[str], now: datetime, limit: int
     ) -> list[PlacedTimer]:
         due = [
-            p for p in self.timers.values() if p.partition in partitions and p.timer.due_at <= now
+            p
+            for p in self.timers.values()
+            if p.partition in partitions and p.timer.rule in rules and p.timer.due_at <= now
         ]
         return sorted(due, key=lambda p: p.timer.due_at)[:limit]
 

@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
 from services.ingest.pipeline import canonical_message
+from services.rules.churn.bgnbd import BgNbdParams, simulate
+from services.rules.churn.jobs import load_model, refit
+from services.rules.churn.rule import ChurnConfig, ChurnModel
+from services.rules.replay import replay
 from services.rules.service import build
 from services.rules.settings import RulesSettings
+from services.rules.state import CustomerState, SubjectState
+from services.rules.store import MongoSubjectStore
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import resolve_type
+from shared.mongo import make_client
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
 from tests.integration.ingest_fixtures import wait_assigned
 from tests.kafka_helpers import produce, read_topic
@@ -225,3 +235,55 @@ async def test_two_replicas_and_a_rebalance_fire_each_timer_once(
         keys = await read_keys(kafka_settings, topics.actions, expect=4 * customers)
     assert len(keys) == len(set(keys)) == 4 * customers
     assert {k.rsplit(":", 1)[1] for k in keys} == {"60d", "30d", "7d", "1d"}
+
+
+async def test_replay_dry_run_prints_what_would_have_fired_and_publishes_nothing(
+    kafka_settings: KafkaSettings,
+    mongo_settings: MongoSettings,
+    topics: TopicSettings,
+    names: tuple[str, str],
+) -> None:
+    db, group = names
+    await publish(kafka_settings, topics.events, HISTORY)
+    settings = settings_for(kafka_settings, mongo_settings, topics, db, group, "replay")
+    out = io.StringIO()
+    count = await replay(settings, 0, datetime(2026, 7, 1, tzinfo=UTC), out)
+    keys = [json.loads(line)["key"] for line in out.getvalue().splitlines()]
+    assert count == len(keys) == 5
+    assert keys == [f"renewal:K-1:2026-05-31:{s}" for s in ("60d", "30d", "7d", "1d", "overdue")]
+    assert await read_topic(kafka_settings, topics.actions, expect=0, timeout=1, settle=0.5) == []
+
+
+async def test_the_churn_model_is_refitted_from_stored_customers(
+    mongo_settings: MongoSettings, names: tuple[str, str]
+) -> None:
+    db_name, _ = names
+    client = make_client(mongo_settings, "test")
+    db = client[db_name]
+    store = MongoSubjectStore(db["subjects"])
+    x, t_x, t = simulate(BgNbdParams(0.8, 20.0, 0.6, 3.0), 300, 200.0, np.random.default_rng(1))
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    states = []
+    for n, (xi, txi, ti) in enumerate(zip(x, t_x, t, strict=True)):
+        first = now - timedelta(days=float(ti))
+        states.append(
+            SubjectState(
+                id=f"customer:C-{n}",
+                customer=CustomerState(
+                    customer_id=f"C-{n}",
+                    orders=int(xi) + 1,
+                    first_order_at=first,
+                    last_order_at=first + timedelta(days=float(txi)),
+                ),
+            )
+        )
+    await store.save(states)
+    model, config = ChurnModel(), ChurnConfig(min_customers=50)
+    assert await refit(db["subjects"], db["churn_model"], model, config, now)
+    assert model.params is not None
+    assert model.customers == 300
+    reloaded = ChurnModel()
+    await load_model(db["churn_model"], reloaded)
+    assert reloaded.params == model.params
+    too_few = ChurnConfig(min_customers=1000)
+    assert not await refit(db["subjects"], db["churn_model"], ChurnModel(), too_few, now)
