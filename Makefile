@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help up down status logs test test-unit test-integration test-e2e lint fmt typecheck \
-        schemas bench-ingest lock clean
+        schemas bench-ingest bench-rules lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ schemas: $(STAMP) ## regenerate docs/schemas from the event models
 
 bench-ingest: $(STAMP) ## events/s through ingest vs a bare aiokafka pass-through
 	$(BIN)/python -m bench.ingest $${BENCH_ARGS:-}
+
+bench-rules: $(STAMP) ## events/s evaluated, timers fired/s with 100,000 due, tick cost vs customers
+	$(BIN)/python -m bench.rules $${BENCH_ARGS:-}
 
 lock: ## re-pin constraints.txt from a clean environment
 	rm -rf .cache/lock-venv && $(PYTHON) -m venv .cache/lock-venv

@@ -141,20 +141,33 @@ class MongoTimerStore(TimerStore):
     async def due(
         self, partitions: Collection[int], rules: Collection[str], now: datetime, limit: int
     ) -> list[PlacedTimer]:
-        if not partitions or not rules:
-            return []
-        cursor = (
-            self._collection.find(
-                {
-                    "partition": {"$in": sorted(partitions)},
-                    "due_at": {"$lte": now},
-                    "rule": {"$in": sorted(rules)},
-                }
-            )
-            .sort("due_at", ASCENDING)
-            .limit(limit)
-        )
-        return [PlacedTimer(_timer_of(doc), doc["partition"]) async for doc in cursor]
+        """One query per owned partition, each an equality on ``partition`` and a range on
+        ``due_at`` — the shape every MongoDB-wire server answers from the (partition, due_at)
+        index (a ``$in`` over partitions makes the embedded server scan the collection, and so
+        would filtering on ``rule`` in the query: that filter is applied here instead)."""
+        found: list[PlacedTimer] = []
+        for partition in sorted(partitions):
+            found += await self._due_in(partition, set(rules), now, limit)
+        return sorted(found, key=lambda p: p.timer.due_at)[:limit]
+
+    async def _due_in(
+        self, partition: int, rules: set[str], now: datetime, limit: int
+    ) -> list[PlacedTimer]:
+        found: list[PlacedTimer] = []
+        after: datetime | None = None
+        while len(found) < limit:
+            window: Document = {"$lte": now} if after is None else {"$lte": now, "$gt": after}
+            page = [
+                doc
+                async for doc in self._collection.find({"partition": partition, "due_at": window})
+                .sort("due_at", ASCENDING)
+                .limit(limit)
+            ]
+            found += [PlacedTimer(_timer_of(d), partition) for d in page if d["rule"] in rules]
+            if len(page) < limit:
+                break
+            after = page[-1]["due_at"]  # a full page of other replicas' rules: look further
+        return found[:limit]
 
     async def remove_fired(self, fired: Sequence[Timer]) -> None:
         if fired:
