@@ -17,7 +17,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 from prometheus_client import Counter
@@ -35,6 +35,18 @@ from shared.metrics import preinit
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
+
+
+class WeeklyJob(Protocol):
+    """A weekly job of the service (not a rule): run by the owner of partition 0."""
+
+    def slot(self, now: datetime) -> datetime:
+        """The most recent scheduled moment at or before ``now``."""
+        ...
+
+    async def run(self, slot: datetime) -> list[Action]: ...
+
+
 EMIT_SOURCE = "urn:upkeep:rules"
 EMIT_NAMESPACE = uuid.UUID("0f8a3c55-3d5e-4a9e-9a35-7c4b0e6c2b11")
 
@@ -72,6 +84,7 @@ class RulesEngine:
         config: Mapping[str, Mapping[str, Any]] | None = None,
         clock: Clock = utc_now,
         timers_per_tick: int = 1000,
+        weekly: WeeklyJob | None = None,
     ) -> None:
         self.rules = {rule.name: rule for rule in rules}
         self._subjects = subjects
@@ -81,6 +94,8 @@ class RulesEngine:
         self._config = config or {}
         self._clock = clock
         self._timers_per_tick = timers_per_tick
+        self._weekly = weekly
+        self._weekly_done: datetime | None = None
         for name in self.rules:
             preinit(DECISIONS, [(name, "event"), (name, "timer")])
             preinit(RULE_ERRORS, [(name,)])
@@ -134,6 +149,8 @@ class RulesEngine:
         result = HandlerResult()
         owned = {tp.partition for tp in partitions if tp.topic == self._events_topic}
         now = self._clock()
+        if self._weekly is not None and 0 in owned:
+            await self._run_weekly(now, result)
         due = await self._timers.due(owned, self.rules.keys(), now, self._timers_per_tick)
         if not due:
             return result
@@ -165,6 +182,21 @@ class RulesEngine:
 
         result.after_commit.append(forget)
         return result
+
+    async def _run_weekly(self, now: datetime, result: HandlerResult) -> None:
+        """The owner of partition 0 publishes the weekly lists once per slot."""
+        assert self._weekly is not None
+        slot = self._weekly.slot(now)
+        if self._weekly_done is not None and self._weekly_done >= slot:
+            return
+        for action in await self._weekly.run(slot):
+            DECISIONS.labels(action.rule, "schedule").inc()
+            result.messages.append(self._action_message(action, now))
+
+        def done() -> None:
+            self._weekly_done = slot
+
+        result.after_commit.append(done)
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import datetime
 
+from pymongo.asynchronous.collection import AsyncCollection
 from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
 
 from services.rules.api import rules_router
 from services.rules.churn.jobs import refit_forever
-from services.rules.churn.rule import ChurnRisk
+from services.rules.churn.rule import ChurnConfig, ChurnRisk
+from services.rules.churn.weekly import last_slot, weekly_lists
 from services.rules.engine import Clock, RulesEngine, utc_now
 from services.rules.registry import load_rules, read_config
+from services.rules.sdk import Action
 from services.rules.settings import RulesSettings
 from services.rules.store import MongoSubjectStore, MongoTimerStore
 from shared.errors import is_transient
@@ -20,8 +24,19 @@ from shared.http import create_app
 from shared.kafka.clients import make_consumer, make_producer
 from shared.kafka.consumer import ConsumerLoop
 from shared.kafka.progress import MongoProgressStore
-from shared.mongo import database, make_client, ping
+from shared.mongo import Document, database, make_client, ping
 from shared.runtime import Service
+
+
+class WeeklyAtRiskLists:
+    def __init__(self, subjects: AsyncCollection[Document], config: ChurnConfig) -> None:
+        self._subjects, self._config = subjects, config
+
+    def slot(self, now: datetime) -> datetime:
+        return last_slot(now, self._config)
+
+    async def run(self, slot: datetime) -> list[Action]:
+        return await weekly_lists(self._subjects, slot)
 
 
 async def _ensure_indexes(timers: MongoTimerStore) -> None:
@@ -41,6 +56,7 @@ async def build(settings: RulesSettings, clock: Clock = utc_now) -> AsyncIterato
     subjects, timers = MongoSubjectStore(db["subjects"]), MongoTimerStore(db["timers"])
     indexes = asyncio.create_task(_ensure_indexes(timers), name="rules-indexes")
     topics = settings.topics
+    churn = next((r for r in rules if isinstance(r, ChurnRisk)), None)
     engine = RulesEngine(
         rules,
         subjects,
@@ -85,7 +101,6 @@ async def build(settings: RulesSettings, clock: Clock = utc_now) -> AsyncIterato
         readiness={"kafka": loop.probe, "mongodb": lambda: ping(mongo), "consumer": consumer_ready},
     )
     app.include_router(rules_router(engine, subjects, timers))
-    churn = next((r for r in rules if isinstance(r, ChurnRisk)), None)
     refitting = (
         asyncio.create_task(
             refit_forever(db["subjects"], db["churn_model"], churn.model, churn.config),

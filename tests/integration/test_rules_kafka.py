@@ -287,3 +287,33 @@ async def test_the_churn_model_is_refitted_from_stored_customers(
     assert reloaded.params == model.params
     too_few = ChurnConfig(min_customers=1000)
     assert not await refit(db["subjects"], db["churn_model"], ChurnModel(), too_few, now)
+
+
+async def test_the_weekly_list_groups_at_risk_customers_by_owner(
+    mongo_settings: MongoSettings, names: tuple[str, str]
+) -> None:
+    from services.rules.churn.weekly import weekly_lists
+
+    db_name, _ = names
+    client = make_client(mongo_settings, "test")
+    subjects = client[db_name]["subjects"]
+    rows = [
+        ("C-1", "S-1", True, 0.9),
+        ("C-2", "S-1", True, 0.75),
+        ("C-3", "S-2", True, 0.8),
+        ("C-4", "S-2", False, 0.2),
+    ]
+    await MongoSubjectStore(subjects).save(
+        SubjectState(
+            id=f"customer:{c}",
+            customer=CustomerState(customer_id=c, owner_id=owner, at_risk=flag, churn_risk=risk),
+        )
+        for c, owner, flag, risk in rows
+    )
+    slot = datetime(2026, 11, 23, 1, tzinfo=UTC)
+    actions = await weekly_lists(subjects, slot)
+    assert [(a.key, a.data["count"]) for a in actions] == [
+        ("churn:weekly:S-1:2026-W48", 2),
+        ("churn:weekly:S-2:2026-W48", 1),
+    ]
+    assert [c["customer_id"] for c in actions[0].data["customers"]] == ["C-1", "C-2"]
