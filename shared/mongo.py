@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
 
+from shared.errors import is_transient
 from shared.settings import MongoSettings
 
 Document = dict[str, Any]
@@ -33,3 +36,13 @@ def database(
 async def ping(client: AsyncMongoClient[Document]) -> bool:
     await client.admin.command("ping")
     return True
+
+
+async def retry_until_done(step: Callable[[], Awaitable[None]]) -> None:
+    """Run ``step`` (index creation, typically) until MongoDB lets it succeed. Meant to run as a
+    background task, so a service starts — and reports not ready — while MongoDB comes up."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(is_transient), wait=wait_random_exponential(max=15)
+    ):
+        with attempt:
+            await step()

@@ -7,21 +7,18 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
-
 from services.ingest.api import HttpIngestConfig, events_router
 from services.ingest.apikeys import KeyRing
 from services.ingest.dedup import MongoDedupStore
 from services.ingest.normalise import NormaliseContext
 from services.ingest.pipeline import IngestConfig, IngestHandler
 from services.ingest.settings import IngestSettings
-from shared.errors import is_transient
 from shared.http import create_app
 from shared.kafka.clients import make_consumer, make_producer
 from shared.kafka.consumer import ConsumerLoop
 from shared.kafka.producer import Publisher
 from shared.kafka.progress import MongoProgressStore
-from shared.mongo import database, make_client, ping
+from shared.mongo import database, make_client, ping, retry_until_done
 from shared.runtime import Service
 
 log = logging.getLogger(__name__)
@@ -35,15 +32,6 @@ def normalise_context(settings: IngestSettings) -> NormaliseContext:
     )
 
 
-async def _ensure_indexes(store: MongoDedupStore) -> None:
-    """Runs in the background: the service starts even while MongoDB is still coming up."""
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception(is_transient), wait=wait_random_exponential(max=15)
-    ):
-        with attempt:
-            await store.ensure_indexes()
-
-
 @contextlib.asynccontextmanager
 async def build(settings: IngestSettings) -> AsyncIterator[Service]:
     mongo = make_client(settings.mongo, settings.service_name)
@@ -54,7 +42,7 @@ async def build(settings: IngestSettings) -> AsyncIterator[Service]:
         progress=progress,
         group=settings.group_id,
     )
-    indexes = asyncio.create_task(_ensure_indexes(dedup), name="ingest-indexes")
+    indexes = asyncio.create_task(retry_until_done(dedup.ensure_indexes), name="ingest-indexes")
     context = normalise_context(settings)
     topics = settings.topics
     loop = ConsumerLoop(

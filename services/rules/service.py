@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 
 from pymongo.asynchronous.collection import AsyncCollection
-from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
 
 from services.rules.api import rules_router
 from services.rules.churn.jobs import refit_forever
@@ -19,12 +18,11 @@ from services.rules.registry import load_rules, read_config
 from services.rules.sdk import Action
 from services.rules.settings import RulesSettings
 from services.rules.store import MongoSubjectStore, MongoTimerStore
-from shared.errors import is_transient
 from shared.http import create_app
 from shared.kafka.clients import make_consumer, make_producer
 from shared.kafka.consumer import ConsumerLoop
 from shared.kafka.progress import MongoProgressStore
-from shared.mongo import Document, database, make_client, ping
+from shared.mongo import Document, database, make_client, ping, retry_until_done
 from shared.runtime import Service
 
 
@@ -39,14 +37,6 @@ class WeeklyAtRiskLists:
         return await weekly_lists(self._subjects, slot)
 
 
-async def _ensure_indexes(timers: MongoTimerStore) -> None:
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception(is_transient), wait=wait_random_exponential(max=15)
-    ):
-        with attempt:
-            await timers.ensure_indexes()
-
-
 @contextlib.asynccontextmanager
 async def build(settings: RulesSettings, clock: Clock = utc_now) -> AsyncIterator[Service]:
     config = read_config(settings.config_file)
@@ -54,7 +44,7 @@ async def build(settings: RulesSettings, clock: Clock = utc_now) -> AsyncIterato
     mongo = make_client(settings.mongo, settings.service_name)
     db = database(mongo, settings.mongo)
     subjects, timers = MongoSubjectStore(db["subjects"]), MongoTimerStore(db["timers"])
-    indexes = asyncio.create_task(_ensure_indexes(timers), name="rules-indexes")
+    indexes = asyncio.create_task(retry_until_done(timers.ensure_indexes), name="rules-indexes")
     topics = settings.topics
     churn = next((r for r in rules if isinstance(r, ChurnRisk)), None)
     engine = RulesEngine(
