@@ -29,7 +29,7 @@ from services.rules.store import PlacedTimer, SubjectStore, TimerChanges, TimerS
 from services.rules.testing import Outcome, apply_decisions
 from shared.events.actions import ActionMessage, ActionRecipient
 from shared.events.envelope import CanonicalEvent
-from shared.events.types import resolve_type
+from shared.events.types import EventPayload, resolve_type
 from shared.kafka.messages import DeadLetter, HandlerResult, Outgoing, Record, canonical_message
 from shared.metrics import preinit
 
@@ -66,6 +66,11 @@ EVENTS_APPLIED = Counter(
     "Canonical events handled, by outcome (applied, repeat).",
     ["outcome"],
 )
+
+
+def _count_later(result: HandlerResult, metric: Counter, *labels: str) -> None:
+    """Count only what commits: a batch that is rolled back and retried is counted once."""
+    result.after_commit.append(lambda: metric.labels(*labels).inc())
 
 
 def utc_now() -> datetime:
@@ -105,26 +110,26 @@ class RulesEngine:
 
     async def handle(self, records: Sequence[Record]) -> HandlerResult:
         result = HandlerResult()
-        events: list[tuple[Record, CanonicalEvent]] = []
+        events: list[tuple[Record, CanonicalEvent, EventPayload]] = []
         for record in records:
             try:
                 event = CanonicalEvent.from_json(record.value or b"")
-                event.payload()
+                payload = event.payload()
             except (ValidationError, ValueError) as exc:
                 result.dead_letters.append(DeadLetter(record, "invalid_event", str(exc)[:500]))
                 continue
             except KeyError:
                 result.dead_letters.append(DeadLetter(record, "unknown_type", "no such type"))
                 continue
-            events.append((record, event))
-        states = await self._subjects.load({e.subject for _, e in events})
+            events.append((record, event, payload))
+        states = await self._subjects.load({e.subject for _, e, _ in events})
         staff = await self._staff_for(states.values())
         changes, dirty, now = TimerChanges(), {}, self._clock()
-        for record, event in events:
+        for record, event, payload in events:
             state = states.get(event.subject) or SubjectState(id=event.subject)
-            state, changed = apply(state, event)
+            state, changed = apply(state, event, payload)
             states[event.subject] = dirty[event.subject] = state
-            EVENTS_APPLIED.labels("applied" if changed else "repeat").inc()
+            _count_later(result, EVENTS_APPLIED, "applied" if changed else "repeat")
             if state.staff is not None:
                 staff[state.staff.staff_id] = state.staff
             for rule in self.rules.values():
@@ -174,7 +179,7 @@ class RulesEngine:
                 trigger=f"{timer.id}@{timer.due_at.isoformat()}",
             )
             fired.append(timer)
-            TIMERS_FIRED.labels(rule.name).inc()
+            _count_later(result, TIMERS_FIRED, rule.name)
         await self._timers.apply(changes)
 
         async def forget() -> None:
@@ -190,7 +195,7 @@ class RulesEngine:
         if self._weekly_done is not None and self._weekly_done >= slot:
             return
         for action in await self._weekly.run(slot):
-            DECISIONS.labels(action.rule, "schedule").inc()
+            _count_later(result, DECISIONS, action.rule, "schedule")
             result.messages.append(self._action_message(action, now))
 
         def done() -> None:
@@ -227,7 +232,7 @@ class RulesEngine:
         changes.cancels += [(outcome.rule, outcome.subject, p) for p in outcome.cancel_prefixes]
         changes.sets += [PlacedTimer(t, partition) for t in outcome.set_timers]
         for action in outcome.actions:
-            DECISIONS.labels(action.rule, kind).inc()
+            _count_later(result, DECISIONS, action.rule, kind)
             result.messages.append(self._action_message(action, now))
         for emit in outcome.emits:
             model = resolve_type(emit.type)

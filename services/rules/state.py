@@ -135,11 +135,14 @@ class SubjectState(_State):
         return None
 
 
-def apply(state: SubjectState, event: CanonicalEvent) -> tuple[SubjectState, bool]:
-    """The state after ``event``, and whether it changed anything."""
+def apply(
+    state: SubjectState, event: CanonicalEvent, payload: EventPayload | None = None
+) -> tuple[SubjectState, bool]:
+    """The state after ``event``, and whether it changed anything. ``payload`` is the event's
+    validated payload when the caller has it already (saves validating it twice)."""
     if event.dedup_key in state.applied:
         return state, False
-    payload = event.payload()
+    payload = payload if payload is not None else event.payload()
     new = state.model_copy(deep=True)
     _APPLY[type(payload)](new, payload, event)
     new.applied = [*state.applied, event.dedup_key][-REMEMBERED_EVENTS:]

@@ -194,18 +194,22 @@ class InMemorySubjectStore(SubjectStore):
 class InMemoryTimerStore(TimerStore):
     def __init__(self) -> None:
         self.timers: dict[str, PlacedTimer] = {}
+        self._owned: dict[tuple[str, str], set[str]] = {}  # (rule, subject) -> timer ids
 
     async def apply(self, changes: TimerChanges) -> None:
         for rule, subject, prefix in changes.cancels:
-            for key in [
-                k
-                for k, p in self.timers.items()
-                if p.timer.rule == rule
-                and p.timer.subject == subject
-                and p.timer.name.startswith(prefix)
-            ]:
-                del self.timers[key]
-        self.timers.update({p.timer.id: p for p in changes.sets})
+            ids = self._owned.get((rule, subject), set())
+            for key in [k for k in ids if self.timers[k].timer.name.startswith(prefix)]:
+                self._drop(key)
+        for placed in changes.sets:
+            self.timers[placed.timer.id] = placed
+            self._owned.setdefault((placed.timer.rule, placed.timer.subject), set()).add(
+                placed.timer.id
+            )
+
+    def _drop(self, key: str) -> None:
+        placed = self.timers.pop(key)
+        self._owned[(placed.timer.rule, placed.timer.subject)].discard(key)
 
     async def due(
         self, partitions: Collection[int], rules: Collection[str], now: datetime, limit: int
@@ -221,7 +225,7 @@ class InMemoryTimerStore(TimerStore):
         for t in fired:
             placed = self.timers.get(t.id)
             if placed is not None and placed.timer.due_at == t.due_at:
-                del self.timers[t.id]
+                self._drop(t.id)
 
     async def pending(self, subject: str) -> list[Timer]:
         return sorted(
