@@ -40,18 +40,23 @@ class _State(BaseModel):
     model_config = ConfigDict(extra="ignore", validate_assignment=False)
 
 
-class CustomerState(_State):
-    customer_id: str
+class _Profile(_State):
+    """What every subject's profile has; ``profile_time`` orders snapshots (newer wins)."""
+
     name: str = ""
     timezone: str = "UTC"
     locale: str = "en"
+    profile_time: datetime | None = None
+
+
+class CustomerState(_Profile):
+    customer_id: str
     email: str | None = None
     birthday: date | None = None
     customer_since: date | None = None
     owner_id: str | None = None
     channel_id: str | None = None
     marketing_opt_in: bool = True
-    profile_time: datetime | None = None
     first_seen: datetime | None = None
     tier: Tier | None = None
     at_risk: bool = False
@@ -79,30 +84,22 @@ class ContractState(_State):
     cancelled_at: datetime | None = None
 
 
-class ChannelState(_State):
+class ChannelState(_Profile):
     channel_id: str
-    name: str = ""
-    timezone: str = "UTC"
-    locale: str = "en"
     manager_id: str | None = None
     region: str | None = None
     active: bool = True
-    profile_time: datetime | None = None
     orders: int = 0
     last_order_at: datetime | None = None
     daily_orders: dict[str, Decimal] = Field(default_factory=dict)  # local date -> amount
 
 
-class StaffState(_State):
+class StaffState(_Profile):
     staff_id: str
-    name: str = ""
-    timezone: str = "UTC"
-    locale: str = "en"
     email: str | None = None
     manager_id: str | None = None
     chat_webhook_url: str | None = None
     active: bool = True
-    profile_time: datetime | None = None
 
 
 class SubjectState(_State):
