@@ -61,7 +61,7 @@ class LocalStack:
     def mongo_uri(self) -> str:
         return f"mongodb://127.0.0.1:{self.config.mongo_port}"
 
-    def base_url(self, service: str, instance: str = "") -> str:
+    def base_url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.config.service_ports[service]}"
 
     def service_env(self, service: str) -> dict[str, str]:

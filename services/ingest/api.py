@@ -22,10 +22,9 @@ from services.ingest import metrics
 from services.ingest.apikeys import WRITE_EVENTS, ApiKeySpec, KeyRing
 from services.ingest.decode import STRUCTURED_TYPES, decode_object
 from services.ingest.normalise import NormaliseContext, normalise
-from services.ingest.pipeline import CANONICAL_HEADERS
 from services.ingest.reasons import Reason, Rejection
 from shared.errors import is_transient
-from shared.kafka.messages import Outgoing
+from shared.kafka.messages import Outgoing, canonical_message
 
 Publish = Callable[[Sequence[Outgoing]], Awaitable[None]]
 log = logging.getLogger(__name__)
@@ -186,7 +185,7 @@ def _normalise_items(
             if event.subject.startswith("channel:")
             else config.raw_customer_topic
         )
-        messages.append(Outgoing(topic, event.to_json(), event.subject.encode(), CANONICAL_HEADERS))
+        messages.append(canonical_message(topic, event))
         accepted.append(event.id)
         metrics.EVENTS.labels("http", getattr(decoded, "form", "unknown"), "accepted").inc()
     return accepted, errors, messages

@@ -12,15 +12,7 @@ from services.ingest.dedup import Claim, DedupStore
 from services.ingest.normalise import NormaliseContext, normalise
 from services.ingest.reasons import Rejection
 from shared.events.envelope import CanonicalEvent
-from shared.kafka.messages import (
-    CANONICAL_HEADERS,
-    DeadLetter,
-    HandlerResult,
-    Record,
-    canonical_message,
-)
-
-__all__ = ["CANONICAL_HEADERS", "IngestConfig", "IngestHandler", "canonical_message"]
+from shared.kafka.messages import DeadLetter, HandlerResult, Record, canonical_message
 
 
 @dataclass(frozen=True, slots=True)

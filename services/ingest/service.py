@@ -72,9 +72,6 @@ async def build(settings: IngestSettings) -> AsyncIterator[Service]:
     publisher = Publisher(lambda: make_producer(settings.kafka, f"{settings.service_name}-http"))
     publisher.start_in_background()
 
-    async def consumer_ready() -> bool:
-        return loop.ready
-
     app = create_app(
         service=settings.service_name,
         description="Takes customer, contract and channel events and publishes canonical "
@@ -82,7 +79,7 @@ async def build(settings: IngestSettings) -> AsyncIterator[Service]:
         readiness={
             "kafka": publisher.probe,
             "mongodb": lambda: ping(mongo),
-            "consumer": consumer_ready,
+            "consumer": loop.check_ready,
         },
     )
     app.include_router(

@@ -82,13 +82,14 @@ async def build(settings: RulesSettings, clock: Clock = utc_now) -> AsyncIterato
         max_records=settings.batch_max_records,
     )
 
-    async def consumer_ready() -> bool:
-        return loop.ready
-
     app = create_app(
         service=settings.service_name,
         description="Keeps subject state and timers; decides maintenance actions.",
-        readiness={"kafka": loop.probe, "mongodb": lambda: ping(mongo), "consumer": consumer_ready},
+        readiness={
+            "kafka": loop.probe,
+            "mongodb": lambda: ping(mongo),
+            "consumer": loop.check_ready,
+        },
     )
     app.include_router(rules_router(engine, subjects, timers))
     refitting = (

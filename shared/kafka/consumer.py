@@ -25,7 +25,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -39,8 +39,6 @@ from shared.kafka.messages import BatchHandler, DeadLetter, HandlerResult, Outgo
 from shared.kafka.progress import ProgressStore
 
 log = logging.getLogger(__name__)
-
-PartitionHook = Callable[[set[TopicPartition]], Awaitable[None]]
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -68,8 +66,6 @@ class ConsumerLoop:
         transactional: bool = False,
         batch_timeout_ms: int = 200,
         max_records: int = 500,
-        on_assigned: PartitionHook | None = None,
-        on_revoked: PartitionHook | None = None,
         progress: ProgressStore | None = None,
         ticker: Ticker | None = None,
         tick_interval_s: float = 1.0,
@@ -86,8 +82,6 @@ class ConsumerLoop:
         self._transactional = transactional
         self._batch_timeout_ms = batch_timeout_ms
         self._max_records = max_records
-        self._on_assigned_hook = on_assigned
-        self._on_revoked_hook = on_revoked
         self._progress = progress
         self._ticker = ticker
         self._tick_interval_s = tick_interval_s
@@ -111,6 +105,10 @@ class ConsumerLoop:
     @property
     def assignment(self) -> set[TopicPartition]:
         return set(self._consumer.assignment())
+
+    async def check_ready(self) -> bool:
+        """Readiness check for ``/readyz``: see :attr:`ready`."""
+        return self.ready
 
     async def probe(self) -> bool:
         """Readiness: the broker answers a metadata request."""
@@ -146,13 +144,7 @@ class ConsumerLoop:
 
     async def _start_clients(self) -> None:
         """Connect, retrying while Kafka is unreachable (the service reports not ready)."""
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception(is_transient),
-            wait=wait_random_exponential(multiplier=0.5, max=15),
-            stop=lambda _state: self._stopping.is_set(),
-            sleep=self._sleep_unless_stopping,
-            before_sleep=self._note_failure,
-        ):
+        async for attempt in self._retrying():
             with attempt:
                 await self._close_clients()
                 self._consumer = self._consumer_factory()
@@ -204,8 +196,6 @@ class ConsumerLoop:
         for tp in revoked:
             with contextlib.suppress(KeyError):
                 metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
-        if self._on_revoked_hook and revoked:
-            await self._on_revoked_hook(revoked)
         if revoked:
             log.info("partitions revoked", extra={"partitions": _names(revoked)})
 
@@ -217,8 +207,6 @@ class ConsumerLoop:
                 # aiokafka may have handed out records from before the seeks: drop them (the
                 # seeks set every position explicitly, so they are read again, nothing is lost)
                 self._generation += 1
-        if self._on_assigned_hook and assigned:
-            await self._on_assigned_hook(assigned)
         log.info("partitions assigned", extra={"partitions": _names(assigned)})
 
     async def _position_partitions(self, assigned: set[TopicPartition]) -> None:

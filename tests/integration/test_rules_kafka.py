@@ -15,7 +15,6 @@ import numpy as np
 import orjson
 import pytest
 
-from services.ingest.pipeline import canonical_message
 from services.rules.churn.bgnbd import BgNbdParams, simulate
 from services.rules.churn.jobs import load_model, refit
 from services.rules.churn.rule import ChurnConfig, ChurnModel
@@ -26,6 +25,7 @@ from services.rules.state import CustomerState, SubjectState
 from services.rules.store import MongoSubjectStore
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import resolve_type
+from shared.kafka.messages import canonical_message
 from shared.mongo import make_client
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
 from tests.integration.ingest_fixtures import wait_assigned
