@@ -85,6 +85,8 @@ class TopicSettings(BaseSettings):
     actions: str = "upkeep.actions.v1"
     deliveries: str = "upkeep.deliveries.v1"
     dlq: str = "upkeep.dlq.v1"
+    # internal to rules: the timers each transaction fired (see services.rules.ticklog)
+    rules_ticks: str = "upkeep.rules.ticks.v1"
 
 
 class ServiceSettings(BaseSettings):

@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from shared.events.envelope import CanonicalEvent
+from shared.kafka.messages import canonical_message
 from shared.settings import KafkaSettings
 
 Header = tuple[str, bytes]
@@ -31,6 +33,22 @@ async def produce(
             raw = value if isinstance(value, bytes) else orjson.dumps(value)
             futures.append(await producer.send(topic, raw, key=key, headers=headers))
         return list(await asyncio.gather(*futures))
+    finally:
+        await producer.stop()
+
+
+async def publish_events(
+    kafka: KafkaSettings, topic: str, events: Sequence[CanonicalEvent]
+) -> None:
+    """Canonical events as the services publish them (structured mode, keyed by subject)."""
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, linger_ms=2)
+    await producer.start()
+    try:
+        futures = []
+        for event in events:
+            m = canonical_message(topic, event)
+            futures.append(await producer.send(topic, m.value, key=m.key, headers=list(m.headers)))
+        await asyncio.gather(*futures)
     finally:
         await producer.stop()
 

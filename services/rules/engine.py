@@ -6,9 +6,11 @@ loop, which publishes them in the batch's Kafka transaction. State is stored bef
 so a redelivered batch sees it; rules are asked again for a redelivered event (their decisions
 are idempotent: timers by id, actions by key).
 
-Per tick: fire the timers that are due in the partitions this replica owns. Fired timers are
-removed after the actions are committed; a crash between the two fires them again with the same
-action keys, which the notifier's ledger delivers once.
+Per tick: fire the timers that are due in the partitions this replica owns. The tick's actions
+and a tick-log entry naming the fired timers are committed in one transaction, then the timers
+are removed; a replica that takes over a partition first removes whatever the last committed
+entry names (:mod:`services.rules.ticklog`), so a crash between commit and removal neither
+loses nor repeats a timer.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from aiokafka import TopicPartition
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from services.rules.sdk import Action, Decision, Rule, RuleContext
+from services.rules.sdk import Action, Decision, Rule, RuleContext, Timer
 from services.rules.state import StaffState, SubjectState, apply
 from services.rules.store import PlacedTimer, SubjectStore, TimerChanges, TimerStore
 from services.rules.testing import Outcome, apply_decisions
+from services.rules.ticklog import TickLog, tick_entries
 from shared.events.actions import ActionMessage, ActionRecipient
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import EventPayload, resolve_type
@@ -47,6 +50,7 @@ class WeeklyJob(Protocol):
     async def run(self, slot: datetime) -> list[Action]: ...
 
 
+WEEKLY_PARTITION = 0  # the owner of this events partition runs the weekly jobs
 EMIT_SOURCE = "urn:upkeep:rules"
 EMIT_NAMESPACE = uuid.UUID("0f8a3c55-3d5e-4a9e-9a35-7c4b0e6c2b11")
 
@@ -61,6 +65,10 @@ RULE_ERRORS = Counter(
     ["rule"],
 )
 TIMERS_FIRED = Counter("upkeep_rules_timers_fired_total", "Timers fired, by rule.", ["rule"])
+UNSETTLED = Counter(
+    "upkeep_rules_unsettled_partitions_total",
+    "Newly owned partitions a tick skipped because their last transaction was undecided.",
+)
 EVENTS_APPLIED = Counter(
     "upkeep_rules_events_total",
     "Canonical events handled, by outcome (applied, repeat).",
@@ -90,6 +98,7 @@ class RulesEngine:
         clock: Clock = utc_now,
         timers_per_tick: int = 1000,
         weekly: WeeklyJob | None = None,
+        ticklog: TickLog | None = None,
     ) -> None:
         self.rules = {rule.name: rule for rule in rules}
         self._subjects = subjects
@@ -101,6 +110,8 @@ class RulesEngine:
         self._timers_per_tick = timers_per_tick
         self._weekly = weekly
         self._weekly_done: datetime | None = None
+        self._ticklog = ticklog
+        self._settled: set[int] = set()  # owned partitions reconciled with the tick log
         for name in self.rules:
             preinit(DECISIONS, [(name, "event"), (name, "timer")])
             preinit(RULE_ERRORS, [(name,)])
@@ -152,16 +163,17 @@ class RulesEngine:
 
     async def tick(self, partitions: set[TopicPartition]) -> HandlerResult:
         result = HandlerResult()
-        owned = {tp.partition for tp in partitions if tp.topic == self._events_topic}
+        owned = await self._settle(
+            {tp.partition for tp in partitions if tp.topic == self._events_topic}
+        )
         now = self._clock()
-        if self._weekly is not None and 0 in owned:
-            await self._run_weekly(now, result)
+        weekly_slot = None
+        if self._weekly is not None and WEEKLY_PARTITION in owned:
+            weekly_slot = await self._run_weekly(now, result)
         due = await self._timers.due(owned, self.rules.keys(), now, self._timers_per_tick)
-        if not due:
-            return result
         states = await self._subjects.load({p.timer.subject for p in due})
         staff = await self._staff_for(states.values())
-        changes, fired = TimerChanges(), []
+        changes, fired = TimerChanges(), list[tuple[int, Timer]]()
         for placed in due:
             timer, rule = placed.timer, self.rules.get(placed.timer.rule)
             if rule is None:  # due() returns only our rules; a race with a config reload
@@ -178,22 +190,55 @@ class RulesEngine:
                 now,
                 trigger=f"{timer.id}@{timer.due_at.isoformat()}",
             )
-            fired.append(timer)
+            fired.append((placed.partition, timer))
             _count_later(result, TIMERS_FIRED, rule.name)
         await self._timers.apply(changes)
+        if self._ticklog is not None:
+            for entry in tick_entries(
+                fired,
+                WEEKLY_PARTITION,
+                weekly_slot or self._weekly_done,
+                weekly_ran=bool(weekly_slot),
+            ):
+                result.messages.append(self._ticklog.entry(entry))
 
         async def forget() -> None:
-            await self._timers.remove_fired(fired)
+            await self._timers.remove_fired([timer for _, timer in fired])
 
-        result.after_commit.append(forget)
+        if fired:
+            result.after_commit.append(forget)
         return result
 
-    async def _run_weekly(self, now: datetime, result: HandlerResult) -> None:
-        """The owner of partition 0 publishes the weekly lists once per slot."""
+    def revoked(self, partitions: set[TopicPartition]) -> None:
+        """Another replica may fire timers here before we own them again: reconcile then."""
+        self._settled -= {tp.partition for tp in partitions if tp.topic == self._events_topic}
+
+    async def _settle(self, owned: set[int]) -> set[int]:
+        """The owned partitions that are reconciled with the tick log: for a newly owned one,
+        remove the timers its last committed tick fired (they may have outlived a crash)."""
+        if self._ticklog is None:
+            return owned
+        new = owned - self._settled
+        if new:
+            entries = await self._ticklog.last(new)
+            if len(entries) < len(new):
+                UNSETTLED.inc(len(new) - len(entries))
+            for partition, entry in entries.items():
+                if entry is not None:
+                    await self._timers.remove_fired(entry.timers())
+                    if partition == WEEKLY_PARTITION and entry.weekly_slot is not None:
+                        done = self._weekly_done or entry.weekly_slot
+                        self._weekly_done = max(done, entry.weekly_slot)
+                self._settled.add(partition)
+        return owned & self._settled
+
+    async def _run_weekly(self, now: datetime, result: HandlerResult) -> datetime | None:
+        """The owner of partition 0 publishes the weekly lists once per slot; returns the slot
+        if it published this time."""
         assert self._weekly is not None
         slot = self._weekly.slot(now)
         if self._weekly_done is not None and self._weekly_done >= slot:
-            return
+            return None
         for action in await self._weekly.run(slot):
             _count_later(result, DECISIONS, action.rule, "schedule")
             result.messages.append(self._action_message(action, now))
@@ -202,6 +247,7 @@ class RulesEngine:
             self._weekly_done = slot
 
         result.after_commit.append(done)
+        return slot
 
     # -- helpers -----------------------------------------------------------------------------
 

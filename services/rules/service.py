@@ -18,6 +18,7 @@ from services.rules.registry import load_rules, read_config
 from services.rules.sdk import Action
 from services.rules.settings import RulesSettings
 from services.rules.store import MongoSubjectStore, MongoTimerStore
+from services.rules.ticklog import KafkaTickLog
 from shared.http import create_app
 from shared.kafka.clients import make_consumer, make_producer
 from shared.kafka.consumer import ConsumerLoop
@@ -44,9 +45,13 @@ async def build(settings: RulesSettings, clock: Clock = utc_now) -> AsyncIterato
     mongo = make_client(settings.mongo, settings.service_name)
     db = database(mongo, settings.mongo)
     subjects, timers = MongoSubjectStore(db["subjects"]), MongoTimerStore(db["timers"])
-    indexes = asyncio.create_task(retry_until_done(timers.ensure_indexes), name="rules-indexes")
+    indexes = [
+        asyncio.create_task(retry_until_done(store.ensure_indexes), name="rules-indexes")
+        for store in (subjects, timers)
+    ]
     topics = settings.topics
     churn = next((r for r in rules if isinstance(r, ChurnRisk)), None)
+    ticklog = KafkaTickLog(settings.kafka, topics.rules_ticks)
     engine = RulesEngine(
         rules,
         subjects,
@@ -56,6 +61,8 @@ async def build(settings: RulesSettings, clock: Clock = utc_now) -> AsyncIterato
         config=config,
         clock=clock,
         timers_per_tick=settings.timers_per_tick,
+        weekly=WeeklyAtRiskLists(db["subjects"], churn.config) if churn is not None else None,
+        ticklog=ticklog,
     )
     loop = ConsumerLoop(
         service=settings.service_name,
@@ -103,7 +110,9 @@ async def build(settings: RulesSettings, clock: Clock = utc_now) -> AsyncIterato
     try:
         yield Service(app=app, loops=[loop])
     finally:
-        indexes.cancel()
+        for task in indexes:
+            task.cancel()
         if refitting is not None:
             refitting.cancel()
+        await ticklog.close()
         await mongo.close()

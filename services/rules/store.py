@@ -87,6 +87,12 @@ class MongoSubjectStore(SubjectStore):
     def __init__(self, collection: AsyncCollection[Document]) -> None:
         self._collection = collection
 
+    async def ensure_indexes(self) -> None:
+        """The weekly at-risk lists read only the customers at risk."""
+        await self._collection.create_index(
+            [("kind", ASCENDING), ("state.customer.at_risk", ASCENDING)], name="kind_at_risk"
+        )
+
     async def load(self, ids: Collection[str]) -> dict[str, SubjectState]:
         if not ids:
             return {}

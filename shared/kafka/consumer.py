@@ -192,6 +192,8 @@ class ConsumerLoop:
         async with self._lock:  # the batch in flight commits before we let go
             self._generation += 1
             self._starts.clear()
+            if self._ticker is not None:
+                self._ticker.revoked(revoked)
         metrics.REBALANCES.labels("revoked").inc()
         for tp in revoked:
             with contextlib.suppress(KeyError):
@@ -409,7 +411,10 @@ async def _send_all(
     producer: AIOKafkaProducer, messages: list[Outgoing]
 ) -> list[asyncio.Future[object]]:
     return [
-        await producer.send(m.topic, m.value, key=m.key, headers=list(m.headers)) for m in messages
+        await producer.send(
+            m.topic, m.value, key=m.key, headers=list(m.headers), partition=m.partition
+        )
+        for m in messages
     ]
 
 

@@ -59,12 +59,14 @@ class FakeRecord:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A message to publish. Keyed by subject id so one partition owns one subject."""
+    """A message to publish. Keyed by subject id so one partition owns one subject; an explicit
+    ``partition`` overrides the key's (for logs that mirror another topic's partitions)."""
 
     topic: str
     value: bytes
     key: bytes | None = None
     headers: Headers = ()
+    partition: int | None = None
 
     @classmethod
     def json(cls, topic: str, key: str | None, body: Any, headers: Headers = ()) -> Outgoing:
@@ -111,6 +113,11 @@ class BatchHandler(Protocol):
 
 class Ticker(Protocol):
     """Periodic work owned by whoever holds the partitions (e.g. firing due timers)."""
+
+    def revoked(self, partitions: set[TopicPartition]) -> None:
+        """Called under the lock when partitions are taken away: anything the ticker knows
+        about them may be stale by the time they come back."""
+        ...
 
     async def tick(self, partitions: set[TopicPartition]) -> HandlerResult:
         """Called every ``tick_interval_s`` with the partitions this consumer owns, under the

@@ -35,6 +35,16 @@ TOPIC_LAYOUT: dict[str, tuple[int, dict[str, str]]] = {
     "actions": (6, {}),
     "deliveries": (6, {}),
     "dlq": (3, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+    # one record per events partition, kept forever by compaction; small segments so that
+    # compaction keeps the topic small although every tick that fires timers writes to it
+    "rules_ticks": (
+        6,
+        {
+            "cleanup.policy": "compact",
+            "segment.ms": str(3600 * 1000),
+            "min.cleanable.dirty.ratio": "0.1",
+        },
+    ),
 }
 
 

@@ -4,60 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from deploy.local.kafka import free_port
-from deploy.local.processes import Managed
 from deploy.local.stack import DEV_API_KEY, LocalStack
 from shared.settings import KafkaSettings, TopicSettings
+from tests.e2e.replicas import Replicas
 from tests.kafka_helpers import ids_of, produce, read_topic
 
 pytestmark = pytest.mark.e2e
 
 
-class IngestProcesses:
-    """Starts ingest replicas sharing one consumer group, topics and database."""
-
-    def __init__(self, stack: LocalStack, topics: TopicSettings) -> None:
-        self.stack = stack
-        self.tag = uuid.uuid4().hex[:6]
-        self.env = {f"UPKEEP_TOPIC_{k.upper()}": v for k, v in topics.model_dump().items()}
-        self.env |= {
-            "UPKEEP_INGEST_CONSUMER_GROUP": f"ingest-e2e-{self.tag}",
-            "UPKEEP_MONGO_DATABASE": f"e2e_{self.tag}",
-            "UPKEEP_INGEST_BATCH_TIMEOUT_MS": "50",
-        }
-        self.started: list[Managed] = []
-        self.urls: dict[str, str] = {}
-
-    def start(self, replica: str) -> Managed:
-        port = self.urls.get(replica, "").rsplit(":", 1)[-1] or str(free_port())
-        self.urls[replica] = f"http://127.0.0.1:{port}"
-        proc = self.stack.start_service(
-            "ingest",
-            name=f"ingest-{self.tag}-{replica}",
-            env={
-                **self.env,
-                "UPKEEP_INGEST_HTTP_PORT": port,
-                "UPKEEP_INGEST_INSTANCE_ID": f"{self.tag}-{replica}",
-            },
-        )
-        self.started.append(proc)
-        self.stack.wait_ready(self.urls[replica], timeout=60, proc=proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.started:
-            proc.stop(timeout=20)
-
-
 @pytest.fixture
-def ingest_procs(stack: LocalStack, topics: TopicSettings) -> Iterator[IngestProcesses]:
-    procs = IngestProcesses(stack, topics)
+def ingest_procs(stack: LocalStack, topics: TopicSettings) -> Iterator[Replicas]:
+    procs = Replicas(stack, "ingest", topics)
     try:
         yield procs
     finally:
@@ -92,7 +54,7 @@ async def send_stream(kafka: KafkaSettings, topic: str, total: int, chunk: int =
 
 
 async def test_kill_9_in_the_middle_of_a_stream_loses_and_repeats_nothing(
-    ingest_procs: IngestProcesses, kafka_settings: KafkaSettings, topics: TopicSettings
+    ingest_procs: Replicas, kafka_settings: KafkaSettings, topics: TopicSettings
 ) -> None:
     total = 6000
     proc = ingest_procs.start("a")
@@ -110,7 +72,7 @@ async def test_kill_9_in_the_middle_of_a_stream_loses_and_repeats_nothing(
 
 
 async def test_a_rebalance_between_two_replicas_loses_and_repeats_nothing(
-    ingest_procs: IngestProcesses, kafka_settings: KafkaSettings, topics: TopicSettings
+    ingest_procs: Replicas, kafka_settings: KafkaSettings, topics: TopicSettings
 ) -> None:
     total = 6000
     first = ingest_procs.start("a")
@@ -128,7 +90,7 @@ async def test_a_rebalance_between_two_replicas_loses_and_repeats_nothing(
 
 
 async def test_the_running_process_serves_its_api_metrics_and_dead_letters(
-    ingest_procs: IngestProcesses, kafka_settings: KafkaSettings, topics: TopicSettings
+    ingest_procs: Replicas, kafka_settings: KafkaSettings, topics: TopicSettings
 ) -> None:
     ingest_procs.start("a")
     url = ingest_procs.urls["a"]

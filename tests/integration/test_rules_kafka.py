@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,17 +20,17 @@ from services.rules.churn.bgnbd import BgNbdParams, simulate
 from services.rules.churn.jobs import load_model, refit
 from services.rules.churn.rule import ChurnConfig, ChurnModel
 from services.rules.replay import replay
+from services.rules.sdk import Timer
 from services.rules.service import build
 from services.rules.settings import RulesSettings
 from services.rules.state import CustomerState, SubjectState
-from services.rules.store import MongoSubjectStore
+from services.rules.store import MongoSubjectStore, MongoTimerStore
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import resolve_type
-from shared.kafka.messages import canonical_message
 from shared.mongo import make_client
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
 from tests.integration.ingest_fixtures import wait_assigned
-from tests.kafka_helpers import produce, read_topic
+from tests.kafka_helpers import publish_events, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -79,12 +80,6 @@ HISTORY = [
         end_date="2026-05-31",
     ),
 ]
-
-
-async def publish(kafka: KafkaSettings, topic: str, events: list[CanonicalEvent]) -> None:
-    messages = [canonical_message(topic, e) for e in events]
-    for m in messages:
-        await produce(kafka, topic, [(m.value, list(m.headers))], key=m.key)
 
 
 def settings_for(
@@ -141,7 +136,7 @@ async def test_timers_survive_a_restart_and_fire_once(
     clock = Clock(datetime(2026, 1, 1, tzinfo=UTC))
     settings = settings_for(kafka_settings, mongo_settings, topics, db, group, "a")
     async with running(settings, clock):
-        await publish(kafka_settings, topics.events, HISTORY)
+        await publish_events(kafka_settings, topics.events, HISTORY)
         await asyncio.sleep(2)  # state and timers stored; nothing due yet
     assert await read_topic(kafka_settings, topics.actions, expect=0, timeout=1, settle=0.5) == []
 
@@ -166,11 +161,11 @@ async def test_a_renewal_cancels_the_pending_reminders(
     db, group = names
     clock = Clock(datetime(2026, 3, 1, tzinfo=UTC))
     async with running(settings_for(kafka_settings, mongo_settings, topics, db, group, "a"), clock):
-        await publish(kafka_settings, topics.events, HISTORY)
+        await publish_events(kafka_settings, topics.events, HISTORY)
         await asyncio.sleep(2)
         clock.now = datetime(2026, 4, 15, tzinfo=UTC)  # the 60d reminder comes due
         first = await read_keys(kafka_settings, topics.actions, expect=1)
-        await publish(
+        await publish_events(
             kafka_settings,
             topics.events,
             [
@@ -225,7 +220,7 @@ async def test_two_replicas_and_a_rebalance_fire_each_timer_once(
     a = settings_for(kafka_settings, mongo_settings, topics, db, group, "a")
     b = settings_for(kafka_settings, mongo_settings, topics, db, group, "b")
     async with running(a, clock):
-        await publish(kafka_settings, topics.events, history)
+        await publish_events(kafka_settings, topics.events, history)
         await asyncio.sleep(3)
         async with running(b, clock):  # b joins: partitions move while timers come due
             clock.now = datetime(2026, 3, 5, tzinfo=UTC)  # 60d and 30d reminders of all
@@ -237,6 +232,53 @@ async def test_two_replicas_and_a_rebalance_fire_each_timer_once(
     assert {k.rsplit(":", 1)[1] for k in keys} == {"60d", "30d", "7d", "1d"}
 
 
+async def test_a_crash_between_commit_and_removal_does_not_fire_a_timer_again(
+    kafka_settings: KafkaSettings,
+    mongo_settings: MongoSettings,
+    topics: TopicSettings,
+    names: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first process commits the reminders and dies before deleting the fired timers (its
+    deletion hangs and the loop is cancelled there); the next process must not fire them again."""
+    db, group = names
+    clock = Clock(datetime(2026, 1, 1, tzinfo=UTC))
+    settings = settings_for(kafka_settings, mongo_settings, topics, db, group, "a")
+    remove_fired = MongoTimerStore.remove_fired
+
+    async def die_before_removal(self: MongoTimerStore, fired: Sequence[Timer]) -> None:
+        if fired:
+            await asyncio.Event().wait()
+
+    monkeypatch.setattr(MongoTimerStore, "remove_fired", die_before_removal)
+    async with build(settings, clock) as service:
+        (loop,) = service.loops
+        task = asyncio.create_task(loop.run())
+        await wait_assigned(loop)
+        await publish_events(kafka_settings, topics.events, HISTORY)
+        await asyncio.sleep(2)
+        clock.now = datetime(2026, 5, 2, tzinfo=UTC)  # the 60d and 30d reminders come due
+        first = await read_keys(kafka_settings, topics.actions, expect=2)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    client = make_client(mongo_settings, "test")
+    timers = client[db]["timers"]
+    left = {d["name"] async for d in timers.find({"due_at": {"$lte": clock.now}})}
+    assert len(left) == 2  # the "crash" left both fired timers behind
+
+    monkeypatch.setattr(MongoTimerStore, "remove_fired", remove_fired)
+    async with running(settings_for(kafka_settings, mongo_settings, topics, db, group, "b"), clock):
+        await asyncio.sleep(3)  # several ticks on the partition
+        keys = await read_keys(kafka_settings, topics.actions, expect=2)
+        assert await timers.count_documents({"due_at": {"$lte": clock.now}}) == 0
+        clock.now = datetime(2026, 5, 25, 2, tzinfo=UTC)  # the 7d reminder still fires
+        keys = await read_keys(kafka_settings, topics.actions, expect=3)
+    await client.close()
+    assert first == keys[:2] == ["renewal:K-1:2026-05-31:60d", "renewal:K-1:2026-05-31:30d"]
+    assert keys[2:] == ["renewal:K-1:2026-05-31:7d"]
+
+
 async def test_replay_dry_run_prints_what_would_have_fired_and_publishes_nothing(
     kafka_settings: KafkaSettings,
     mongo_settings: MongoSettings,
@@ -244,7 +286,7 @@ async def test_replay_dry_run_prints_what_would_have_fired_and_publishes_nothing
     names: tuple[str, str],
 ) -> None:
     db, group = names
-    await publish(kafka_settings, topics.events, HISTORY)
+    await publish_events(kafka_settings, topics.events, HISTORY)
     settings = settings_for(kafka_settings, mongo_settings, topics, db, group, "replay")
     out = io.StringIO()
     count = await replay(settings, 0, datetime(2026, 7, 1, tzinfo=UTC), out)

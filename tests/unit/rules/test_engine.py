@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,12 +12,13 @@ from aiokafka import TopicPartition
 
 from services.rules.builtin.renewal import ContractRenewal
 from services.rules.engine import RulesEngine
-from services.rules.sdk import Decision
+from services.rules.sdk import Action, Decision
 from services.rules.store import InMemorySubjectStore, InMemoryTimerStore
+from services.rules.ticklog import TickEntry
 from shared.events.actions import ActionMessage
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import resolve_type
-from shared.kafka.messages import FakeRecord
+from shared.kafka.messages import FakeRecord, Outgoing
 
 NOW = [datetime(2026, 5, 1, tzinfo=UTC)]
 EVENTS = "events"
@@ -145,3 +146,109 @@ async def test_renewal_event_cancels_the_pending_reminders(engine: RulesEngine) 
     NOW[0] += timedelta(days=60)
     assert await engine._timers.pending("customer:C-1") == []
     assert (await engine.tick({TopicPartition(EVENTS, 3)})).messages == []
+
+
+class FakeTickLog:
+    """Keeps the last entry per partition as if every tick's transaction committed; a
+    partition in ``undecided`` is reported as not settled."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, TickEntry] = {}
+        self.undecided: set[int] = set()
+        self.asked: list[set[int]] = []
+
+    def entry(self, entry: TickEntry) -> Outgoing:
+        self.entries[entry.partition] = entry
+        return Outgoing("ticks", entry.model_dump_json().encode(), partition=entry.partition)
+
+    async def last(self, partitions: Collection[int]) -> dict[int, TickEntry | None]:
+        self.asked.append(set(partitions))
+        return {p: self.entries.get(p) for p in partitions if p not in self.undecided}
+
+    async def close(self) -> None:
+        return None
+
+
+class Weekly:
+    def __init__(self) -> None:
+        self.runs: list[datetime] = []
+
+    def slot(self, now: datetime) -> datetime:
+        return now.replace(hour=0, minute=0, second=0, microsecond=0)
+
+    async def run(self, slot: datetime) -> list[Action]:
+        self.runs.append(slot)
+        return []
+
+
+def engine_with(ticklog: FakeTickLog, timers: InMemoryTimerStore, weekly: Weekly) -> RulesEngine:
+    return RulesEngine(
+        [ContractRenewal()],
+        InMemorySubjectStore(),
+        timers,
+        events_topic=EVENTS,
+        actions_topic="actions",
+        clock=lambda: NOW[0],
+        weekly=weekly,
+        ticklog=ticklog,
+    )
+
+
+async def test_a_new_owner_does_not_fire_what_the_last_committed_tick_fired() -> None:
+    NOW[0] = datetime(2026, 5, 1, tzinfo=UTC)
+    ticklog, timers, weekly = FakeTickLog(), InMemoryTimerStore(), Weekly()
+    first = engine_with(ticklog, timers, weekly)
+    await first.handle([record(n, t, **d) for n, (t, d) in enumerate(HISTORY)])
+    NOW[0] = datetime(2026, 5, 25, 2, tzinfo=UTC)  # the 30d and 7d reminders are due
+    owned = {TopicPartition(EVENTS, 0), TopicPartition(EVENTS, 3)}
+    fired = await first.tick(owned)
+    tick_records = [m for m in fired.messages if m.topic == "ticks"]
+    assert sorted(m.partition for m in tick_records) == [0, 3]  # 0: the weekly job ran
+    assert [t.name for t in ticklog.entries[3].timers()] == [
+        "K-1:2026-05-31:30d",
+        "K-1:2026-05-31:7d",
+    ]
+    assert ticklog.entries[0].weekly_slot == datetime(2026, 5, 25, tzinfo=UTC)
+    # the process dies after the commit, before its after-commit hooks delete the timers
+
+    second = engine_with(ticklog, timers, weekly)
+    again = await second.tick(owned)
+    assert again.messages == []  # neither the reminders nor the weekly job run again
+    assert [t.name for t in await timers.pending("customer:C-1")] == [
+        "K-1:2026-05-31:1d",
+        "K-1:2026-05-31:overdue",
+    ]
+    assert weekly.runs == [datetime(2026, 5, 25, tzinfo=UTC)]
+    assert ticklog.asked == [{0, 3}, {0, 3}]  # each engine settles once...
+    await second.tick(owned)
+    assert len(ticklog.asked) == 2  # ...and does not read a settled partition again
+
+
+async def test_an_undecided_partition_is_not_ticked_until_it_settles() -> None:
+    NOW[0] = datetime(2026, 5, 1, tzinfo=UTC)
+    ticklog, timers = FakeTickLog(), InMemoryTimerStore()
+    engine = engine_with(ticklog, timers, Weekly())
+    await engine.handle([record(n, t, **d) for n, (t, d) in enumerate(HISTORY)])
+    NOW[0] = datetime(2026, 5, 25, 2, tzinfo=UTC)
+    ticklog.undecided = {3}
+    owned = {TopicPartition(EVENTS, 3)}
+    assert (await engine.tick(owned)).messages == []
+    ticklog.undecided = set()
+    fired = await engine.tick(owned)
+    keys = [
+        ActionMessage.model_validate_json(m.value).key
+        for m in fired.messages
+        if m.topic == "actions"
+    ]
+    assert keys == ["renewal:K-1:2026-05-31:30d", "renewal:K-1:2026-05-31:7d"]
+
+
+async def test_revoked_partitions_are_settled_again_when_they_come_back() -> None:
+    ticklog = FakeTickLog()
+    engine = engine_with(ticklog, InMemoryTimerStore(), Weekly())
+    owned = {TopicPartition(EVENTS, 3)}
+    await engine.tick(owned)
+    await engine.tick(owned)
+    engine.revoked(owned)
+    await engine.tick(owned)
+    assert ticklog.asked == [{3}, {3}]
