@@ -2,9 +2,19 @@
 
 One document per subject (``customer:C-1``, ``channel:CH-1``, ``staff:S-1``). A customer's
 contracts live in the customer's document because contract events are keyed by the customer.
-:func:`apply` is idempotent: the identities of recently applied events are remembered, and a
-profile update older than the one applied is ignored, so a redelivered or replayed event
-changes nothing.
+:func:`apply` is idempotent, so a redelivered or replayed event changes nothing:
+
+* each subject remembers the position (events partition, offset) of the last record applied to
+  it. A subject's events all live in one partition (they are keyed by subject) and arrive in
+  offset order, so a record at or before that position has been applied — however long ago:
+  replaying ``upkeep.events.v1`` from offset 0 into an existing database changes nothing;
+* the ids of the last events applied are remembered too, for the same event arriving again at
+  another position (an upstream replay that ingest did not catch, or after the events topic
+  was repartitioned);
+* a profile update older than the one applied is ignored.
+
+A recreated events topic starts its offsets again at 0: drop the rules database with it (state
+is derived from the topic) or new events would be taken for old ones.
 """
 
 from __future__ import annotations
@@ -111,6 +121,7 @@ class SubjectState(_State):
     channel: ChannelState | None = None
     staff: StaffState | None = None
     applied: list[str] = Field(default_factory=list)
+    position: tuple[int, int] | None = None  # (events partition, offset) last applied
 
     @property
     def kind(self) -> str:
@@ -133,17 +144,32 @@ class SubjectState(_State):
 
 
 def apply(
-    state: SubjectState, event: CanonicalEvent, payload: EventPayload | None = None
+    state: SubjectState,
+    event: CanonicalEvent,
+    payload: EventPayload | None = None,
+    position: tuple[int, int] | None = None,
 ) -> tuple[SubjectState, bool]:
     """The state after ``event``, and whether it changed anything. ``payload`` is the event's
-    validated payload when the caller has it already (saves validating it twice)."""
-    if event.dedup_key in state.applied:
+    validated payload when the caller has it already (saves validating it twice); ``position``
+    the (partition, offset) of the record it came in."""
+    if event.dedup_key in state.applied or _seen(state.position, position):
         return state, False
     payload = payload if payload is not None else event.payload()
     new = state.model_copy(deep=True)
     _APPLY[type(payload)](new, payload, event)
     new.applied = [*state.applied, event.dedup_key][-REMEMBERED_EVENTS:]
+    if position is not None:
+        new.position = position
     return new, True
+
+
+def _seen(last: tuple[int, int] | None, incoming: tuple[int, int] | None) -> bool:
+    return (
+        last is not None
+        and incoming is not None
+        and incoming[0] == last[0]
+        and incoming[1] <= last[1]
+    )
 
 
 def _newer(previous: datetime | None, incoming: datetime) -> bool:

@@ -210,3 +210,49 @@ def test_rules_can_be_switched_off_or_selected(tmp_path: Path) -> None:
     config.write_text("birthday:\n  feb_29: mar1\n")  # a typo is refused, not ignored
     with pytest.raises(ValueError, match="feb_29"):
         load_rules(read_config(config))
+
+
+def test_a_replay_from_offset_zero_changes_nothing_beyond_the_remembered_ids() -> None:
+    from services.rules.state import REMEMBERED_EVENTS
+    from shared.events.types import resolve_type
+
+    orders = REMEMBERED_EVENTS + 44
+    model = resolve_type("customer.interaction")
+    assert model is not None
+    events = [
+        CanonicalEvent.build(
+            event_id=f"o-{n}",
+            source="t",
+            payload=model.model_validate(
+                {
+                    "interaction_id": f"O-{n}",
+                    "customer_id": "C-1",
+                    "kind": "order",
+                    "occurred_at": T0.isoformat(),
+                }
+            ),
+            time=T0,
+            source_offset="Z",
+        )
+        for n in range(orders)
+    ]
+    state = SubjectState(id="customer:C-1")
+    for offset, event in enumerate(events):
+        state, _ = apply(state, event, position=(4, offset))
+    assert state.customer is not None
+    assert state.customer.orders == orders
+    assert state.position == (4, orders - 1)
+
+    replayed = state
+    for offset, event in enumerate(events):  # the whole partition again, from offset 0
+        replayed, changed = apply(replayed, event, position=(4, offset))
+        assert not changed
+    assert replayed == state
+    # the first events, seen again at a new position (not caught upstream): only the
+    # remembered ids protect them, and the oldest have been forgotten
+    moved, changed = apply(state, events[0], position=(4, orders))
+    assert changed
+    assert moved.customer is not None
+    assert moved.customer.orders == orders + 1
+    _, changed = apply(state, events[-1], position=(4, orders))
+    assert not changed
