@@ -21,7 +21,7 @@ from pymongo import MongoClient
 
 from deploy.local.kafka import ROOT, KafkaNode, ensure_jars, free_port, wait_for_port
 from deploy.local.processes import Managed
-from services.ingest.apikeys import digest
+from shared.apikeys import digest
 from shared.kafka.topics import ensure_topics
 from shared.settings import KafkaSettings, TopicSettings
 
@@ -43,6 +43,8 @@ class StackConfig:
     kafka_port: int = 9092
     controller_port: int = 9093
     mongo_port: int = 27017
+    smtp_port: int = 1025
+    mail_dir: Path | None = None
     service_ports: dict[str, int] = field(default_factory=lambda: dict(SERVICE_PORTS))
     kafka_heap: str = "768m"
 
@@ -75,6 +77,13 @@ class LocalStack:
             prefix + "HTTP_PORT": str(self.config.service_ports[service]),
             prefix + "INSTANCE_ID": "local-1",
         }
+        if service == "notifier":
+            env[prefix + "SMTP_PORT"] = str(self.config.smtp_port)
+            env[prefix + "PUBLIC_BASE_URL"] = self.base_url("notifier")
+            env[prefix + "API_KEYS"] = (
+                f'[{{"name": "local-dev", "sha256": "{digest(DEV_API_KEY)}", '
+                '"scopes": ["notifier:admin"]}]'
+            )
         if service == "ingest":
             env[prefix + "API_KEYS"] = (
                 f'[{{"name": "local-dev", "sha256": "{digest(DEV_API_KEY)}", '
@@ -107,6 +116,25 @@ class LocalStack:
             ]
         )
 
+    @property
+    def mail_dir(self) -> Path:
+        """Where the development SMTP server keeps messages (``.run/mail`` for ``make up``)."""
+        return self.config.mail_dir or self.config.state_dir / "mail"
+
+    def start_mailsink(self) -> None:
+        self.managed("mailsink").start(
+            [
+                sys.executable,
+                "-m",
+                "deploy.local.mailsink",
+                "--dir",
+                str(self.mail_dir),
+                "--port",
+                str(self.config.smtp_port),
+            ],
+            cwd=ROOT,
+        )
+
     def wait_infra(self, timeout: float = 90) -> None:
         wait_for_port("127.0.0.1", self.config.mongo_port, timeout)
         deadline = time.monotonic() + timeout
@@ -129,7 +157,9 @@ class LocalStack:
     def start_infra(self) -> None:
         self.start_mongo()
         self.start_kafka()
+        self.start_mailsink()
         self.wait_infra()
+        wait_for_port("127.0.0.1", self.config.smtp_port, 30)
         self.create_topics()
 
     # -- services ----------------------------------------------------------------------------
@@ -166,7 +196,8 @@ class LocalStack:
         stopped = []
         pids = self.config.state_dir / "pids"
         names = sorted(p.stem for p in pids.glob("*.pid")) if pids.exists() else []
-        for name in [n for n in names if n not in ("kafka", "mongo")] + ["kafka", "mongo"]:
+        infra = ("kafka", "mongo", "mailsink")
+        for name in [n for n in names if n not in infra] + list(infra):
             if self.managed(name).stop():
                 stopped.append(name)
         return stopped
@@ -186,6 +217,7 @@ def ephemeral_stack(purpose: str, kafka_heap: str = "512m") -> Iterator[LocalSta
             kafka_port=free_port(),
             controller_port=free_port(),
             mongo_port=free_port(),
+            smtp_port=free_port(),
             service_ports={name: free_port() for name in SERVICE_PORTS},
             kafka_heap=kafka_heap,
         )

@@ -13,16 +13,15 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import JSONResponse
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from services.ingest import metrics
-from services.ingest.apikeys import WRITE_EVENTS, ApiKeySpec, KeyRing
 from services.ingest.decode import STRUCTURED_TYPES, decode_object
 from services.ingest.normalise import NormaliseContext, normalise
 from services.ingest.reasons import Reason, Rejection
+from shared.apikeys import WRITE_EVENTS, ApiKeySpec, KeyRing, require_scope
 from shared.errors import is_transient
 from shared.kafka.messages import Outgoing, canonical_message
 
@@ -77,32 +76,9 @@ REQUEST_BODY = {
     },
 }
 
-_bearer = HTTPBearer(auto_error=False)
-_header_key = APIKeyHeader(name="X-API-Key", auto_error=False)
-
-
-def _unauthorised(detail: str) -> HTTPException:
-    return HTTPException(
-        status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
-    )
-
 
 def events_router(config: HttpIngestConfig, keys: KeyRing, publish: Publish) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["events"])
-
-    def authenticate(
-        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-        header_key: Annotated[str | None, Depends(_header_key)],
-    ) -> ApiKeySpec:
-        presented = bearer.credentials if bearer else header_key
-        if not presented:
-            raise _unauthorised("an API key is required (Authorization: Bearer or X-API-Key)")
-        spec = keys.find(presented)
-        if spec is None:
-            raise _unauthorised("unknown API key")
-        if WRITE_EVENTS not in spec.scopes:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"the key lacks scope {WRITE_EVENTS}")
-        return spec
 
     @router.post(
         "/events",
@@ -120,7 +96,7 @@ def events_router(config: HttpIngestConfig, keys: KeyRing, publish: Publish) -> 
         },
     )
     async def submit(
-        request: Request, _key: Annotated[ApiKeySpec, Depends(authenticate)]
+        request: Request, _key: Annotated[ApiKeySpec, require_scope(keys, WRITE_EVENTS)]
     ) -> JSONResponse:
         body = await _read_limited(request, config.max_body_bytes)
         try:

@@ -8,11 +8,11 @@ import logging
 from collections.abc import AsyncIterator
 
 from services.ingest.api import HttpIngestConfig, events_router
-from services.ingest.apikeys import KeyRing
 from services.ingest.dedup import MongoDedupStore
 from services.ingest.normalise import NormaliseContext
 from services.ingest.pipeline import IngestConfig, IngestHandler
 from services.ingest.settings import IngestSettings
+from shared.apikeys import KeyRing
 from shared.http import create_app
 from shared.kafka.clients import make_consumer, make_producer
 from shared.kafka.consumer import ConsumerLoop

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.ingest.apikeys import ApiKeySpec
+from shared.apikeys import ApiKeySpec
 from shared.events.fields import zone
 from shared.settings import ServiceSettings
 

@@ -1,33 +1,29 @@
 """Calendar logic in a subject's IANA time zone.
 
 * Date-only fields (birthdays, contract end dates) are *local* dates of the subject.
-* "At 09:00" means 09:00 on the wall clock where the subject is, in summer and in winter.
-  A wall time that does not exist (the hour skipped when clocks go forward) is moved forward by
-  the gap (02:30 becomes 03:30); a wall time that happens twice (clocks go back) is the first.
+* "At 09:00" means 09:00 on the wall clock where the subject is, in summer and in winter
+  (:func:`shared.calendar.at_local`, re-exported here).
 * An anniversary of 29 February falls on 28 February in other years, or on 1 March
   (``Feb29Policy``).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Literal
 
-from shared.events.fields import zone
+from shared.calendar import at_local, local_date
+
+__all__ = [
+    "Feb29Policy",
+    "anniversary_in",
+    "at_local",
+    "days_before",
+    "local_date",
+    "next_anniversary_moment",
+]
 
 Feb29Policy = Literal["feb28", "mar1"]
-
-
-def local_date(moment: datetime, tz: str) -> date:
-    """The date on the wall calendar in ``tz`` at ``moment``."""
-    return moment.astimezone(zone(tz)).date()
-
-
-def at_local(day: date, at: time, tz: str) -> datetime:
-    """The UTC moment when the clocks in ``tz`` show ``at`` on ``day`` (see module doc)."""
-    # fold=0 resolves both special cases as documented: an ambiguous wall time takes the first
-    # offset, and a skipped one is read with the offset before the jump, which lands after it
-    return datetime.combine(day, at).replace(tzinfo=zone(tz), fold=0).astimezone(UTC)
 
 
 def anniversary_in(origin: date, year: int, policy: Feb29Policy = "feb28") -> date:

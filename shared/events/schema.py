@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.events.actions import ACTION_TYPE, ActionMessage
+from shared.events.deliveries import DELIVERY_TYPE, DeliveryMessage
 from shared.events.envelope import SCHEMA_PREFIX, envelope_adapter
 from shared.events.types import EVENT_TYPES
 
@@ -28,6 +29,10 @@ def schema_documents() -> dict[str, dict[str, Any]]:
     action["$id"] = SCHEMA_PREFIX + ACTION_TYPE
     action["title"] = ACTION_TYPE
     docs[f"{ACTION_TYPE}.json"] = action
+    delivery = DeliveryMessage.model_json_schema()
+    delivery["$id"] = SCHEMA_PREFIX + DELIVERY_TYPE
+    delivery["title"] = DELIVERY_TYPE
+    docs[f"{DELIVERY_TYPE}.json"] = delivery
     for name, model in sorted(EVENT_TYPES.items()):
         schema = model.model_json_schema(mode="validation")
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

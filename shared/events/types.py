@@ -226,6 +226,8 @@ class StaffUpserted(EventPayload):
     phone: Phone | None = None
     manager_id: Id | None = None
     chat_webhook_url: HttpUrl | None = None
+    # which bot the URL belongs to, when its host does not tell (a proxy, a private deployment)
+    chat_platform: Literal["dingtalk", "wecom", "feishu", "slack"] | None = None
     active: bool = True
     updated_at: UtcDatetime | None = None
 

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from services.ingest.apikeys import ApiKeySpec, digest
 from services.ingest.service import build
 from services.ingest.settings import IngestSettings
+from shared.apikeys import ApiKeySpec, digest
 from shared.kafka.consumer import ConsumerLoop
 from shared.runtime import Service
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings

@@ -11,10 +11,10 @@ import pytest
 from fastapi import FastAPI
 
 from services.ingest.api import HttpIngestConfig, events_router
-from services.ingest.apikeys import WRITE_EVENTS, ApiKeySpec, KeyRing, digest
 from services.ingest.dedup import InMemoryDedupStore
 from services.ingest.normalise import NormaliseContext
 from services.ingest.pipeline import IngestConfig, IngestHandler
+from shared.apikeys import WRITE_EVENTS, ApiKeySpec, KeyRing, digest
 from shared.errors import TransientError
 from shared.events.envelope import CONTENT_TYPE, CanonicalEvent
 from shared.http import create_app

@@ -26,9 +26,10 @@ def test_committed_schemas_are_up_to_date() -> None:
     assert main([str(COMMITTED), "--check"]) == 0
 
 
-def test_there_is_one_document_per_event_type_plus_envelope_and_action() -> None:
+def test_there_is_one_document_per_event_type_plus_envelope_action_and_delivery() -> None:
     names = set(schema_documents())
-    assert names == {f"{t}.json" for t in EVENT_TYPES} | {"envelope.json", "upkeep.action.v1.json"}
+    extra = {"envelope.json", "upkeep.action.v1.json", "upkeep.delivery.v1.json"}
+    assert names == {f"{t}.json" for t in EVENT_TYPES} | extra
     assert names <= {p.name for p in COMMITTED.glob("*.json")}
 
 

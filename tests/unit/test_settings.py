@@ -8,8 +8,8 @@ import os
 import pytest
 from pydantic import ValidationError
 
-from services.ingest.apikeys import WRITE_EVENTS, digest
 from services.ingest.settings import IngestSettings
+from shared.apikeys import WRITE_EVENTS, digest
 from shared.settings import KafkaSettings, MongoSettings, ServiceSettings, TopicSettings
 
 

@@ -1,0 +1,477 @@
+"""Delivery: actions into the ledger, due ledger entries out to their channels.
+
+Two halves, both driven by the shared consumer loop:
+
+* :meth:`Dispatcher.handle` (a batch of ``upkeep.actions.v1`` and ``upkeep.events.v1``): records
+  each new action in the ledger (a key seen before is ignored: redeliveries and replays are never
+  delivered twice) and keeps the contact directory from profile events. No I/O to providers.
+* :meth:`Dispatcher.tick` (every ``dispatch_interval_s``, for the actions partitions this replica
+  owns): takes the due ledger entries, applies the policy, sends, writes each entry's new state
+  right after its attempt, and returns the outcomes (and dead letters) to publish in the tick's
+  transaction. Entries with a final state are flagged ``unpublished`` until that commits.
+
+Retries never sleep: a transient failure moves the entry's ``next_at`` (exponential backoff with
+jitter, or the provider's ``Retry-After``) and the tick goes on with the other entries.
+
+**The window in which a crash can still duplicate a message** is between the provider accepting
+it (SMTP ``250`` after DATA, HTTP ``2xx``) and the ledger write that follows it immediately —
+one MongoDB round trip. An entry caught in it is still ``pending`` and is sent again; the copy
+carries the same ``Message-ID`` / ``webhook-id`` (derived from the key), so receivers can tell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode, urlsplit
+
+from aiokafka import TopicPartition
+from prometheus_client import Counter, Histogram
+from pydantic import ValidationError
+from tenacity import RetryCallState, wait_random_exponential
+
+from services.notifier.breaker import Breakers
+from services.notifier.channels.chat import ChatSender
+from services.notifier.channels.email import RecipientRefused, SmtpPool, build_message
+from services.notifier.channels.webhook import WebhookSender
+from services.notifier.directory import Contact, Directory, contact_from
+from services.notifier.errors import DeliveryError, PermanentDeliveryError
+from services.notifier.ledger import Entry, Ledger
+from services.notifier.policy import MARKETING, Defer, PolicyStore, Rules, Send, Suppress, decide
+from services.notifier.tasks import Task, TaskStore
+from services.notifier.templates import Rendered, Templates
+from shared.events.actions import ActionMessage
+from shared.events.deliveries import DeliveryMessage, Outcome
+from shared.events.envelope import CanonicalEvent
+from shared.kafka.messages import DeadLetter, FakeRecord, HandlerResult, Outgoing, Record
+from shared.metrics import preinit
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+
+OUTCOMES = Counter(
+    "upkeep_notifier_deliveries_total",
+    "Delivery outcomes published, by action kind, outcome and reason.",
+    ["kind", "outcome", "reason"],
+)
+ATTEMPTS = Counter(
+    "upkeep_notifier_attempts_total",
+    "Attempts to hand a message to a provider, by kind and result (ok, transient, permanent).",
+    ["kind", "result"],
+)
+SEND_SECONDS = Histogram(
+    "upkeep_notifier_send_seconds",
+    "Time to hand one message to its provider.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+ACTIONS = Counter(
+    "upkeep_notifier_actions_total",
+    "Actions consumed, by result (new, repeat: a key already in the ledger).",
+    ["result"],
+)
+KINDS = ("email", "chat", "webhook", "task")
+preinit(ATTEMPTS, [(k, r) for k in KINDS for r in ("ok", "transient", "permanent")])
+preinit(ACTIONS, [("new",), ("repeat",)])
+preinit(OUTCOMES, [(k, o, "") for k in KINDS for o in ("sent", "suppressed", "failed")])
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Channels:
+    """Where each kind of action goes."""
+
+    email: SmtpPool
+    webhook: WebhookSender
+    chat: ChatSender
+    tasks: TaskStore
+    mail_from: str
+    message_id_domain: str
+    webhook_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_attempts: int = 8
+    retry_base_s: float = 30.0
+    retry_max_s: float = 3600.0
+    unknown_recipient_wait: timedelta = timedelta(hours=1)
+    unknown_recipient_retry: timedelta = timedelta(seconds=30)
+    per_partition: int = 200
+
+
+class Unsubscribes:
+    """Signed one-click unsubscribe links (RFC 8058) and their verification."""
+
+    def __init__(self, base_url: str, secret: bytes) -> None:
+        self._base, self._secret = base_url.rstrip("/"), secret
+
+    def token(self, recipient: str, category: str) -> str:
+        mac = hmac.new(self._secret, f"{recipient}|{category}".encode(), hashlib.sha256)
+        return mac.hexdigest()[:32]
+
+    def url(self, recipient: str, category: str = MARKETING) -> str:
+        query = urlencode({"r": recipient, "c": category, "t": self.token(recipient, category)})
+        return f"{self._base}/v1/unsubscribe?{query}"
+
+    def valid(self, recipient: str, category: str, token: str) -> bool:
+        return hmac.compare_digest(self.token(recipient, category), token)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        ledger: Ledger,
+        directory: Directory,
+        policy: PolicyStore,
+        templates: Templates,
+        channels: Channels,
+        unsubscribes: Unsubscribes,
+        *,
+        actions_topic: str,
+        deliveries_topic: str,
+        rules: Rules | None = None,
+        limits: Limits | None = None,
+        breakers: Breakers | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._ledger, self._directory, self._policy = ledger, directory, policy
+        self._templates, self._channels, self._unsubscribes = templates, channels, unsubscribes
+        self._actions_topic, self._deliveries_topic = actions_topic, deliveries_topic
+        self._rules = rules or Rules()
+        self._limits = limits or Limits()
+        self._breakers = breakers or Breakers()
+        self._clock = clock
+        self._backoff = wait_random_exponential(
+            multiplier=self._limits.retry_base_s, max=self._limits.retry_max_s
+        )
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    async def handle(self, records: Sequence[Record]) -> HandlerResult:
+        result, now = HandlerResult(), self._clock()
+        entries: list[Entry] = []
+        contacts: list[Contact] = []
+        for record in records:
+            if record.topic == self._actions_topic:
+                try:
+                    action = ActionMessage.model_validate_json(record.value or b"")
+                except ValidationError as exc:
+                    result.dead_letters.append(DeadLetter(record, "invalid_action", str(exc)[:500]))
+                    continue
+                entries.append(
+                    Entry(
+                        key=action.key,
+                        action=action,
+                        partition=record.partition,
+                        offset=record.offset,
+                        next_at=max(action.due_at, now),
+                        created_at=now,
+                    )
+                )
+            else:  # a canonical event: keep the contacts of profile events, skip the rest
+                contact = _contact(record)
+                if contact is not None:
+                    contacts.append(contact)
+        await self._directory.upsert(contacts)
+        unique = list({e.key: e for e in entries}.values())
+        new = await self._ledger.record(unique)
+        result.after_commit.append(lambda: ACTIONS.labels("new").inc(new))
+        result.after_commit.append(lambda: ACTIONS.labels("repeat").inc(len(entries) - new))
+        return result
+
+    # -- dispatching -------------------------------------------------------------------------
+
+    def revoked(self, partitions: set[TopicPartition]) -> None:
+        """Nothing to forget: the ledger in MongoDB is the only state."""
+
+    async def tick(self, partitions: set[TopicPartition]) -> HandlerResult:
+        owned = sorted(tp.partition for tp in partitions if tp.topic == self._actions_topic)
+        result, now = HandlerResult(), self._clock()
+        finished: dict[str, Entry] = {}
+        due: list[Entry] = []
+        for partition in owned:
+            for entry in await self._ledger.unpublished(partition, self._limits.per_partition):
+                finished[entry.key] = entry
+            due += await self._ledger.due(partition, now, self._limits.per_partition)
+        if due:
+            for entry in await self._dispatch(due, now, result):
+                finished[entry.key] = entry
+        for entry in finished.values():
+            result.messages.append(self._outcome(entry, entry.state, now))  # type: ignore[arg-type]
+            if entry.state == "failed":
+                result.dead_letters.append(self._dead_letter(entry))
+        if finished:
+            keys = list(finished)
+
+            async def published() -> None:
+                await self._ledger.mark_published(keys)
+                for e in finished.values():
+                    OUTCOMES.labels(e.action.kind, e.state, e.reason or "").inc()
+
+            result.after_commit.append(published)
+        return result
+
+    async def _dispatch(
+        self, due: list[Entry], now: datetime, result: HandlerResult
+    ) -> list[Entry]:
+        """Decide for every due entry (in order, so caps see earlier decisions), then attempt
+        the sends concurrently (each pool bounds its own provider). Returns the entries that
+        reached a final state."""
+        contacts = await self._directory.get({e.recipient for e in due})
+        prefs = await self._policy.preferences({e.recipient for e in due})
+        addresses = {c.email.lower() for c in contacts.values() if c.email}
+        suppressed = await self._policy.suppressed(addresses)
+        sent_counts: dict[str, int] = {}
+        window_start = now - self._rules.marketing_cap_window
+        sends: list[tuple[Entry, Contact | None]] = []
+        for entry in due:
+            contact = contacts.get(entry.recipient)
+            if contact is None and entry.action.kind in ("email", "chat"):
+                await self._unknown(entry, now, result)
+                continue
+            if contact is None:  # tasks and webhooks need no contact
+                sends.append((entry, None))
+                continue
+            marketing = entry.action.priority == MARKETING
+            if marketing and entry.recipient not in sent_counts:
+                sent_counts[entry.recipient] = await self._ledger.sent_since(
+                    entry.recipient, window_start
+                )
+            decision = decide(
+                entry,
+                contact,
+                prefs.get(entry.recipient),
+                suppressed=bool(contact.email and contact.email.lower() in suppressed),
+                marketing_sent=sent_counts.get(entry.recipient, 0),
+                now=now,
+                rules=self._rules,
+            )
+            if isinstance(decision, Suppress):
+                entry.state, entry.reason, entry.unpublished = "suppressed", decision.reason, True
+                entry.updated_at = now
+            elif isinstance(decision, Defer):
+                await self._defer(entry, decision.until, decision.reason, now, result)
+            elif isinstance(decision, Send):
+                if marketing:
+                    sent_counts[entry.recipient] = sent_counts.get(entry.recipient, 0) + 1
+                sends.append((entry, contact))
+        decided = [e for e in due if e.state != "pending"]
+        await asyncio.gather(*(self._ledger.save(e) for e in decided))
+        attempted = await asyncio.gather(*(self._attempt(e, c, now, result) for e, c in sends))
+        return decided + [e for e in attempted if e.state != "pending"]
+
+    async def _unknown(self, entry: Entry, now: datetime, result: HandlerResult) -> None:
+        """The contact has not arrived (yet): its profile event may still be on its way."""
+        if now - entry.created_at < self._limits.unknown_recipient_wait:
+            retry = now + self._limits.unknown_recipient_retry
+            await self._defer(entry, retry, "unknown_recipient", now, result)
+        else:
+            entry.state, entry.reason, entry.unpublished = "failed", "unknown_recipient", True
+            entry.updated_at = now
+            await self._ledger.save(entry)
+
+    async def _defer(
+        self, entry: Entry, until: datetime, reason: str, now: datetime, result: HandlerResult
+    ) -> None:
+        entry.next_at, entry.reason, entry.deferrals = until, reason, entry.deferrals + 1
+        entry.updated_at = now
+        result.messages.append(self._outcome(entry, "deferred", now))
+        result.after_commit.append(
+            lambda: OUTCOMES.labels(entry.action.kind, "deferred", reason).inc()
+        )
+        await self._ledger.save(entry)
+
+    async def _attempt(
+        self, entry: Entry, contact: Contact | None, now: datetime, result: HandlerResult
+    ) -> Entry:
+        kind = entry.action.kind
+        provider = self._provider(entry, contact)
+        closed_at = self._breakers.closed_at(provider, now) if provider else None
+        if closed_at is not None:
+            await self._defer(entry, closed_at, "circuit_open", now, result)
+            return entry
+        started = time.perf_counter()
+        try:
+            await self._send(entry, contact, now)
+        except DeliveryError as exc:
+            ATTEMPTS.labels(kind, "transient" if exc.transient else "permanent").inc()
+            await self._failed(entry, exc, provider, contact, now, result)
+            return entry
+        SEND_SECONDS.labels(kind).observe(time.perf_counter() - started)
+        ATTEMPTS.labels(kind, "ok").inc()
+        if provider:
+            self._breakers.succeeded(provider)
+        entry.attempts += 1
+        entry.state, entry.sent_at, entry.unpublished, entry.reason = "sent", now, True, None
+        entry.updated_at = now
+        await self._ledger.save(entry)  # at once: this write closes the duplicate window
+        return entry
+
+    async def _failed(
+        self,
+        entry: Entry,
+        exc: DeliveryError,
+        provider: str | None,
+        contact: Contact | None,
+        now: datetime,
+        result: HandlerResult,
+    ) -> None:
+        entry.attempts += 1
+        entry.updated_at = now
+        entry.detail = exc.detail[:300] or None
+        if exc.transient and entry.attempts < self._limits.max_attempts:
+            if provider:
+                self._breakers.failed(provider, now)
+            retry_after = getattr(exc, "retry_after", None)
+            delay = max(self._delay(entry.attempts), retry_after or 0.0)
+            entry.next_at, entry.reason = now + timedelta(seconds=delay), exc.reason
+            entry.deferrals += 1
+            result.messages.append(self._outcome(entry, "deferred", now))
+            reason = exc.reason
+            result.after_commit.append(
+                lambda: OUTCOMES.labels(entry.action.kind, "deferred", reason).inc()
+            )
+        else:
+            if exc.transient and provider:
+                self._breakers.failed(provider, now)
+            reason = exc.reason if not exc.transient else "retries_exhausted"
+            entry.state, entry.reason, entry.unpublished = "failed", reason, True
+            if not exc.transient:
+                entry.detail = f"{exc.reason}: {exc.detail}"[:300]
+            if isinstance(exc, RecipientRefused) and contact is not None and contact.email:
+                await self._policy.suppress(contact.email, exc.reason, now)
+        await self._ledger.save(entry)
+
+    def _delay(self, attempts: int) -> float:
+        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.attempt_number = attempts
+        return float(self._backoff(state))
+
+    def _provider(self, entry: Entry, contact: Contact | None) -> str | None:
+        kind = entry.action.kind
+        if kind == "email":
+            return self._channels.email.server.name
+        if kind == "webhook" and self._channels.webhook_url:
+            return f"webhook:{urlsplit(self._channels.webhook_url).netloc}"
+        if kind == "chat" and contact is not None and contact.chat_webhook_url:
+            return f"chat:{urlsplit(contact.chat_webhook_url).netloc}"
+        return None
+
+    # -- the channels ------------------------------------------------------------------------
+
+    async def _send(self, entry: Entry, contact: Contact | None, now: datetime) -> None:
+        action = entry.action
+        locale = contact.locale if contact and action.recipient.kind == "staff" else action.locale
+        unsubscribe = (
+            self._unsubscribes.url(entry.recipient) if action.priority == MARKETING else None
+        )
+        rendered = self._render(action, locale, contact, unsubscribe)
+        channels = self._channels
+        if action.kind == "email":
+            if contact is None or not contact.email:
+                raise PermanentDeliveryError("no_address", "the recipient has no e-mail address")
+            message = build_message(
+                key=entry.key,
+                sender=channels.mail_from,
+                to_address=contact.email,
+                to_name=contact.name,
+                rendered=rendered,
+                domain=channels.message_id_domain,
+                now=now,
+                unsubscribe_url=unsubscribe,
+            )
+            await channels.email.send(message, contact.email)
+        elif action.kind == "chat":
+            if contact is None or not contact.chat_webhook_url:
+                raise PermanentDeliveryError("no_chat_webhook", "the recipient has no chat bot")
+            await channels.chat.send(
+                contact.chat_webhook_url,
+                contact.chat_platform,  # type: ignore[arg-type]
+                rendered.subject,
+                rendered.text,
+            )
+        elif action.kind == "webhook":
+            if not channels.webhook_url:
+                raise PermanentDeliveryError("no_webhook_endpoint", "UPKEEP_NOTIFIER_WEBHOOK_URL")
+            payload = {
+                "action": action.model_dump(mode="json"),
+                "message": {"subject": rendered.subject, "text": rendered.text},
+            }
+            await channels.webhook.send(channels.webhook_url, entry.key, payload)
+        else:
+            await channels.tasks.create(
+                Task(
+                    id=entry.key,
+                    owner=action.recipient.id,
+                    title=rendered.subject,
+                    description=rendered.text,
+                    rule=action.rule,
+                    subject=action.subject,
+                    due_at=action.due_at,
+                    created_at=now,
+                )
+            )
+
+    def _render(
+        self, action: ActionMessage, locale: str, contact: Contact | None, unsubscribe: str | None
+    ) -> Rendered:
+        extra = {
+            "unsubscribe_url": unsubscribe,
+            "recipient_name": contact.name if contact is not None else None,
+        }
+        return self._templates.render(action.template, locale, action.data, extra)
+
+    # -- what is published -------------------------------------------------------------------
+
+    def _outcome(self, entry: Entry, outcome: Outcome, now: datetime) -> Outgoing:
+        action = entry.action
+        suffix = f"deferred:{entry.next_at.isoformat()}" if outcome == "deferred" else outcome
+        message = DeliveryMessage(
+            id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"upkeep:{entry.key}:{suffix}")),
+            key=entry.key,
+            outcome=outcome,
+            reason=entry.reason,
+            rule=action.rule,
+            subject=action.subject,
+            kind=action.kind,
+            recipient=action.recipient,
+            priority=action.priority,
+            template=action.template,
+            attempts=entry.attempts,
+            due_at=action.due_at,
+            at=entry.updated_at or now,
+            next_at=entry.next_at if outcome == "deferred" else None,
+            data=dict(action.data),
+        )
+        return Outgoing(
+            self._deliveries_topic, message.model_dump_json().encode(), action.subject.encode()
+        )
+
+    def _dead_letter(self, entry: Entry) -> DeadLetter:
+        record = FakeRecord(
+            self._actions_topic,
+            entry.partition,
+            entry.offset,
+            entry.action.model_dump_json().encode(),
+            entry.action.subject.encode(),
+        )
+        return DeadLetter(record, "delivery_failed", f"{entry.reason}: {entry.detail or ''}"[:500])
+
+
+def _contact(record: Record) -> Contact | None:
+    try:
+        event = CanonicalEvent.from_json(record.value or b"")
+        return contact_from(event, event.payload())
+    except (ValidationError, ValueError, KeyError):
+        return None  # not ours to judge: rules dead-letters what is wrong on the events topic

@@ -1,0 +1,196 @@
+"""The delivery ledger: one document per action key, the single source of truth for what was
+sent. An action published twice, redelivered or replayed finds its key here and is never sent
+again once sent.
+
+States: ``pending`` (to be tried at ``next_at``) → ``sent`` | ``suppressed`` | ``failed``. A final
+state is written right after the attempt that decided it, with ``unpublished`` set; the
+dispatcher publishes the outcome to ``upkeep.deliveries.v1`` in its next transaction and clears
+the flag once that commits. Entries are indexed by (partition, state, next_at) so a dispatch
+tick asks only for what is due in the partitions this replica owns.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, Field
+from pymongo import ASCENDING, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+
+from shared.events.actions import ActionMessage
+from shared.mongo import Document
+
+State = Literal["pending", "sent", "suppressed", "failed"]
+FINAL: tuple[State, ...] = ("sent", "suppressed", "failed")
+
+
+class Entry(BaseModel):
+    key: str
+    action: ActionMessage
+    partition: int
+    offset: int
+    state: State = "pending"
+    next_at: AwareDatetime
+    attempts: int = 0
+    deferrals: int = 0
+    reason: str | None = None  # why it was suppressed, failed or last deferred
+    detail: str | None = None
+    sent_at: AwareDatetime | None = None
+    unpublished: bool = False  # a final state whose outcome is not yet on the deliveries topic
+    created_at: AwareDatetime
+    updated_at: AwareDatetime | None = None
+    digest_of: list[str] = Field(default_factory=list)
+
+    @property
+    def recipient(self) -> str:
+        return f"{self.action.recipient.kind}:{self.action.recipient.id}"
+
+
+class Ledger(abc.ABC):
+    @abc.abstractmethod
+    async def record(self, entries: Sequence[Entry]) -> int:
+        """Insert the entries whose keys are new; returns how many were new."""
+
+    @abc.abstractmethod
+    async def due(self, partition: int, now: datetime, limit: int) -> list[Entry]:
+        """Pending entries of one partition due at or before ``now``, earliest first."""
+
+    @abc.abstractmethod
+    async def unpublished(self, partition: int, limit: int) -> list[Entry]: ...
+
+    @abc.abstractmethod
+    async def save(self, entry: Entry) -> None:
+        """Write an entry's state after an attempt (one write, right after the attempt)."""
+
+    @abc.abstractmethod
+    async def mark_published(self, keys: Collection[str]) -> None: ...
+
+    @abc.abstractmethod
+    async def sent_since(self, recipient: str, since: datetime) -> int:
+        """Marketing messages sent to a recipient since ``since`` (for frequency caps)."""
+
+    @abc.abstractmethod
+    async def get(self, key: str) -> Entry | None: ...
+
+
+def _doc(entry: Entry) -> Document:
+    doc = entry.model_dump(mode="python")
+    doc["_id"] = doc.pop("key")
+    doc["action"] = entry.action.model_dump(mode="json")
+    doc["recipient"] = entry.recipient
+    doc["priority"] = entry.action.priority
+    return doc
+
+
+def _entry(doc: Document) -> Entry:
+    doc = dict(doc)
+    doc["key"] = doc.pop("_id")
+    doc.pop("recipient", None)
+    doc.pop("priority", None)
+    return Entry.model_validate(doc)
+
+
+class MongoLedger(Ledger):
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self._collection = collection
+
+    async def ensure_indexes(self) -> None:
+        await self._collection.create_index(
+            [("partition", ASCENDING), ("state", ASCENDING), ("next_at", ASCENDING)], name="due"
+        )
+        await self._collection.create_index(
+            [("partition", ASCENDING), ("unpublished", ASCENDING)], name="unpublished"
+        )
+        await self._collection.create_index(
+            [("recipient", ASCENDING), ("sent_at", ASCENDING)], name="recipient_sent"
+        )
+
+    async def record(self, entries: Sequence[Entry]) -> int:
+        if not entries:
+            return 0
+        result = await self._collection.bulk_write(
+            [UpdateOne({"_id": e.key}, {"$setOnInsert": _doc(e)}, upsert=True) for e in entries],
+            ordered=False,
+        )
+        return result.upserted_count
+
+    async def due(self, partition: int, now: datetime, limit: int) -> list[Entry]:
+        cursor = (
+            self._collection.find(
+                {"partition": partition, "state": "pending", "next_at": {"$lte": now}}
+            )
+            .sort("next_at", ASCENDING)
+            .limit(limit)
+        )
+        return [_entry(doc) async for doc in cursor]
+
+    async def unpublished(self, partition: int, limit: int) -> list[Entry]:
+        cursor = self._collection.find({"partition": partition, "unpublished": True}).limit(limit)
+        return [_entry(doc) async for doc in cursor]
+
+    async def save(self, entry: Entry) -> None:
+        await self._collection.replace_one({"_id": entry.key}, _doc(entry), upsert=True)
+
+    async def mark_published(self, keys: Collection[str]) -> None:
+        if keys:
+            await self._collection.update_many(
+                {"_id": {"$in": sorted(keys)}}, {"$set": {"unpublished": False}}
+            )
+
+    async def sent_since(self, recipient: str, since: datetime) -> int:
+        return await self._collection.count_documents(
+            {"recipient": recipient, "sent_at": {"$gte": since}, "priority": "marketing"}
+        )
+
+    async def get(self, key: str) -> Entry | None:
+        doc = await self._collection.find_one({"_id": key})
+        return _entry(doc) if doc is not None else None
+
+
+class InMemoryLedger(Ledger):
+    """For unit tests and the benchmark's no-ledger baseline."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, Entry] = {}
+
+    async def record(self, entries: Sequence[Entry]) -> int:
+        new = [e for e in entries if e.key not in self.entries]
+        self.entries.update({e.key: e.model_copy() for e in new})
+        return len(new)
+
+    async def due(self, partition: int, now: datetime, limit: int) -> list[Entry]:
+        due = [
+            e
+            for e in self.entries.values()
+            if e.partition == partition and e.state == "pending" and e.next_at <= now
+        ]
+        return [e.model_copy() for e in sorted(due, key=lambda e: e.next_at)[:limit]]
+
+    async def unpublished(self, partition: int, limit: int) -> list[Entry]:
+        found = [e for e in self.entries.values() if e.partition == partition and e.unpublished]
+        return [e.model_copy() for e in found[:limit]]
+
+    async def save(self, entry: Entry) -> None:
+        self.entries[entry.key] = entry.model_copy()
+
+    async def mark_published(self, keys: Collection[str]) -> None:
+        for key in keys:
+            if key in self.entries:
+                self.entries[key].unpublished = False
+
+    async def sent_since(self, recipient: str, since: datetime) -> int:
+        return sum(
+            1
+            for e in self.entries.values()
+            if e.recipient == recipient
+            and e.action.priority == "marketing"
+            and e.sent_at is not None
+            and e.sent_at >= since
+        )
+
+    async def get(self, key: str) -> Entry | None:
+        entry = self.entries.get(key)
+        return entry.model_copy() if entry is not None else None

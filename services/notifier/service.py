@@ -1,0 +1,159 @@
+"""Wires the notifier together: settings → stores and channels → dispatcher → consumer loop
+(actions and profile events in, outcomes out) + HTTP app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+
+from services.notifier.api import admin_router, unsubscribe_router
+from services.notifier.breaker import Breakers
+from services.notifier.channels.chat import ChatSender
+from services.notifier.channels.email import SmtpPool, SmtpServer
+from services.notifier.channels.webhook import WebhookSender
+from services.notifier.directory import MongoDirectory
+from services.notifier.dispatcher import Channels, Clock, Dispatcher, Limits, Unsubscribes, utc_now
+from services.notifier.ledger import MongoLedger
+from services.notifier.policy import MongoPolicyStore, Rules
+from services.notifier.settings import NotifierSettings
+from services.notifier.tasks import TaskStore
+from services.notifier.templates import Templates
+from shared.apikeys import KeyRing
+from shared.http import create_app
+from shared.kafka.clients import make_consumer, make_producer
+from shared.kafka.consumer import ConsumerLoop
+from shared.kafka.progress import MongoProgressStore
+from shared.mongo import database, make_client, ping, retry_until_done
+from shared.runtime import Service
+
+
+def smtp_server(settings: NotifierSettings) -> SmtpServer:
+    return SmtpServer(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        security=settings.smtp_security,
+        username=settings.smtp_username,
+        password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+        timeout_s=settings.smtp_timeout_s,
+    )
+
+
+def policy_rules(settings: NotifierSettings) -> Rules:
+    return Rules(
+        quiet_start=settings.quiet_hours_start,
+        quiet_end=settings.quiet_hours_end,
+        quiet_transactional=settings.quiet_hours_transactional,
+        marketing_cap=settings.marketing_cap,
+        marketing_cap_window=timedelta(days=settings.marketing_cap_days),
+    )
+
+
+@contextlib.asynccontextmanager
+async def build(settings: NotifierSettings, clock: Clock = utc_now) -> AsyncIterator[Service]:
+    mongo = make_client(settings.mongo, settings.service_name)
+    db = database(mongo, settings.mongo)
+    ledger, tasks = MongoLedger(db["deliveries"]), TaskStore(db["tasks"])
+    policy = MongoPolicyStore(db["preferences"], db["suppressions"])
+    directory = MongoDirectory(db["contacts"])
+    indexes = [
+        asyncio.create_task(retry_until_done(step), name="notifier-indexes")
+        for step in (ledger.ensure_indexes, tasks.ensure_indexes)
+    ]
+    http = httpx.AsyncClient(
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+    )
+    smtp = SmtpPool(smtp_server(settings), settings.smtp_pool_size)
+    unsubscribes = Unsubscribes(
+        settings.public_base_url, settings.unsubscribe_secret.get_secret_value().encode()
+    )
+    templates = Templates(settings.template_dir)
+    topics = settings.topics
+    dispatcher = Dispatcher(
+        ledger,
+        directory,
+        policy,
+        templates,
+        Channels(
+            email=smtp,
+            webhook=WebhookSender(
+                http,
+                [s.get_secret_value() for s in settings.webhook_secrets],
+                allow_private=settings.allow_private_destinations,
+                timeout_s=settings.http_timeout_s,
+            ),
+            chat=ChatSender(
+                http,
+                {url: s.get_secret_value() for url, s in settings.chat_secrets.items()},
+                allow_private=settings.allow_private_destinations,
+                timeout_s=settings.http_timeout_s,
+            ),
+            tasks=tasks,
+            mail_from=settings.mail_from,
+            message_id_domain=settings.message_id_domain,
+            webhook_url=settings.webhook_url,
+        ),
+        unsubscribes,
+        actions_topic=topics.actions,
+        deliveries_topic=topics.deliveries,
+        rules=policy_rules(settings),
+        limits=Limits(
+            max_attempts=settings.max_attempts,
+            retry_base_s=settings.retry_base_s,
+            retry_max_s=settings.retry_max_s,
+            unknown_recipient_wait=timedelta(seconds=settings.unknown_recipient_wait_s),
+            unknown_recipient_retry=timedelta(seconds=settings.unknown_recipient_retry_s),
+            per_partition=settings.dispatch_limit,
+        ),
+        breakers=Breakers(
+            settings.breaker_failures, timedelta(seconds=settings.breaker_cooldown_s)
+        ),
+        clock=clock,
+    )
+    loop = ConsumerLoop(
+        service=settings.service_name,
+        consumer_factory=lambda: make_consumer(
+            settings.kafka,
+            settings.service_name,
+            group_id=settings.group_id,
+            max_records=settings.batch_max_records,
+        ),
+        topics=[topics.actions, topics.events],
+        handler=dispatcher,
+        group_id=settings.group_id,
+        dlq_topic=topics.dlq,
+        producer_factory=lambda: make_producer(
+            settings.kafka,
+            settings.service_name,
+            transactional_id=f"upkeep-{settings.service_name}-{settings.instance_id}",
+        ),
+        transactional=True,
+        progress=MongoProgressStore(db["consumer_progress"]),
+        ticker=dispatcher,
+        tick_interval_s=settings.dispatch_interval_s,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        max_records=settings.batch_max_records,
+    )
+    app = create_app(
+        service=settings.service_name,
+        description="Delivers each action once: e-mail, webhooks, chat bots and tasks.",
+        readiness={
+            "kafka": loop.probe,
+            "mongodb": lambda: ping(mongo),
+            "consumer": loop.check_ready,
+        },
+    )
+    app.include_router(unsubscribe_router(unsubscribes, policy))
+    app.include_router(admin_router(KeyRing(settings.api_keys), tasks, policy, ledger, templates))
+    try:
+        yield Service(app=app, loops=[loop])
+    finally:
+        for task in indexes:
+            task.cancel()
+        await smtp.close()
+        await http.aclose()
+        await mongo.close()
