@@ -92,7 +92,7 @@ class Channels:
     """Where each kind of action goes."""
 
     email: SmtpPool
-    webhook: WebhookSender
+    webhook: WebhookSender | None  # None without UPKEEP_NOTIFIER_WEBHOOK_URL
     chat: ChatSender
     tasks: TaskStore
     mail_from: str
@@ -402,7 +402,7 @@ class Dispatcher:
                 rendered.text,
             )
         elif action.kind == "webhook":
-            if not channels.webhook_url:
+            if not channels.webhook_url or channels.webhook is None:
                 raise PermanentDeliveryError("no_webhook_endpoint", "UPKEEP_NOTIFIER_WEBHOOK_URL")
             payload = {
                 "action": action.model_dump(mode="json"),

@@ -85,7 +85,9 @@ async def build(settings: NotifierSettings, clock: Clock = utc_now) -> AsyncIter
                 [s.get_secret_value() for s in settings.webhook_secrets],
                 allow_private=settings.allow_private_destinations,
                 timeout_s=settings.http_timeout_s,
-            ),
+            )
+            if settings.webhook_url
+            else None,
             chat=ChatSender(
                 http,
                 {url: s.get_secret_value() for url, s in settings.chat_secrets.items()},

@@ -6,7 +6,7 @@ from datetime import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.notifier.templates import DEFAULT_ROOT
@@ -61,6 +61,12 @@ class NotifierSettings(ServiceSettings):
     breaker_cooldown_s: float = Field(default=60.0, gt=0)
     dispatch_interval_s: float = Field(default=1.0, gt=0)
     dispatch_limit: int = Field(default=200, ge=1)  # ledger entries per partition per tick
+
+    @model_validator(mode="after")
+    def _signed_webhooks(self) -> NotifierSettings:
+        if self.webhook_url and not self.webhook_secrets:
+            raise ValueError("UPKEEP_NOTIFIER_WEBHOOK_SECRETS is required with a webhook URL")
+        return self
 
     @field_validator("smtp_password")
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import time
+from datetime import datetime, time, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,6 +39,13 @@ class BirthdayConfig(BaseModel):
     feb29: Feb29Policy = "feb28"
     birthdays: bool = True
     anniversary_years: list[int] = Field(default_factory=lambda: [1, 2, 3, 5, 10, 15, 20, 25])
+    # a greeting whose moment passed less than this long ago when it is planned still goes
+    # out, late rather than never (a customer entered at 10:00 on their birthday)
+    catch_up_hours: float = Field(default=12, ge=0, le=23)
+
+    @property
+    def catch_up(self) -> timedelta:
+        return timedelta(hours=self.catch_up_hours)
 
 
 @dataclass
@@ -53,25 +60,32 @@ class BirthdaysAndAnniversaries:
             return
         yield CancelTimers(prefix="birthday:")
         yield CancelTimers(prefix="anniversary:")
-        yield from self._plan_birthday(subject.customer, ctx)
-        yield from self._plan_anniversary(subject.customer, ctx)
+        since = ctx.now - self.config.catch_up
+        yield from self._plan_birthday(subject.customer, since)
+        yield from self._plan_anniversary(subject.customer, since)
 
-    def _plan_birthday(self, customer: CustomerState, ctx: RuleContext) -> Iterator[Decision]:
+    def _plan_birthday(self, customer: CustomerState, after: datetime) -> Iterator[Decision]:
+        """The next greeting after ``after`` (an event: now less the catch-up; a fired
+        greeting: its own moment, so it is never planned again)."""
         if not self.config.birthdays or customer.birthday is None:
             return
         year, due = next_anniversary_moment(
-            customer.birthday, self.config.local_time, customer.timezone, ctx.now, self.config.feb29
+            customer.birthday,
+            self.config.local_time,
+            customer.timezone,
+            after,
+            self.config.feb29,
         )
         yield SetTimer(f"birthday:{year}", due, {"year": year})
 
-    def _plan_anniversary(self, customer: CustomerState, ctx: RuleContext) -> Iterator[Decision]:
+    def _plan_anniversary(self, customer: CustomerState, after: datetime) -> Iterator[Decision]:
         since = customer.customer_since
         if since is None:
             return
         for years in sorted(set(self.config.anniversary_years)):
             day = anniversary_in(since, since.year + years, self.config.feb29)
             due = at_local(day, self.config.local_time, customer.timezone)
-            if due > ctx.now:
+            if due > after:
                 yield SetTimer(f"anniversary:{years}", due, {"years": years})
                 return
 
@@ -89,7 +103,7 @@ class BirthdaysAndAnniversaries:
                 timer,
                 {"year": year},
             )
-            yield from self._plan_birthday(customer, ctx)
+            yield from self._plan_birthday(customer, timer.due_at)
         elif timer.name.startswith("anniversary:") and customer.customer_since is not None:
             years = int(timer.data["years"])
             yield self._greeting(
@@ -100,7 +114,7 @@ class BirthdaysAndAnniversaries:
                 timer,
                 {"years": years},
             )
-            yield from self._plan_anniversary(customer, ctx)
+            yield from self._plan_anniversary(customer, timer.due_at)
 
     def _greeting(
         self,

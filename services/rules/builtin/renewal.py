@@ -42,6 +42,9 @@ class RenewalConfig(BaseModel):
     notify_customer: bool = False
     escalate_after_days: int = Field(default=1, ge=0)
     remind_auto_renew: bool = True
+    # a reminder whose moment passed less than this long ago when it is planned still goes
+    # out, late rather than never (a contract entered at 10:00, 30 days before its end)
+    catch_up_hours: float = Field(default=12, ge=0, le=23)
 
 
 @dataclass
@@ -67,14 +70,15 @@ class ContractRenewal:
         self, contract: ContractState, subject: SubjectState, ctx: RuleContext
     ) -> Iterator[Decision]:
         tz, end = subject.timezone, contract.end_date
+        since = ctx.now - timedelta(hours=self.config.catch_up_hours)
         base = {"contract_id": contract.contract_id, "end_date": end.isoformat()}
         for days in sorted(set(self.config.offsets_days), reverse=True):
             due = at_local(end - timedelta(days=days), self.config.local_time, tz)
-            if due > ctx.now:
+            if due > since:
                 yield SetTimer(f"{contract.contract_id}:{end}:{days}d", due, {**base, "days": days})
         overdue_day = end + timedelta(days=self.config.escalate_after_days)
         due = at_local(overdue_day, self.config.local_time, tz)
-        if due > ctx.now:
+        if due > since:
             yield SetTimer(f"{contract.contract_id}:{end}:overdue", due, {**base, "overdue": True})
 
     def on_timer(self, timer: Timer, subject: SubjectState, ctx: RuleContext) -> Iterator[Decision]:

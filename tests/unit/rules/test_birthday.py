@@ -107,3 +107,32 @@ def test_a_changed_birthday_replaces_the_pending_greeting() -> None:
     assert [(t.name, t.due_at.date().isoformat()) for t in h.pending()] == [
         ("birthday:2026", "2026-04-20")
     ]
+
+
+def test_a_customer_entered_on_their_birthday_is_greeted_late_once() -> None:
+    h = RuleHarness(BirthdaysAndAnniversaries())
+    # 15 March 2026, 11:30 in Shanghai: the 09:00 greeting was missed by 2.5 hours
+    h.send(
+        "customer.upserted",
+        at=datetime(2026, 3, 15, 3, 30, tzinfo=UTC),
+        customer_id="C-1",
+        name="Li",
+        timezone="Asia/Shanghai",
+        email="li@example.com",
+        birthday="1990-03-15",
+    )
+    actions = h.advance(to=datetime(2027, 1, 1, tzinfo=UTC))
+    assert [a.key for a in actions] == ["birthday:C-1:2026"]
+    assert [t.name for t in h.pending()] == ["birthday:2027"]  # planned once, not again
+
+    h2 = RuleHarness(BirthdaysAndAnniversaries())
+    h2.send(  # 23:00 local: missed by 14 hours, beyond the 12-hour catch-up
+        "customer.upserted",
+        at=datetime(2026, 3, 15, 15, tzinfo=UTC),
+        customer_id="C-1",
+        name="Li",
+        timezone="Asia/Shanghai",
+        email="li@example.com",
+        birthday="1990-03-15",
+    )
+    assert [t.name for t in h2.pending()] == ["birthday:2027"]

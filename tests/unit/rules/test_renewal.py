@@ -126,3 +126,20 @@ def test_customer_notice_and_configured_offsets() -> None:
     contract(h)
     keys = [a.key for a in h.advance(to=datetime(2026, 5, 20, tzinfo=UTC))]
     assert keys == ["renewal:K-1:2026-05-31:14d", "renewal:K-1:2026-05-31:14d:customer"]
+
+
+def test_a_reminder_missed_by_hours_goes_out_late_and_one_missed_by_a_day_does_not(
+    harness: RuleHarness,
+) -> None:
+    # 2026-05-01 09:00 in Shanghai is 01:00 UTC; the contract arrives at 11:00 local
+    contract(harness, at=datetime(2026, 5, 1, 3, tzinfo=UTC))
+    names = [t.name for t in harness.pending()]
+    assert names[0] == "K-1:2026-05-31:30d"  # missed by 2 hours: still planned ...
+    actions = harness.advance(to=datetime(2026, 5, 1, 3, 1, tzinfo=UTC))
+    assert [a.key for a in actions] == ["renewal:K-1:2026-05-31:30d"]  # ... and sent at once
+    assert actions[0].due_at == datetime(2026, 5, 1, 1, tzinfo=UTC)
+
+    late = RuleHarness(ContractRenewal(RenewalConfig(catch_up_hours=1)))
+    late.send("customer.upserted", at=T0, customer_id="C-1", name="Acme", timezone="Asia/Shanghai")
+    contract(late, at=datetime(2026, 5, 1, 3, tzinfo=UTC))
+    assert "K-1:2026-05-31:30d" not in [t.name for t in late.pending()]
