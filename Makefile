@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help up down status logs test test-unit test-integration test-e2e lint fmt typecheck \
+.PHONY: help up down demo status logs test test-unit test-integration test-e2e lint fmt typecheck \
         schemas bench-ingest bench-rules lock clean
 
 help: ## list the targets
@@ -27,6 +27,9 @@ up: $(STAMP) ## start Kafka, the MongoDB-wire server and every service (no Docke
 
 down: $(STAMP) ## stop what `make up` started (by pid)
 	$(BIN)/python -m deploy.local down
+
+demo: $(STAMP) ## publish a realistic scenario into the running system (after `make up`)
+	$(BIN)/python -m deploy.local.demo
 
 status: $(STAMP) ## what runs, where, and its log file
 	$(BIN)/python -m deploy.local status

@@ -43,6 +43,8 @@ class FollowUpConfig(BaseModel):
     untiered: str = "C"  # which tier's step applies before a customer has a tier
     after_orders: bool = True
     after_closed_tickets: bool = True
+    # a follow-up whose moment passed less than this long ago when it is planned still goes out
+    catch_up_hours: float = Field(default=12, ge=0, le=23)
 
 
 @dataclass
@@ -70,7 +72,7 @@ class AfterSalesFollowUp:
         tz = subject.timezone
         day = local_date(event.time, tz) + timedelta(days=step.after_days)
         due = at_local(day, self.config.local_time, tz)
-        if due > ctx.now:
+        if due > ctx.now - timedelta(hours=self.config.catch_up_hours):
             interaction = str(event.data["interaction_id"])
             yield SetTimer(
                 interaction,
