@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.errors import MessageError
 from urllib.parse import urlencode, urlsplit
 
 from aiokafka import TopicPartition
@@ -152,6 +153,7 @@ class Dispatcher:
         self._limits = limits or Limits()
         self._breakers = breakers or Breakers()
         self._clock = clock
+        self._gates: dict[str, asyncio.Semaphore] = {}
         self._backoff = wait_random_exponential(
             multiplier=self._limits.retry_base_s, max=self._limits.retry_max_s
         )
@@ -295,8 +297,25 @@ class Dispatcher:
     async def _attempt(
         self, entry: Entry, contact: Contact | None, now: datetime, result: HandlerResult
     ) -> Entry:
-        kind = entry.action.kind
+        """One attempt. Sends to one provider wait at its gate (as many as its pool has
+        connections), and the circuit is checked after the wait: a circuit that opened while
+        this send waited stops it too."""
         provider = self._provider(entry, contact)
+        if provider is None:
+            return await self._attempt_now(entry, contact, None, now, result)
+        gate = self._gates.setdefault(provider, asyncio.Semaphore(self._concurrency(entry)))
+        async with gate:
+            return await self._attempt_now(entry, contact, provider, now, result)
+
+    async def _attempt_now(
+        self,
+        entry: Entry,
+        contact: Contact | None,
+        provider: str | None,
+        now: datetime,
+        result: HandlerResult,
+    ) -> Entry:
+        kind = entry.action.kind
         closed_at = self._breakers.closed_at(provider, now) if provider else None
         if closed_at is not None:
             await self._defer(entry, closed_at, "circuit_open", now, result)
@@ -308,6 +327,12 @@ class Dispatcher:
             ATTEMPTS.labels(kind, "transient" if exc.transient else "permanent").inc()
             await self._failed(entry, exc, provider, contact, now, result)
             return entry
+        except Exception as exc:  # a bug or an input no channel can carry: this entry only
+            log.exception("delivery attempt failed unexpectedly", extra={"key": entry.key})
+            ATTEMPTS.labels(kind, "permanent").inc()
+            error = PermanentDeliveryError("internal_error", f"{type(exc).__name__}: {exc}")
+            await self._failed(entry, error, None, contact, now, result)
+            return entry
         SEND_SECONDS.labels(kind).observe(time.perf_counter() - started)
         ATTEMPTS.labels(kind, "ok").inc()
         if provider:
@@ -317,6 +342,9 @@ class Dispatcher:
         entry.updated_at = now
         await self._ledger.save(entry)  # at once: this write closes the duplicate window
         return entry
+
+    def _concurrency(self, entry: Entry) -> int:
+        return self._channels.email.size if entry.action.kind == "email" else 8
 
     async def _failed(
         self,
@@ -381,16 +409,19 @@ class Dispatcher:
         if action.kind == "email":
             if contact is None or not contact.email:
                 raise PermanentDeliveryError("no_address", "the recipient has no e-mail address")
-            message = build_message(
-                key=entry.key,
-                sender=channels.mail_from,
-                to_address=contact.email,
-                to_name=contact.name,
-                rendered=rendered,
-                domain=channels.message_id_domain,
-                now=now,
-                unsubscribe_url=unsubscribe,
-            )
+            try:
+                message = build_message(
+                    key=entry.key,
+                    sender=channels.mail_from,
+                    to_address=contact.email,
+                    to_name=contact.name,
+                    rendered=rendered,
+                    domain=channels.message_id_domain,
+                    now=now,
+                    unsubscribe_url=unsubscribe,
+                )
+            except (ValueError, TypeError, MessageError) as exc:  # e.g. a name with a newline
+                raise PermanentDeliveryError("invalid_message", str(exc)[:200]) from exc
             await channels.email.send(message, contact.email)
         elif action.kind == "chat":
             if contact is None or not contact.chat_webhook_url:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from pydantic import AwareDatetime, BaseModel, Field
 from pymongo.asynchronous.collection import AsyncCollection
@@ -110,7 +110,15 @@ def quiet_until(now: datetime, tz: str, start: time | None, end: time | None) ->
     else:
         quiet = wall >= start or wall < end
         end_day = day + timedelta(days=1) if wall >= start else day
-    return at_local(end_day, end, tz) if quiet else None
+    if not quiet:
+        return None
+    # the end's wall time may happen twice (clocks going back): the first instance after now
+    instances = [
+        datetime.combine(end_day, end).replace(tzinfo=zone(tz), fold=fold).astimezone(UTC)
+        for fold in (0, 1)
+    ]
+    later = [moment for moment in instances if moment > now]
+    return min(later) if later else at_local(end_day + timedelta(days=1), end, tz)
 
 
 class PolicyStore(abc.ABC):

@@ -17,7 +17,7 @@ from services.notifier.channels.email import SmtpPool, SmtpServer
 from services.notifier.channels.webhook import WebhookSender
 from services.notifier.directory import MongoDirectory
 from services.notifier.dispatcher import Channels, Clock, Dispatcher, Limits, Unsubscribes, utc_now
-from services.notifier.ledger import MongoLedger
+from services.notifier.ledger import Ledger, MongoLedger
 from services.notifier.policy import MongoPolicyStore, Rules
 from services.notifier.settings import NotifierSettings
 from services.notifier.tasks import TaskStore
@@ -53,15 +53,19 @@ def policy_rules(settings: NotifierSettings) -> Rules:
 
 
 @contextlib.asynccontextmanager
-async def build(settings: NotifierSettings, clock: Clock = utc_now) -> AsyncIterator[Service]:
+async def build(
+    settings: NotifierSettings, clock: Clock = utc_now, ledger: Ledger | None = None
+) -> AsyncIterator[Service]:
+    """``ledger`` replaces the MongoDB ledger (only the benchmark's no-ledger baseline does)."""
     mongo = make_client(settings.mongo, settings.service_name)
     db = database(mongo, settings.mongo)
-    ledger, tasks = MongoLedger(db["deliveries"]), TaskStore(db["tasks"])
+    mongo_ledger, tasks = MongoLedger(db["deliveries"]), TaskStore(db["tasks"])
+    ledger = ledger or mongo_ledger
     policy = MongoPolicyStore(db["preferences"], db["suppressions"])
     directory = MongoDirectory(db["contacts"])
     indexes = [
         asyncio.create_task(retry_until_done(step), name="notifier-indexes")
-        for step in (ledger.ensure_indexes, tasks.ensure_indexes)
+        for step in (mongo_ledger.ensure_indexes, tasks.ensure_indexes)
     ]
     http = httpx.AsyncClient(
         follow_redirects=False,

@@ -7,10 +7,9 @@ ledger de-duplicates on: an action published twice is delivered once.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 ACTION_TYPE = "upkeep.action.v1"
 
@@ -35,7 +34,7 @@ class ActionMessage(BaseModel):
     recipient: ActionRecipient
     template: str
     locale: str
-    due_at: datetime
+    due_at: AwareDatetime
     priority: Literal["transactional", "marketing"] = "transactional"
     data: dict[str, Any] = Field(default_factory=dict)
-    created_at: datetime
+    created_at: AwareDatetime

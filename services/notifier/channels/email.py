@@ -87,7 +87,7 @@ class SmtpPool:
     that failed is dropped and a fresh one is opened for the next message."""
 
     def __init__(self, server: SmtpServer, size: int = 4) -> None:
-        self.server = server
+        self.server, self.size = server, size
         self._slots = asyncio.Semaphore(size)
         self._idle: list[aiosmtplib.SMTP] = []
 

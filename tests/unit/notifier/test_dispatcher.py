@@ -10,7 +10,6 @@ a test that leaves them out plays a commit that failed."""
 from __future__ import annotations
 
 import asyncio
-import email.errors
 import inspect
 import itertools
 import uuid
@@ -101,6 +100,7 @@ class FakeMail(Failures):
     def __init__(self) -> None:
         super().__init__()
         self.server = FakeServer()
+        self.size = 4  # connections, as SmtpPool.size
         self.delivered: list[tuple[EmailMessage, str]] = []
 
     async def send(self, message: EmailMessage, to_address: str) -> None:
@@ -194,6 +194,7 @@ def make_world(
     limits: Limits = LIMITS,
     breakers: Breakers | None = None,
     mail: FakeMail | None = None,
+    webhook_url: str | None = WEBHOOK_URL,
 ) -> World:
     ledger, directory, policy = InMemoryLedger(), InMemoryDirectory(), InMemoryPolicyStore()
     fakes = mail or FakeMail(), FakeWebhook(), FakeChat(), FakeTasks()
@@ -201,12 +202,12 @@ def make_world(
     unsubscribes = Unsubscribes("https://upkeep.example.com", b"unit-test-unsubscribe-key")
     channels = Channels(
         email=fakes[0],  # type: ignore[arg-type]
-        webhook=fakes[1],  # type: ignore[arg-type]
+        webhook=fakes[1] if webhook_url else None,  # type: ignore[arg-type]
         chat=fakes[2],  # type: ignore[arg-type]
         tasks=fakes[3],  # type: ignore[arg-type]
         mail_from="Upkeep <upkeep@example.com>",
         message_id_domain="upkeep.example.com",
-        webhook_url=WEBHOOK_URL,
+        webhook_url=webhook_url,
     )
     dispatcher = Dispatcher(
         ledger,
@@ -373,12 +374,6 @@ async def test_an_invalid_action_is_dead_lettered_and_the_rest_of_the_batch_reco
     assert list(w.ledger.entries) == ["birthday:C-1:2028"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Dispatcher.handle raises TypeError for an action whose due_at has no UTC "
-    "offset (ActionMessage.due_at is a plain datetime; max(action.due_at, now) compares "
-    "naive with aware) instead of dead-lettering it as invalid_action",
-)
 async def test_an_action_without_a_time_zone_on_its_due_time_is_dead_lettered() -> None:
     w = make_world()
     naive = record(action("birthday:C-1:2026") | {"due_at": "2026-06-01T12:00:00"})
@@ -625,7 +620,10 @@ async def test_an_open_circuit_defers_without_sending_and_closes_after_the_coold
     w.clock.now = T0 + cooldown
     resumed = await w.tick()
     assert {(o.outcome, o.reason) for o in outcomes(resumed)} == {("sent", None)}
-    assert len(outcomes(resumed)) == 5
+    assert {o.key: o.attempts for o in outcomes(resumed)} == {
+        **{f"birthday:C-{n}:2026": 2 for n in range(3)},  # the failure and the send
+        **{f"birthday:C-{n}:2026": 1 for n in range(3, 5)},
+    }
     assert w.mail.calls == 8
     assert len(w.mail.delivered) == 5
 
@@ -635,6 +633,7 @@ class PooledMail(FakeMail):
 
     def __init__(self) -> None:
         super().__init__()
+        self.size = 1
         self._slot = asyncio.Semaphore(1)
 
     async def send(self, message: EmailMessage, to_address: str) -> None:
@@ -642,12 +641,6 @@ class PooledMail(FakeMail):
             await super().send(message, to_address)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Dispatcher._attempt checks the circuit once, before waiting for the "
-    "provider's pool, and the tick's sends all start together; once the circuit opens "
-    "mid-tick, every send already queued for that provider still goes out",
-)
 async def test_a_circuit_that_opens_during_a_tick_stops_the_rest_of_that_tick() -> None:
     w = make_world(breakers=Breakers(failures=3, cooldown=timedelta(minutes=5)), mail=PooledMail())
     for n in range(6):
@@ -793,14 +786,6 @@ async def test_a_template_with_a_missing_variable_fails_without_calling_the_send
     assert (w.mail.calls, w.chat.calls) == (0, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(ValueError, email.errors.MessageDefect),
-    reason="BUG: build_message raises ValueError (a name with a line break) or "
-    "NonASCIILocalPartDefect (an internationalised address) for contacts that "
-    "customer.upserted accepts; Dispatcher._send lets it escape as no DeliveryError, so "
-    "tick() raises, nothing of the tick is published, and the consumer loop stops",
-)
 @pytest.mark.parametrize(
     ("name", "address"),
     [("李\n雷", "li.lei@example.com"), ("José", "josé@example.com")],
@@ -887,6 +872,15 @@ async def test_chat_and_webhook_actions_reach_their_senders() -> None:
     assert (hook_url, msg_id) == (WEBHOOK_URL, "renewal:K-1:hook")
     assert payload["action"]["key"] == "renewal:K-1:hook"
     assert "K-2025-017" in payload["message"]["text"]
+
+
+async def test_a_webhook_action_without_a_webhook_endpoint_fails() -> None:
+    w = make_world(webhook_url=None)
+    await w.consume(record(action("renewal:K-1:hook", kind="webhook", priority="transactional")))
+    result = await w.tick()
+    assert summary(result) == [("renewal:K-1:hook", "failed", "no_webhook_endpoint")]
+    assert len(result.dead_letters) == 1
+    assert w.webhook.calls == 0
 
 
 async def test_a_task_action_creates_one_task_with_the_rendered_title() -> None:
