@@ -116,6 +116,7 @@ async def run_once(kafka: KafkaSettings, mongo: MongoSettings, n: int, *, ledger
         allow_private_destinations=True,
         quiet_hours_start=None,
         quiet_hours_end=None,
+        unknown_recipient_retry_s=0.2,
         dispatch_interval_s=0.05,
         dispatch_limit=500,
         batch_timeout_ms=50,

@@ -107,7 +107,7 @@ class Limits:
     retry_base_s: float = 30.0
     retry_max_s: float = 3600.0
     unknown_recipient_wait: timedelta = timedelta(hours=1)
-    unknown_recipient_retry: timedelta = timedelta(seconds=30)
+    unknown_recipient_retry: timedelta = timedelta(seconds=2)
     per_partition: int = 200
 
 
@@ -286,12 +286,16 @@ class Dispatcher:
     async def _defer(
         self, entry: Entry, until: datetime, reason: str, now: datetime, result: HandlerResult
     ) -> None:
+        """Move the entry to ``until``. A deferral is published when its reason is new (an
+        entry waiting for its contact does not announce every look)."""
+        announce = entry.reason != reason
         entry.next_at, entry.reason, entry.deferrals = until, reason, entry.deferrals + 1
         entry.updated_at = now
-        result.messages.append(self._outcome(entry, "deferred", now))
-        result.after_commit.append(
-            lambda: OUTCOMES.labels(entry.action.kind, "deferred", reason).inc()
-        )
+        if announce:
+            result.messages.append(self._outcome(entry, "deferred", now))
+            result.after_commit.append(
+                lambda: OUTCOMES.labels(entry.action.kind, "deferred", reason).inc()
+            )
         await self._ledger.save(entry)
 
     async def _attempt(

@@ -56,7 +56,7 @@ class NotifierSettings(ServiceSettings):
     retry_base_s: float = Field(default=30.0, gt=0)
     retry_max_s: float = Field(default=3600.0, gt=0)
     unknown_recipient_wait_s: float = Field(default=3600.0, gt=0)  # then the action fails
-    unknown_recipient_retry_s: float = Field(default=30.0, gt=0)  # how often to look again
+    unknown_recipient_retry_s: float = Field(default=2.0, gt=0)  # how often to look again
     breaker_failures: int = Field(default=5, ge=1)  # consecutive failures that open a circuit
     breaker_cooldown_s: float = Field(default=60.0, gt=0)
     dispatch_interval_s: float = Field(default=1.0, gt=0)

@@ -674,10 +674,14 @@ async def test_an_unknown_recipient_is_waited_for_and_sent_to_once_the_contact_a
 async def test_an_unknown_recipient_fails_after_the_wait() -> None:
     w = make_world()
     await w.consume(record(action("birthday:C-9:2026", "C-9")))
-    await w.tick()
+    (first,) = outcomes(await w.tick())
+    assert (first.outcome, first.reason) == ("deferred", "unknown_recipient")
     w.clock.now = T0 + LIMITS.unknown_recipient_retry
-    (still,) = outcomes(await w.tick())
-    assert (still.outcome, still.reason) == ("deferred", "unknown_recipient")
+    again = await w.tick()  # looked again: still unknown, not announced a second time
+    assert outcomes(again) == []
+    entry = await w.ledger.get("birthday:C-9:2026")
+    assert entry is not None
+    assert entry.deferrals == 2
 
     w.clock.now = T0 + LIMITS.unknown_recipient_wait
     result = await w.tick()
