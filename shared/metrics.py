@@ -31,6 +31,10 @@ BATCH_RECORDS = Histogram(
     "Records per consumed batch.",
     buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500),
 )
+TICK_FAILURES = Counter(
+    "upkeep_consumer_tick_failures_total",
+    "Periodic ticks (due timers, due deliveries) that failed with a non-transient error.",
+)
 CONSUMER_LAG = Gauge(
     "upkeep_consumer_lag_messages",
     "Messages behind the partition's high watermark, per assigned partition.",

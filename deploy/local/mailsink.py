@@ -21,8 +21,9 @@ Mode = Literal["accept", "tempfail", "reject"]
 
 
 class MailSink:
-    """Accepts (or, by ``mode``, refuses with 451 or 550) every message; accepted ones are
-    written to ``directory`` atomically and kept in ``messages``."""
+    """Accepts every message, or by ``mode`` refuses it for now (451 after DATA) or refuses the
+    recipient for good (550 at RCPT); accepted ones are written to ``directory`` atomically and
+    kept in ``messages``."""
 
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = directory
@@ -31,12 +32,19 @@ class MailSink:
         self.refused = 0
         self._server: asyncio.Server | None = None
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self.mode != "accept":
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.mode == "reject":  # the mailbox does not exist: a hard bounce
             self.refused += 1
-            if self.mode == "tempfail":
-                return "451 4.3.0 try again later"
             return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.mode == "tempfail":
+            self.refused += 1
+            return "451 4.3.0 try again later"
         content = envelope.original_content or b""
         if isinstance(content, str):
             content = content.encode()

@@ -27,10 +27,11 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.errors import MessageError
+from typing import TypeVar
 from urllib.parse import urlencode, urlsplit
 
 from aiokafka import TopicPartition
@@ -43,11 +44,16 @@ from services.notifier.channels.chat import ChatSender
 from services.notifier.channels.email import RecipientRefused, SmtpPool, build_message
 from services.notifier.channels.webhook import WebhookSender
 from services.notifier.directory import Contact, Directory, contact_from
-from services.notifier.errors import DeliveryError, PermanentDeliveryError
+from services.notifier.errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
 from services.notifier.ledger import Entry, Ledger
 from services.notifier.policy import MARKETING, Defer, PolicyStore, Rules, Send, Suppress, decide
 from services.notifier.tasks import Task, TaskStore
 from services.notifier.templates import Rendered, Templates
+from shared.errors import is_transient
 from shared.events.actions import ActionMessage
 from shared.events.deliveries import DeliveryMessage, Outcome
 from shared.events.envelope import CanonicalEvent
@@ -55,6 +61,7 @@ from shared.kafka.messages import DeadLetter, FakeRecord, HandlerResult, Outgoin
 from shared.metrics import preinit
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 Clock = Callable[[], datetime]
 
 OUTCOMES = Counter(
@@ -79,6 +86,7 @@ ACTIONS = Counter(
     ["result"],
 )
 KINDS = ("email", "chat", "webhook", "task")
+RETRY_AFTER_CAP_S = 24 * 3600.0
 preinit(ATTEMPTS, [(k, r) for k in KINDS for r in ("ok", "transient", "permanent")])
 preinit(ACTIONS, [("new",), ("repeat",)])
 preinit(OUTCOMES, [(k, o, "") for k in KINDS for o in ("sent", "suppressed", "failed")])
@@ -108,6 +116,7 @@ class Limits:
     retry_max_s: float = 3600.0
     unknown_recipient_wait: timedelta = timedelta(hours=1)
     unknown_recipient_retry: timedelta = timedelta(seconds=2)
+    tick_budget_s: float = 30.0  # no new send starts after this long in one tick
     per_partition: int = 200
 
 
@@ -126,7 +135,7 @@ class Unsubscribes:
         return f"{self._base}/v1/unsubscribe?{query}"
 
     def valid(self, recipient: str, category: str, token: str) -> bool:
-        return hmac.compare_digest(self.token(recipient, category), token)
+        return hmac.compare_digest(self.token(recipient, category).encode(), token.encode())
 
 
 class Dispatcher:
@@ -250,15 +259,21 @@ class Dispatcher:
                 sent_counts[entry.recipient] = await self._ledger.sent_since(
                     entry.recipient, window_start
                 )
-            decision = decide(
-                entry,
-                contact,
-                prefs.get(entry.recipient),
-                suppressed=bool(contact.email and contact.email.lower() in suppressed),
-                marketing_sent=sent_counts.get(entry.recipient, 0),
-                now=now,
-                rules=self._rules,
-            )
+            try:
+                decision: Send | Suppress | Defer = decide(
+                    entry,
+                    contact,
+                    prefs.get(entry.recipient),
+                    suppressed=bool(contact.email and contact.email.lower() in suppressed),
+                    marketing_sent=sent_counts.get(entry.recipient, 0),
+                    now=now,
+                    rules=self._rules,
+                )
+            except Exception:  # e.g. a contact's zone that no longer exists: this entry only
+                log.exception("policy failed for one entry", extra={"key": entry.key})
+                entry.state, entry.reason, entry.unpublished = "failed", "internal_error", True
+                entry.updated_at = now
+                continue
             if isinstance(decision, Suppress):
                 entry.state, entry.reason, entry.unpublished = "suppressed", decision.reason, True
                 entry.updated_at = now
@@ -269,13 +284,15 @@ class Dispatcher:
                     sent_counts[entry.recipient] = sent_counts.get(entry.recipient, 0) + 1
                 sends.append((entry, contact))
         decided = [e for e in due if e.state != "pending"]
-        await asyncio.gather(*(self._ledger.save(e) for e in decided))
-        attempted = await asyncio.gather(*(self._attempt(e, c, now, result) for e, c in sends))
+        await _all(self._ledger.save(e) for e in decided)
+        deadline = time.monotonic() + self._limits.tick_budget_s
+        attempted = await _all(self._attempt(e, c, result, deadline) for e, c in sends)
         return decided + [e for e in attempted if e.state != "pending"]
 
     async def _unknown(self, entry: Entry, now: datetime, result: HandlerResult) -> None:
         """The contact has not arrived (yet): its profile event may still be on its way."""
-        if now - entry.created_at < self._limits.unknown_recipient_wait:
+        waiting_since = max(entry.created_at, entry.action.due_at)
+        if now - waiting_since < self._limits.unknown_recipient_wait:
             retry = now + self._limits.unknown_recipient_retry
             await self._defer(entry, retry, "unknown_recipient", now, result)
         else:
@@ -299,17 +316,20 @@ class Dispatcher:
         await self._ledger.save(entry)
 
     async def _attempt(
-        self, entry: Entry, contact: Contact | None, now: datetime, result: HandlerResult
+        self, entry: Entry, contact: Contact | None, result: HandlerResult, deadline: float
     ) -> Entry:
         """One attempt. Sends to one provider wait at its gate (as many as its pool has
-        connections), and the circuit is checked after the wait: a circuit that opened while
-        this send waited stops it too."""
+        connections); the circuit and the tick's time budget are checked after the wait, so a
+        circuit that opened meanwhile stops this send too, and a slow provider cannot hold the
+        tick (and the partition) for long: what is left stays due for the next tick."""
         provider = self._provider(entry, contact)
         if provider is None:
-            return await self._attempt_now(entry, contact, None, now, result)
+            return await self._attempt_now(entry, contact, None, self._clock(), result)
         gate = self._gates.setdefault(provider, asyncio.Semaphore(self._concurrency(entry)))
         async with gate:
-            return await self._attempt_now(entry, contact, provider, now, result)
+            if time.monotonic() > deadline:
+                return entry
+            return await self._attempt_now(entry, contact, provider, self._clock(), result)
 
     async def _attempt_now(
         self,
@@ -329,18 +349,23 @@ class Dispatcher:
             await self._send(entry, contact, now)
         except DeliveryError as exc:
             ATTEMPTS.labels(kind, "transient" if exc.transient else "permanent").inc()
-            await self._failed(entry, exc, provider, contact, now, result)
+            await self._failed(entry, exc, provider, contact, self._clock(), result)
             return entry
-        except Exception as exc:  # a bug or an input no channel can carry: this entry only
-            log.exception("delivery attempt failed unexpectedly", extra={"key": entry.key})
-            ATTEMPTS.labels(kind, "permanent").inc()
-            error = PermanentDeliveryError("internal_error", f"{type(exc).__name__}: {exc}")
-            await self._failed(entry, error, None, contact, now, result)
+        except Exception as exc:
+            if is_transient(exc):  # our own store (tasks) unavailable: try again later
+                error: DeliveryError = TransientDeliveryError("store_unavailable", repr(exc))
+                ATTEMPTS.labels(kind, "transient").inc()
+            else:  # a bug or an input no channel can carry: this entry only
+                log.exception("delivery attempt failed unexpectedly", extra={"key": entry.key})
+                ATTEMPTS.labels(kind, "permanent").inc()
+                error = PermanentDeliveryError("internal_error", type(exc).__name__)
+            await self._failed(entry, error, None, contact, self._clock(), result)
             return entry
         SEND_SECONDS.labels(kind).observe(time.perf_counter() - started)
         ATTEMPTS.labels(kind, "ok").inc()
         if provider:
             self._breakers.succeeded(provider)
+        now = self._clock()
         entry.attempts += 1
         entry.state, entry.sent_at, entry.unpublished, entry.reason = "sent", now, True, None
         entry.updated_at = now
@@ -366,7 +391,10 @@ class Dispatcher:
             if provider:
                 self._breakers.failed(provider, now)
             retry_after = getattr(exc, "retry_after", None)
-            delay = max(self._delay(entry.attempts), retry_after or 0.0)
+            # the provider's hint is honoured up to a day (a hostile or broken Retry-After
+            # must not park an entry for years, nor overflow the clock)
+            hint = min(retry_after or 0.0, RETRY_AFTER_CAP_S)
+            delay = max(self._delay(entry.attempts), hint)
             entry.next_at, entry.reason = now + timedelta(seconds=delay), exc.reason
             entry.deferrals += 1
             result.messages.append(self._outcome(entry, "deferred", now))
@@ -395,9 +423,9 @@ class Dispatcher:
         if kind == "email":
             return self._channels.email.server.name
         if kind == "webhook" and self._channels.webhook_url:
-            return f"webhook:{urlsplit(self._channels.webhook_url).netloc}"
+            return f"webhook:{urlsplit(self._channels.webhook_url).hostname}"
         if kind == "chat" and contact is not None and contact.chat_webhook_url:
-            return f"chat:{urlsplit(contact.chat_webhook_url).netloc}"
+            return f"chat:{urlsplit(contact.chat_webhook_url).hostname}"
         return None
 
     # -- the channels ------------------------------------------------------------------------
@@ -502,6 +530,16 @@ class Dispatcher:
             entry.action.subject.encode(),
         )
         return DeadLetter(record, "delivery_failed", f"{entry.reason}: {entry.detail or ''}"[:500])
+
+
+async def _all(aws: Iterable[Awaitable[T]]) -> list[T]:
+    """Like ``gather``, but every awaitable finishes before the first error is raised: a send
+    must never be left running while the tick is retried (it would be sent twice)."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for outcome in results:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return results  # type: ignore[return-value]
 
 
 def _contact(record: Record) -> Contact | None:

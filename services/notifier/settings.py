@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import time
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -12,6 +13,9 @@ from pydantic_settings import SettingsConfigDict
 from services.notifier.templates import DEFAULT_ROOT
 from shared.apikeys import ApiKeySpec
 from shared.settings import ServiceSettings, refuse_placeholder
+
+DEV_UNSUBSCRIBE_SECRET = "upkeep-local-development-unsubscribe-key"  # noqa: S105
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 class NotifierSettings(ServiceSettings):
@@ -35,7 +39,7 @@ class NotifierSettings(ServiceSettings):
 
     # one-click unsubscribe (RFC 8058): links point here and are signed with this secret
     public_base_url: str = "http://127.0.0.1:8003"
-    unsubscribe_secret: SecretStr = SecretStr("upkeep-local-development-unsubscribe-key")
+    unsubscribe_secret: SecretStr = SecretStr(DEV_UNSUBSCRIBE_SECRET)
 
     # webhooks (action kind "webhook") and chat bots
     webhook_url: str | None = None
@@ -66,6 +70,18 @@ class NotifierSettings(ServiceSettings):
     def _signed_webhooks(self) -> NotifierSettings:
         if self.webhook_url and not self.webhook_secrets:
             raise ValueError("UPKEEP_NOTIFIER_WEBHOOK_SECRETS is required with a webhook URL")
+        return self
+
+    @model_validator(mode="after")
+    def _public_unsubscribe(self) -> NotifierSettings:
+        """Links that leave this machine are HTTPS and signed with a secret of your own."""
+        url = urlsplit(self.public_base_url)
+        if url.hostname in LOOPBACK:
+            return self
+        if url.scheme != "https":
+            raise ValueError("UPKEEP_NOTIFIER_PUBLIC_BASE_URL must be https:// (RFC 8058)")
+        if self.unsubscribe_secret.get_secret_value() == DEV_UNSUBSCRIBE_SECRET:
+            raise ValueError("set UPKEEP_NOTIFIER_UNSUBSCRIBE_SECRET for a public base URL")
         return self
 
     @field_validator("smtp_password")

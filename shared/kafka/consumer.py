@@ -287,6 +287,11 @@ class ConsumerLoop:
                         await _run_hooks(result)
         except RetryError:
             return
+        except Exception:
+            # a bug or bad data in periodic work must not stop consumption: the next tick
+            # tries again (what it did not commit is still pending)
+            metrics.TICK_FAILURES.inc()
+            log.exception("a tick failed; it will run again")
 
     def _rewind(self, batch: dict[TopicPartition, list[Record]]) -> None:
         """Drop a batch fetched before the last rebalance. Partitions positioned at that

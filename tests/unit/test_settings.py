@@ -166,3 +166,22 @@ def test_ingest_settings_refuse_out_of_range_port(monkeypatch: pytest.MonkeyPatc
 
 def test_service_settings_group_id_defaults_from_service_name() -> None:
     assert ServiceSettings(service_name="rules").group_id == "upkeep-rules"
+
+
+def test_the_notifier_refuses_public_unsubscribe_links_without_https_or_a_real_secret() -> None:
+    from pydantic import ValidationError
+
+    from services.notifier.settings import NotifierSettings
+
+    assert NotifierSettings().public_base_url.startswith("http://127.0.0.1")  # local: fine
+    with pytest.raises(ValidationError, match="https"):
+        NotifierSettings(public_base_url="http://upkeep.example.com")
+    with pytest.raises(ValidationError, match="UNSUBSCRIBE_SECRET"):
+        NotifierSettings(public_base_url="https://upkeep.example.com")
+    secret = "a-long-random-secret-of-our-own"
+    configured = NotifierSettings(
+        public_base_url="https://upkeep.example.com", unsubscribe_secret=secret
+    )
+    assert configured.unsubscribe_secret.get_secret_value() == secret
+    with pytest.raises(ValidationError, match="WEBHOOK_SECRETS"):
+        NotifierSettings(webhook_url="https://crm.example.com/hooks")

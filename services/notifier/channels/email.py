@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -26,6 +26,7 @@ import aiosmtplib
 
 from services.notifier.errors import PermanentDeliveryError, TransientDeliveryError
 from services.notifier.templates import Rendered
+from shared.logging import redact
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class SmtpServer:
     port: int
     security: Security = "none"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     timeout_s: float = 20.0
 
     @property
@@ -98,11 +99,15 @@ class SmtpPool:
                 if client is None or not client.is_connected:
                     client = await self._connect()
                 await client.send_message(message, recipients=[to_address])
-            except aiosmtplib.SMTPRecipientsRefused as exc:
+            except aiosmtplib.SMTPRecipientsRefused as exc:  # the address itself
                 self._keep(client)
                 refused = exc.recipients[0] if exc.recipients else None
                 code = refused.code if refused is not None else 550
-                raise _by_code(code, refused.message if refused else str(exc)) from exc
+                raise _refused(code, refused.message if refused else str(exc)) from exc
+            except (aiosmtplib.SMTPSenderRefused, aiosmtplib.SMTPAuthenticationError) as exc:
+                # our configuration, not the message: pause the provider, fail nobody
+                await self._drop(client)
+                raise TransientDeliveryError(f"smtp_{exc.code}", redact(exc.message)) from exc
             except aiosmtplib.SMTPResponseException as exc:
                 await self._drop(client)
                 raise _by_code(exc.code, exc.message) from exc
@@ -142,10 +147,15 @@ class SmtpPool:
 
 
 def _by_code(code: int, text: str) -> PermanentDeliveryError | TransientDeliveryError:
-    """SMTP 4xx is temporary, 5xx permanent (a 5xx on the recipient is a hard bounce)."""
-    detail = text[:200]
+    """SMTP 4xx is temporary, 5xx permanent. Server texts often repeat the address: redacted."""
+    detail = redact(text)[:200]
     if 400 <= code < 500:
         return TransientDeliveryError(f"smtp_{code}", detail)
-    if code in (550, 551, 553):
-        return RecipientRefused(f"smtp_{code}", detail)
     return PermanentDeliveryError(f"smtp_{code}", detail)
+
+
+def _refused(code: int, text: str) -> PermanentDeliveryError | TransientDeliveryError:
+    """The server refused the recipient: 550/551/553 is a hard bounce (suppressed)."""
+    if code in (550, 551, 553):
+        return RecipientRefused(f"smtp_{code}", redact(text)[:200])
+    return _by_code(code, text)

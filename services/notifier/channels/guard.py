@@ -40,6 +40,9 @@ def is_forbidden_address(address: IPAddress) -> bool:
     )
 
 
+DNS_TIMEOUT_S = 5.0
+
+
 async def check_destination(url: str, *, allow_private: bool) -> None:
     """Raise :class:`PermanentDeliveryError` unless ``url`` is http(s) and every address its host
     resolves to is public (any address is accepted with ``allow_private``). A literal IP is
@@ -69,7 +72,12 @@ async def _addresses(host: str, port: int) -> list[IPAddress]:
     except ValueError:
         pass  # a name, not a literal address
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = await asyncio.wait_for(
+            asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM),
+            timeout=DNS_TIMEOUT_S,
+        )
+    except TimeoutError:
+        raise TransientDeliveryError("dns_error", f"{host}: no answer") from None
     except socket.gaierror as exc:
         raise TransientDeliveryError("dns_error", f"{host}: {exc.strerror}") from None
     except UnicodeError:

@@ -525,6 +525,14 @@ async def test_backoff_is_bounded_and_retries_end_in_a_dead_letter() -> None:
     assert w.mail.calls == limits.max_attempts
 
 
+async def test_an_absurd_retry_after_is_capped_at_a_day() -> None:
+    w = make_world()
+    await w.consume(record(action("renewal:K-1:webhook", kind="webhook", priority="transactional")))
+    w.webhook.queue = [transient("http_429", retry_after=1e15)]  # would overflow a datetime
+    (deferred,) = outcomes(await w.tick())
+    assert deferred.next_at == T0 + timedelta(days=1)
+
+
 async def test_a_retry_after_from_the_provider_is_honoured() -> None:
     w = make_world()
     await w.consume(record(action("renewal:K-1:webhook", kind="webhook", priority="transactional")))
