@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from datetime import time as Clocktime
 from email.errors import MessageError
 from typing import TypeVar
 from urllib.parse import urlencode, urlsplit
@@ -53,6 +54,7 @@ from services.notifier.ledger import Entry, Ledger
 from services.notifier.policy import MARKETING, Defer, PolicyStore, Rules, Send, Suppress, decide
 from services.notifier.tasks import Task, TaskStore
 from services.notifier.templates import Rendered, Templates
+from shared.calendar import at_local, local_date
 from shared.errors import is_transient
 from shared.events.actions import ActionMessage
 from shared.events.deliveries import DeliveryMessage, Outcome
@@ -120,6 +122,36 @@ class Limits:
     per_partition: int = 200
 
 
+DIGEST_PREFIX = "digest:"
+DIGEST_TEMPLATE = "owner_digest"
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """Fold an owner's reminder e-mails into one message a day at ``at`` (their local time).
+    Members wait for ``grace`` after the digest's moment: a member still pending then (it
+    joined after the digest went out) is delivered on its own."""
+
+    at: Clocktime
+    rules: frozenset[str] = frozenset()  # empty: every rule
+    grace: timedelta = timedelta(minutes=5)
+
+    def applies(self, entry: Entry) -> bool:
+        action = entry.action
+        return (
+            action.recipient.kind == "staff"
+            and action.kind == "email"
+            and not entry.key.startswith(DIGEST_PREFIX)
+            and (not self.rules or action.rule in self.rules)
+        )
+
+
+def next_local(now: datetime, tz: str, at: Clocktime) -> datetime:
+    """The next moment (after ``now``) when the clocks in ``tz`` show ``at``."""
+    today = at_local(local_date(now, tz), at, tz)
+    return today if today > now else at_local(local_date(now, tz) + timedelta(days=1), at, tz)
+
+
 class Unsubscribes:
     """Signed one-click unsubscribe links (RFC 8058) and their verification."""
 
@@ -153,6 +185,7 @@ class Dispatcher:
         rules: Rules | None = None,
         limits: Limits | None = None,
         breakers: Breakers | None = None,
+        digest: Digest | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._ledger, self._directory, self._policy = ledger, directory, policy
@@ -161,6 +194,7 @@ class Dispatcher:
         self._rules = rules or Rules()
         self._limits = limits or Limits()
         self._breakers = breakers or Breakers()
+        self._digest = digest
         self._clock = clock
         self._gates: dict[str, asyncio.Semaphore] = {}
         self._backoff = wait_random_exponential(
@@ -254,6 +288,8 @@ class Dispatcher:
             if contact is None:  # tasks and webhooks need no contact
                 sends.append((entry, None))
                 continue
+            if entry.action.kind == "email" and await self._fold(entry, contact, now, result):
+                continue
             marketing = entry.action.priority == MARKETING
             if marketing and entry.recipient not in sent_counts:
                 sent_counts[entry.recipient] = await self._ledger.sent_since(
@@ -288,6 +324,53 @@ class Dispatcher:
         deadline = time.monotonic() + self._limits.tick_budget_s
         attempted = await _all(self._attempt(e, c, result, deadline) for e, c in sends)
         return decided + [e for e in attempted if e.state != "pending"]
+
+    async def _fold(
+        self, entry: Entry, contact: Contact, now: datetime, result: HandlerResult
+    ) -> bool:
+        """Hold an owner's reminder for their daily digest; True if it is held."""
+        if entry.digest_id is not None and entry.key != entry.digest_id:
+            digest = await self._ledger.get(entry.digest_id)
+            if digest is not None and digest.state == "pending":  # not out yet: keep waiting
+                grace = self._digest.grace if self._digest else timedelta(minutes=5)
+                await self._defer(entry, now + grace, "digest", now, result)
+                return True
+            return False  # the digest went out without it: deliver it on its own
+        if self._digest is None or not self._digest.applies(entry):
+            return False
+        moment = next_local(now, contact.timezone, self._digest.at)
+        day = local_date(moment, contact.timezone).isoformat()
+        owner = entry.action.recipient
+        digest_id = f"{DIGEST_PREFIX}{owner.id}:{day}"
+        action = ActionMessage(
+            key=digest_id,
+            rule="digest",
+            subject=f"staff:{owner.id}",
+            kind="email",
+            recipient=owner,
+            template=DIGEST_TEMPLATE,
+            locale=contact.locale,
+            due_at=moment,
+            priority="transactional",
+            data={"date": day},
+            created_at=now,
+        )
+        await self._ledger.record(
+            [
+                Entry(
+                    key=digest_id,
+                    action=action,
+                    partition=entry.partition,
+                    offset=entry.offset,
+                    next_at=moment,
+                    created_at=now,
+                    digest_id=digest_id,
+                )
+            ]
+        )
+        entry.digest_id = digest_id
+        await self._defer(entry, moment + self._digest.grace, "digest", now, result)
+        return True
 
     async def _unknown(self, entry: Entry, now: datetime, result: HandlerResult) -> None:
         """The contact has not arrived (yet): its profile event may still be on its way."""
@@ -346,7 +429,7 @@ class Dispatcher:
             return entry
         started = time.perf_counter()
         try:
-            await self._send(entry, contact, now)
+            folded = await self._send(entry, contact, now)
         except DeliveryError as exc:
             ATTEMPTS.labels(kind, "transient" if exc.transient else "permanent").inc()
             await self._failed(entry, exc, provider, contact, self._clock(), result)
@@ -366,6 +449,7 @@ class Dispatcher:
         if provider:
             self._breakers.succeeded(provider)
         now = self._clock()
+        await self._ledger.mark_digested(folded, now)  # before the digest itself is final
         entry.attempts += 1
         entry.state, entry.sent_at, entry.unpublished, entry.reason = "sent", now, True, None
         entry.updated_at = now
@@ -430,13 +514,18 @@ class Dispatcher:
 
     # -- the channels ------------------------------------------------------------------------
 
-    async def _send(self, entry: Entry, contact: Contact | None, now: datetime) -> None:
+    async def _send(self, entry: Entry, contact: Contact | None, now: datetime) -> list[str]:
+        """Deliver one entry; returns the keys of the digest members it delivered, if any."""
         action = entry.action
         locale = contact.locale if contact and action.recipient.kind == "staff" else action.locale
         unsubscribe = (
             self._unsubscribes.url(entry.recipient) if action.priority == MARKETING else None
         )
-        rendered = self._render(action, locale, contact, unsubscribe)
+        folded: list[str] = []
+        if entry.key.startswith(DIGEST_PREFIX):
+            rendered, folded = await self._render_digest(entry, locale, contact)
+        else:
+            rendered = self._render(action, locale, contact, unsubscribe)
         channels = self._channels
         if action.kind == "email":
             if contact is None or not contact.email:
@@ -485,6 +574,27 @@ class Dispatcher:
                     created_at=now,
                 )
             )
+        return folded
+
+    async def _render_digest(
+        self, entry: Entry, locale: str, contact: Contact | None
+    ) -> tuple[Rendered, list[str]]:
+        """The digest and the members it folds (a member whose own template fails is left out:
+        it is delivered, and fails, on its own)."""
+        items, folded = [], []
+        for member in sorted(await self._ledger.members(entry.key), key=lambda e: e.next_at):
+            try:
+                r = self._render(member.action, locale, contact, None)
+            except PermanentDeliveryError:
+                continue
+            items.append({"rule": member.action.rule, "subject": r.subject, "text": r.text})
+            folded.append(member.key)
+        if not folded:
+            raise PermanentDeliveryError("empty_digest", "every member was delivered on its own")
+        data = {**entry.action.data, "count": len(items), "items": items}
+        return self._templates.render(
+            DIGEST_TEMPLATE, locale, data, {"recipient_name": contact.name if contact else None}
+        ), folded
 
     def _render(
         self, action: ActionMessage, locale: str, contact: Contact | None, unsubscribe: str | None

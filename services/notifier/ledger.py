@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel
 from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -42,7 +42,7 @@ class Entry(BaseModel):
     unpublished: bool = False  # a final state whose outcome is not yet on the deliveries topic
     created_at: AwareDatetime
     updated_at: AwareDatetime | None = None
-    digest_of: list[str] = Field(default_factory=list)
+    digest_id: str | None = None  # the daily digest this entry is folded into, if any
 
     @property
     def recipient(self) -> str:
@@ -50,6 +50,7 @@ class Entry(BaseModel):
 
 
 MUTABLE = {
+    "digest_id",
     "state",
     "next_at",
     "attempts",
@@ -88,6 +89,14 @@ class Ledger(abc.ABC):
     @abc.abstractmethod
     async def get(self, key: str) -> Entry | None: ...
 
+    @abc.abstractmethod
+    async def members(self, digest_id: str) -> list[Entry]:
+        """Pending entries folded into a digest (from any partition)."""
+
+    @abc.abstractmethod
+    async def mark_digested(self, keys: Collection[str], now: datetime) -> None:
+        """Members delivered by their digest: sent, outcome to publish by their partition."""
+
 
 def _doc(entry: Entry) -> Document:
     doc = entry.model_dump(mode="python")
@@ -120,6 +129,7 @@ class MongoLedger(Ledger):
         await self._collection.create_index(
             [("recipient", ASCENDING), ("sent_at", ASCENDING)], name="recipient_sent"
         )
+        await self._collection.create_index([("digest_id", ASCENDING)], name="digest")
 
     async def record(self, entries: Sequence[Entry]) -> int:
         if not entries:
@@ -164,6 +174,27 @@ class MongoLedger(Ledger):
     async def get(self, key: str) -> Entry | None:
         doc = await self._collection.find_one({"_id": key})
         return _entry(doc) if doc is not None else None
+
+    async def members(self, digest_id: str) -> list[Entry]:
+        cursor = self._collection.find({"digest_id": digest_id, "state": "pending"})
+        return [e for e in [_entry(doc) async for doc in cursor] if e.key != digest_id]
+
+    async def mark_digested(self, keys: Collection[str], now: datetime) -> None:
+        if keys:
+            await self._collection.update_many(
+                {"_id": {"$in": sorted(keys)}, "state": "pending"},
+                {"$set": _digested(now)},
+            )
+
+
+def _digested(now: datetime) -> Document:
+    return {
+        "state": "sent",
+        "reason": "digest",
+        "sent_at": now,
+        "updated_at": now,
+        "unpublished": True,
+    }
 
 
 class InMemoryLedger(Ledger):
@@ -210,3 +241,16 @@ class InMemoryLedger(Ledger):
     async def get(self, key: str) -> Entry | None:
         entry = self.entries.get(key)
         return entry.model_copy() if entry is not None else None
+
+    async def members(self, digest_id: str) -> list[Entry]:
+        return [
+            e.model_copy()
+            for e in self.entries.values()
+            if e.digest_id == digest_id and e.state == "pending" and e.key != digest_id
+        ]
+
+    async def mark_digested(self, keys: Collection[str], now: datetime) -> None:
+        for key in keys:
+            entry = self.entries.get(key)
+            if entry is not None and entry.state == "pending":
+                self.entries[key] = entry.model_copy(update=_digested(now))

@@ -16,7 +16,15 @@ from services.notifier.channels.chat import ChatSender
 from services.notifier.channels.email import SmtpPool, SmtpServer
 from services.notifier.channels.webhook import WebhookSender
 from services.notifier.directory import MongoDirectory
-from services.notifier.dispatcher import Channels, Clock, Dispatcher, Limits, Unsubscribes, utc_now
+from services.notifier.dispatcher import (
+    Channels,
+    Clock,
+    Digest,
+    Dispatcher,
+    Limits,
+    Unsubscribes,
+    utc_now,
+)
 from services.notifier.ledger import Ledger, MongoLedger
 from services.notifier.policy import MongoPolicyStore, Rules
 from services.notifier.settings import NotifierSettings
@@ -115,6 +123,9 @@ async def build(
             unknown_recipient_retry=timedelta(seconds=settings.unknown_recipient_retry_s),
             per_partition=settings.dispatch_limit,
         ),
+        digest=Digest(settings.digest_time, frozenset(settings.digest_rules))
+        if settings.digest_enabled
+        else None,
         breakers=Breakers(
             settings.breaker_failures, timedelta(seconds=settings.breaker_cooldown_s)
         ),

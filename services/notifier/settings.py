@@ -55,6 +55,11 @@ class NotifierSettings(ServiceSettings):
     marketing_cap: int = Field(default=3, ge=0)  # marketing messages per recipient per window
     marketing_cap_days: int = Field(default=7, ge=1)
 
+    # the daily digest: an owner's reminders by e-mail folded into one message at this local time
+    digest_enabled: bool = False
+    digest_time: time = time(8, 30)
+    digest_rules: list[str] = Field(default_factory=list)  # empty: every rule's reminders
+
     # retries and dispatch
     max_attempts: int = Field(default=8, ge=1)
     retry_base_s: float = Field(default=30.0, gt=0)

@@ -75,10 +75,14 @@ def write_template(root: Path, name: str, locale: str, subject: str, body: str) 
 # -- the catalogue ---------------------------------------------------------------------------
 
 
+# the notifier's own: the daily digest (dispatcher.DIGEST_TEMPLATE), data from the dispatcher
+NOTIFIER_TEMPLATES = {"owner_digest"}
+
+
 def test_the_store_holds_exactly_the_templates_the_rules_produce(templates: Templates) -> None:
-    assert set(templates.names()) == set(RULE_TEMPLATES)
+    assert set(templates.names()) == set(RULE_TEMPLATES) | NOTIFIER_TEMPLATES
     assert templates.names() == sorted(templates.names())
-    for name in RULE_TEMPLATES:
+    for name in [*RULE_TEMPLATES, *NOTIFIER_TEMPLATES]:
         assert templates.locales(name) == sorted(LOCALES)
 
 
