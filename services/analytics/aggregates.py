@@ -1,0 +1,264 @@
+"""Exact, batched aggregates in MongoDB.
+
+**Why the counters are exact under at-least-once delivery.** Three rules, each a single-document
+atomic write:
+
+1. *Identity.* Every fact is first claimed in ``facts`` under its identity (``_id``), together
+   with the position of the record that carries it (topic, partition, offset) and its
+   attribution (owner, channel, tier as known then). A fact counts only for the record whose
+   position is stored: the same occurrence arriving in another record (an action republished
+   with the same key, an outcome published again after a crash) is a repeat and counts nothing.
+   A redelivered record finds its own position and counts again — rule 2 keeps that from
+   counting twice — and is attributed exactly as the first time.
+2. *Offset guard.* Each bucket document keeps, per source partition, the last offset whose
+   increments it holds. A batch adds to a bucket only what comes from records after that
+   offset, and sets it — ``$inc`` and ``$set`` in one update, conditional on the offset it read.
+   A batch redelivered after a crash (whatever its boundaries) adds only what the bucket has
+   not seen; a replay from offset 0 adds nothing.
+3. *One write per touched bucket per batch* (unordered bulk): the batch is pre-aggregated in
+   memory first.
+
+If the conditional update finds the offset moved (another writer: a zombie replica), the batch
+fails with a transient error and is recomputed from fresh reads.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, InsertOne, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
+
+from services.analytics.facts import Fact
+from shared.events.fields import zone
+from shared.mongo import Document
+
+GRANULARITIES = ("hour", "day")
+DIMENSIONS = ("rule", "kind", "owner", "channel", "tier")
+
+
+class GuardMoved(ConnectionError):
+    """A bucket changed between our read and our write: recompute the batch (transient)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """A fact and the record that carries it."""
+
+    fact: Fact
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}|{self.partition}".replace(".", "_")
+
+
+def field(counter: str) -> str:
+    """Counter names carry dots (``events.customer.upserted``); stored keys cannot."""
+    return counter.replace(".", "~")
+
+
+def counter_name(stored: str) -> str:
+    return stored.replace("~", ".")
+
+
+def bucket_start(at: datetime, granularity: str, tz: str) -> datetime:
+    """The UTC instant a bucket starts: the hour or the day, in the reporting time zone."""
+    local = at.astimezone(zone(tz))
+    if granularity == "hour":
+        local = local.replace(minute=0, second=0, microsecond=0)
+    else:
+        local = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    return local.astimezone(UTC)
+
+
+def bucket_id(granularity: str, start: datetime, dim: str, value: str) -> str:
+    return f"{granularity}|{start.isoformat()}|{dim}|{value}"
+
+
+class Attribution(abc.ABC):
+    """Who a subject belongs to (owner, channel, tier), kept from profile events."""
+
+    @abc.abstractmethod
+    async def get(self, subjects: Collection[str]) -> dict[str, dict[str, str]]: ...
+
+    @abc.abstractmethod
+    async def update(self, changes: Mapping[str, Mapping[str, str]]) -> None: ...
+
+
+class MongoAttribution(Attribution):
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self._collection = collection
+
+    async def get(self, subjects: Collection[str]) -> dict[str, dict[str, str]]:
+        if not subjects:
+            return {}
+        cursor = self._collection.find({"_id": {"$in": sorted(subjects)}})
+        return {doc["_id"]: dict(doc.get("dims", {})) async for doc in cursor}
+
+    async def update(self, changes: Mapping[str, Mapping[str, str]]) -> None:
+        ops = [
+            UpdateOne(
+                {"_id": subject},
+                {"$set": {f"dims.{k}": v for k, v in dims.items()}},
+                upsert=True,
+            )
+            for subject, dims in changes.items()
+            if dims
+        ]
+        if ops:
+            await self._collection.bulk_write(ops, ordered=False)
+
+
+class Aggregates:
+    def __init__(
+        self,
+        facts: AsyncCollection[Document],
+        buckets: AsyncCollection[Document],
+        reporting_tz: str = "UTC",
+    ) -> None:
+        self._facts, self._buckets, self._tz = facts, buckets, reporting_tz
+
+    async def ensure_indexes(self) -> None:
+        await self._buckets.create_index(
+            [("g", ASCENDING), ("dim", ASCENDING), ("start", ASCENDING)], name="query"
+        )
+
+    async def apply(
+        self, placed: Sequence[Placed], attribution: Mapping[str, dict[str, str]]
+    ) -> int:
+        """Count a batch; returns how many facts counted (new, or redelivered from their own
+        record). ``attribution`` is what is known now about each fact's subject."""
+        counted = await self._claim(placed, attribution)
+        if counted:
+            await self._add(counted)
+        return len(counted)
+
+    async def _claim(
+        self, placed: Sequence[Placed], attribution: Mapping[str, dict[str, str]]
+    ) -> list[tuple[Placed, dict[str, str]]]:
+        """Rule 1: claim every identity; keep the facts whose claim is this record's."""
+        first: dict[str, Placed] = {}
+        for p in placed:
+            first.setdefault(p.fact.identity, p)  # the same identity twice in one batch
+        docs: dict[str, Document] = {}
+        for identity, p in first.items():
+            dims: dict[str, str] = dict(attribution.get(p.fact.subject or "", {}))
+            dims.update(p.fact.dims)
+            docs[identity] = {
+                "_id": identity,
+                "pos": [p.topic, p.partition, p.offset],
+                "dims": dims,
+            }
+        try:
+            await self._facts.bulk_write([InsertOne(d) for d in docs.values()], ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
+        stored = {doc["_id"]: doc async for doc in self._facts.find({"_id": {"$in": sorted(docs)}})}
+        counted = []
+        for identity, p in first.items():
+            doc = stored.get(identity)
+            if doc is not None and list(doc["pos"]) == [p.topic, p.partition, p.offset]:
+                counted.append((p, dict(doc.get("dims", {}))))
+        return counted
+
+    async def _add(self, counted: Iterable[tuple[Placed, dict[str, str]]]) -> None:
+        """Rules 2 and 3: pre-aggregate per bucket, read the guards, one guarded write each."""
+        plan: dict[str, dict[str, list[tuple[int, Fact]]]] = defaultdict(lambda: defaultdict(list))
+        meta: dict[str, dict[str, Any]] = {}
+        for p, dims in counted:
+            for granularity in GRANULARITIES:
+                start = bucket_start(p.fact.at, granularity, self._tz)
+                for dim, value in [
+                    ("all", "*"),
+                    *((d, dims[d]) for d in DIMENSIONS if dims.get(d)),
+                ]:
+                    key = bucket_id(granularity, start, dim, value)
+                    plan[key][p.source].append((p.offset, p.fact))
+                    meta[key] = {"g": granularity, "start": start, "dim": dim, "value": value}
+        guards = {
+            doc["_id"]: dict(doc.get("applied", {}))
+            async for doc in self._buckets.find({"_id": {"$in": sorted(plan)}}, {"applied": 1})
+        }
+        ops = []
+        for key, by_source in plan.items():
+            applied = guards.get(key, {})
+            inc: dict[str, int] = defaultdict(int)
+            sets: dict[str, Any] = {}
+            match: dict[str, Any] = {"_id": key}
+            for source, items in by_source.items():
+                last = applied.get(source, -1)
+                fresh = [(offset, fact) for offset, fact in items if offset > last]
+                if not fresh:
+                    continue
+                for _, fact in fresh:
+                    for name, amount in fact.counters.items():
+                        inc[f"c.{field(name)}"] += amount
+                sets[f"applied.{source}"] = max(offset for offset, _ in fresh)
+                match[f"applied.{source}"] = last if source in applied else {"$exists": False}
+            if not sets:
+                continue  # everything here was counted before (a redelivery)
+            ops.append(
+                UpdateOne(
+                    match,
+                    {"$inc": dict(inc), "$set": {**sets, **meta[key]}},
+                    upsert=key not in guards,
+                )
+            )
+        if not ops:
+            return
+        try:
+            result = await self._buckets.bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:
+            raise GuardMoved("a bucket was created meanwhile") from exc
+        if result.matched_count + result.upserted_count < len(ops):
+            raise GuardMoved("a bucket's offset moved meanwhile")
+
+    async def series(
+        self,
+        granularity: str,
+        dim: str,
+        since: datetime,
+        until: datetime,
+        value: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Buckets in ``[since, until)``, oldest first, counters with their dotted names."""
+        query: dict[str, Any] = {
+            "g": granularity,
+            "dim": dim,
+            "start": {"$gte": since, "$lt": until},
+        }
+        if value is not None:
+            query["value"] = value
+        rows = []
+        async for doc in self._buckets.find(query).sort("start", ASCENDING):
+            rows.append(
+                {
+                    "start": doc["start"],
+                    "dim": doc["dim"],
+                    "value": doc["value"],
+                    "counters": {counter_name(k): v for k, v in doc.get("c", {}).items()},
+                }
+            )
+        return rows
+
+
+def totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """The sum of every counter over the rows."""
+    found: dict[str, int] = defaultdict(int)
+    for row in rows:
+        for name, amount in row["counters"].items():
+            found[name] += amount
+    return dict(found)
+
+
+DAY = timedelta(days=1)

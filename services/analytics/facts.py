@@ -1,0 +1,159 @@
+"""What each record on the three topics counts for: pure functions, no I/O.
+
+A :class:`Fact` has an identity (the same occurrence always has the same one, whichever record
+carries it), the moment it happened, the counters it adds and the subject it is about. Counters
+are integers: money is counted in minor units per currency (``order_value.EUR`` in cents).
+
+* ``upkeep.events.v1`` — events by type; orders and order value; new customers; renewals
+  renewed and lost; customers at risk and recovered; tier changes.
+* ``upkeep.actions.v1`` — actions by rule and kind; renewals due (one per contract term);
+  channels flagged.
+* ``upkeep.deliveries.v1`` — final outcomes by kind and rule; automated and manual touches;
+  follow-ups done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+import orjson
+from pydantic import ValidationError
+
+from shared.events.actions import ActionMessage
+from shared.events.deliveries import DeliveryMessage
+from shared.events.envelope import CanonicalEvent
+from shared.events.types import (
+    ChannelOrder,
+    ChannelUpserted,
+    ContractCancelled,
+    ContractRenewed,
+    CustomerChurnRiskChanged,
+    CustomerInteraction,
+    CustomerTierChanged,
+    CustomerUpserted,
+    EventPayload,
+)
+
+FINAL = ("sent", "suppressed", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    identity: str
+    at: datetime
+    counters: dict[str, int]
+    subject: str | None = None  # whose owner, channel and tier the fact is attributed to
+    dims: dict[str, str] = field(default_factory=dict)  # known from the record itself
+
+
+class Unreadable(ValueError):
+    """The record is not a valid message of its topic (it is dead-lettered)."""
+
+
+def cents(amount: Decimal) -> int:
+    return int((amount * 100).to_integral_value())
+
+
+def event_facts(event: CanonicalEvent, payload: EventPayload) -> list[Fact]:
+    short = event.type.removeprefix("upkeep.").removesuffix(".v1")
+    subject = event.subject
+    facts = [Fact(f"event:{event.dedup_key}", event.time, {f"events.{short}": 1}, subject)]
+
+    def add(name: str, counters: dict[str, int], **dims: str) -> None:
+        facts.append(Fact(name, event.time, counters, subject, dims))
+
+    if isinstance(payload, CustomerUpserted):
+        add(f"new-customer:{payload.customer_id}", {"customers.new": 1})
+    elif isinstance(payload, CustomerInteraction) and payload.kind == "order":
+        counters = {"orders": 1}
+        if payload.amount is not None and payload.currency:
+            counters[f"order_value.{payload.currency}"] = cents(payload.amount)
+        add(f"order:customer:{payload.interaction_id}", counters)
+    elif isinstance(payload, ChannelOrder) and payload.kind == "order":
+        counters = {
+            "channel_orders": 1,
+            f"channel_order_value.{payload.currency}": cents(payload.amount),
+        }
+        add(f"order:channel:{payload.order_id}", counters, channel=payload.channel_id)
+    elif isinstance(payload, ContractRenewed):
+        add(f"renewed:{payload.contract_id}:{payload.new_end_date}", {"renewals.renewed": 1})
+    elif isinstance(payload, ContractCancelled):
+        add(f"lost:{payload.contract_id}", {"renewals.lost": 1})
+    elif isinstance(payload, CustomerChurnRiskChanged):
+        name = "customers.at_risk" if payload.at_risk else "customers.recovered"
+        add(f"risk:{event.dedup_key}", {name: 1})
+    elif isinstance(payload, CustomerTierChanged):
+        add(f"tier:{event.dedup_key}", {f"tiers.{payload.tier}": 1}, tier=payload.tier)
+    return facts
+
+
+def action_facts(action: ActionMessage) -> list[Fact]:
+    dims = {"rule": action.rule, "kind": action.kind}
+    subject = action.subject
+    facts = [
+        Fact(
+            f"action:{action.key}",
+            action.due_at,
+            {"actions": 1, f"actions.{action.kind}": 1},
+            subject,
+            dims,
+        )
+    ]
+    if action.rule == "renewal" and action.key.count(":") >= 3:
+        contract_term = action.key.rsplit(":", 1)[0]  # renewal:<contract>:<end date>
+        facts.append(Fact(f"due:{contract_term}", action.due_at, {"renewals.due": 1}, subject))
+    if action.rule == "channel-health":
+        facts.append(
+            Fact(f"flagged:{action.key}", action.due_at, {"channels.flagged": 1}, subject, dims)
+        )
+    return facts
+
+
+def delivery_facts(delivery: DeliveryMessage) -> list[Fact]:
+    if delivery.outcome not in FINAL:
+        return []  # deferrals are steps on the way, not outcomes
+    dims = {"rule": delivery.rule, "kind": delivery.kind}
+    counters = {"deliveries": 1, f"deliveries.{delivery.outcome}": 1}
+    if delivery.outcome == "sent":
+        automated = delivery.kind != "task"
+        counters["touches.automated" if automated else "touches.manual"] = 1
+        counters[f"touches.{delivery.kind}"] = 1
+        if delivery.rule == "followup":
+            counters["followups.done"] = 1
+    return [Fact(f"delivery:{delivery.key}", delivery.at, counters, delivery.subject, dims)]
+
+
+def attribution_of(payload: EventPayload) -> tuple[str, dict[str, str]] | None:
+    """What a profile event says about whom its subject belongs to."""
+    if isinstance(payload, CustomerUpserted):
+        dims = {"owner": payload.owner_id or "", "channel": payload.channel_id or ""}
+        return f"customer:{payload.customer_id}", {k: v for k, v in dims.items() if v}
+    if isinstance(payload, ChannelUpserted):
+        dims = {"channel": payload.channel_id, "owner": payload.manager_id or ""}
+        return f"channel:{payload.channel_id}", {k: v for k, v in dims.items() if v}
+    if isinstance(payload, CustomerTierChanged):
+        return f"customer:{payload.customer_id}", {"tier": payload.tier}
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    facts: list[Fact]
+    attribution: tuple[str, dict[str, str]] | None = None
+
+
+def read(topic_kind: str, value: bytes | None) -> Read:
+    """The facts of one record (and, for a profile event, its attribution); raises
+    :class:`Unreadable` for a record that is not a valid message of its topic."""
+    try:
+        if topic_kind == "events":
+            event = CanonicalEvent.from_json(value or b"")
+            payload = event.payload()
+            return Read(event_facts(event, payload), attribution_of(payload))
+        if topic_kind == "actions":
+            return Read(action_facts(ActionMessage.model_validate_json(value or b"")))
+        return Read(delivery_facts(DeliveryMessage.model_validate_json(value or b"")))
+    except (ValidationError, ValueError, KeyError, orjson.JSONDecodeError) as exc:
+        raise Unreadable(str(exc)[:500]) from exc

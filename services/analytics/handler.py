@@ -1,0 +1,64 @@
+"""The batch handler: records of the three topics in, exact aggregates out (see
+:mod:`services.analytics.aggregates` for why they are exact)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import Counter
+
+from services.analytics.aggregates import Aggregates, Attribution, Placed
+from services.analytics.facts import Unreadable, read
+from shared.kafka.messages import DeadLetter, HandlerResult, Record
+from shared.metrics import preinit
+from shared.settings import TopicSettings
+
+FACTS = Counter(
+    "upkeep_analytics_facts_total",
+    "Facts read, by result (counted; repeat: already counted from this or another record).",
+    ["result"],
+)
+preinit(FACTS, [("counted",), ("repeat",)])
+
+
+class AnalyticsHandler:
+    def __init__(
+        self, aggregates: Aggregates, attribution: Attribution, topics: TopicSettings
+    ) -> None:
+        self._aggregates, self._attribution = aggregates, attribution
+        self._kinds = {
+            topics.events: "events",
+            topics.actions: "actions",
+            topics.deliveries: "deliveries",
+        }
+
+    async def handle(self, records: Sequence[Record]) -> HandlerResult:
+        result = HandlerResult()
+        placed: list[Placed] = []
+        changes: dict[str, dict[str, str]] = {}
+        for record in records:
+            kind = self._kinds.get(record.topic)
+            if kind is None:
+                continue
+            try:
+                found = read(kind, record.value)
+            except Unreadable as exc:
+                result.dead_letters.append(DeadLetter(record, "invalid_message", str(exc)))
+                continue
+            if found.attribution is not None:
+                subject, dims = found.attribution
+                changes.setdefault(subject, {}).update(dims)
+            placed += [
+                Placed(f, record.topic, record.partition, record.offset) for f in found.facts
+            ]
+        await self._attribution.update(changes)  # before the facts: an event attributes itself
+        subjects = {p.fact.subject for p in placed if p.fact.subject}
+        known = await self._attribution.get(subjects)
+        for subject in subjects:
+            if subject.startswith("staff:"):  # a colleague's own messages are theirs
+                known.setdefault(subject, {})["owner"] = subject.removeprefix("staff:")
+        counted = await self._aggregates.apply(placed, known)
+        repeats = len({p.fact.identity for p in placed}) - counted
+        result.after_commit.append(lambda: FACTS.labels("counted").inc(counted))
+        result.after_commit.append(lambda: FACTS.labels("repeat").inc(repeats))
+        return result

@@ -1,0 +1,74 @@
+"""Wires analytics together: settings → aggregates in MongoDB → consumer loop over the events,
+actions and deliveries topics + HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from services.analytics.aggregates import Aggregates, MongoAttribution
+from services.analytics.api import analytics_router
+from services.analytics.handler import AnalyticsHandler
+from services.analytics.settings import AnalyticsSettings
+from shared.http import create_app
+from shared.kafka.clients import make_consumer, make_producer
+from shared.kafka.consumer import ConsumerLoop
+from shared.kafka.progress import MongoProgressStore
+from shared.mongo import database, make_client, ping, retry_until_done
+from shared.runtime import Service
+
+
+@contextlib.asynccontextmanager
+async def build(settings: AnalyticsSettings) -> AsyncIterator[Service]:
+    mongo = make_client(settings.mongo, settings.service_name)
+    db = database(mongo, settings.mongo)
+    aggregates = Aggregates(
+        db["analytics_facts"], db["analytics_buckets"], settings.reporting_timezone
+    )
+    indexes = asyncio.create_task(
+        retry_until_done(aggregates.ensure_indexes), name="analytics-indexes"
+    )
+    topics = settings.topics
+    handler = AnalyticsHandler(aggregates, MongoAttribution(db["analytics_subjects"]), topics)
+    loop = ConsumerLoop(
+        service=settings.service_name,
+        consumer_factory=lambda: make_consumer(
+            settings.kafka,
+            settings.service_name,
+            group_id=settings.group_id,
+            max_records=settings.batch_max_records,
+        ),
+        topics=[topics.events, topics.actions, topics.deliveries],
+        handler=handler,
+        group_id=settings.group_id,
+        dlq_topic=topics.dlq,
+        producer_factory=lambda: make_producer(
+            settings.kafka,
+            settings.service_name,
+            transactional_id=f"upkeep-{settings.service_name}-{settings.instance_id}",
+        ),
+        transactional=True,
+        progress=MongoProgressStore(db["consumer_progress"]),
+        batch_timeout_ms=settings.batch_timeout_ms,
+        max_records=settings.batch_max_records,
+    )
+    app = create_app(
+        service=settings.service_name,
+        description="Exact aggregates of events, actions and deliveries; the maintenance report.",
+        readiness={
+            "kafka": loop.probe,
+            "mongodb": lambda: ping(mongo),
+            "consumer": loop.check_ready,
+        },
+    )
+    app.include_router(
+        analytics_router(
+            aggregates, settings.minutes_saved, settings.hourly_cost, settings.cost_currency
+        )
+    )
+    try:
+        yield Service(app=app, loops=[loop])
+    finally:
+        indexes.cancel()
+        await mongo.close()

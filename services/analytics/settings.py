@@ -1,0 +1,32 @@
+"""Analytics configuration (environment prefix ``UPKEEP_ANALYTICS_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from shared.events.fields import zone
+from shared.settings import ServiceSettings
+
+
+class AnalyticsSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="UPKEEP_ANALYTICS_", extra="ignore")
+
+    service_name: str = "analytics"
+    http_port: int = Field(default=8004, ge=0, le=65535)
+    reporting_timezone: str = "UTC"  # hour and day buckets are cut in this zone
+    # minutes of manual work one automated touch saves, by delivery kind, and what an hour costs
+    minutes_saved: dict[str, float] = Field(
+        default_factory=lambda: {"email": 6.0, "chat": 4.0, "webhook": 3.0}
+    )
+    hourly_cost: float = Field(default=40.0, ge=0)
+    cost_currency: str = "EUR"
+
+    @field_validator("reporting_timezone")
+    @classmethod
+    def _iana(cls, value: str) -> str:
+        try:
+            zone(value)
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"not an IANA time zone: {value}") from exc
+        return value
