@@ -93,6 +93,10 @@ class Attribution(abc.ABC):
     @abc.abstractmethod
     async def update(self, changes: Mapping[str, Mapping[str, str]]) -> None: ...
 
+    @abc.abstractmethod
+    async def at_risk(self) -> dict[str, dict[str, str]]:
+        """Customers whose last churn-risk change put them at risk."""
+
 
 class MongoAttribution(Attribution):
     def __init__(self, collection: AsyncCollection[Document]) -> None:
@@ -116,6 +120,10 @@ class MongoAttribution(Attribution):
         ]
         if ops:
             await self._collection.bulk_write(ops, ordered=False)
+
+    async def at_risk(self) -> dict[str, dict[str, str]]:
+        cursor = self._collection.find({"dims.at_risk": "yes"}).limit(1000)
+        return {doc["_id"]: dict(doc.get("dims", {})) async for doc in cursor}
 
 
 class Aggregates:

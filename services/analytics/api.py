@@ -41,6 +41,38 @@ def _ratio(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
+async def maintenance_report(
+    aggregates: Aggregates,
+    since: datetime,
+    until: datetime,
+    *,
+    minutes_saved: dict[str, float],
+    hourly_cost: float,
+    currency: str,
+    dim: str = "all",
+    value: str | None = None,
+) -> Report:
+    c = totals(await aggregates.series("day", dim, since, until, value))
+    hours = sum(c.get(f"touches.{kind}", 0) * m for kind, m in minutes_saved.items()) / 60
+    return Report(
+        since=since,
+        until=until,
+        counters=c,
+        renewal_rate=_ratio(c.get("renewals.renewed", 0), c.get("renewals.due", 0)),
+        delivery_success_rate=_ratio(
+            c.get("deliveries.sent", 0),
+            c.get("deliveries.sent", 0) + c.get("deliveries.failed", 0),
+        ),
+        automation_coverage=_ratio(
+            c.get("touches.automated", 0),
+            c.get("touches.automated", 0) + c.get("touches.manual", 0),
+        ),
+        hours_saved=round(hours, 2),
+        money_saved=round(hours * hourly_cost, 2),
+        currency=currency,
+    )
+
+
 def analytics_router(
     aggregates: Aggregates, minutes_saved: dict[str, float], hourly_cost: float, currency: str
 ) -> APIRouter:
@@ -90,24 +122,15 @@ def analytics_router(
         until: Annotated[datetime | None, Query(alias="to")] = None,
     ) -> Report:
         start, end = window(since, until)
-        c = totals(await aggregates.series("day", dim, start, end, value))
-        hours = sum(c.get(f"touches.{kind}", 0) * m for kind, m in minutes_saved.items()) / 60
-        return Report(
-            since=start,
-            until=end,
-            counters=c,
-            renewal_rate=_ratio(c.get("renewals.renewed", 0), c.get("renewals.due", 0)),
-            delivery_success_rate=_ratio(
-                c.get("deliveries.sent", 0),
-                c.get("deliveries.sent", 0) + c.get("deliveries.failed", 0),
-            ),
-            automation_coverage=_ratio(
-                c.get("touches.automated", 0),
-                c.get("touches.automated", 0) + c.get("touches.manual", 0),
-            ),
-            hours_saved=round(hours, 2),
-            money_saved=round(hours * hourly_cost, 2),
+        return await maintenance_report(
+            aggregates,
+            start,
+            end,
+            minutes_saved=minutes_saved,
+            hourly_cost=hourly_cost,
             currency=currency,
+            dim=dim,
+            value=value,
         )
 
     return router

@@ -135,6 +135,9 @@ def attribution_of(payload: EventPayload) -> tuple[str, dict[str, str]] | None:
         return f"channel:{payload.channel_id}", {k: v for k, v in dims.items() if v}
     if isinstance(payload, CustomerTierChanged):
         return f"customer:{payload.customer_id}", {"tier": payload.tier}
+    if isinstance(payload, CustomerChurnRiskChanged):
+        flag = "yes" if payload.at_risk else "no"
+        return f"customer:{payload.customer_id}", {"at_risk": flag, "risk": f"{payload.risk:.2f}"}
     return None
 
 

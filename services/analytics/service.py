@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
 
 from services.analytics.aggregates import Aggregates, MongoAttribution
-from services.analytics.api import analytics_router
+from services.analytics.api import analytics_router, maintenance_report
+from services.analytics.dashboard import dashboard_router
+from services.analytics.gauges import refresh_forever
 from services.analytics.handler import AnalyticsHandler
 from services.analytics.settings import AnalyticsSettings
 from shared.http import create_app
@@ -30,7 +34,8 @@ async def build(settings: AnalyticsSettings) -> AsyncIterator[Service]:
         retry_until_done(aggregates.ensure_indexes), name="analytics-indexes"
     )
     topics = settings.topics
-    handler = AnalyticsHandler(aggregates, MongoAttribution(db["analytics_subjects"]), topics)
+    attribution = MongoAttribution(db["analytics_subjects"])
+    handler = AnalyticsHandler(aggregates, attribution, topics)
     loop = ConsumerLoop(
         service=settings.service_name,
         consumer_factory=lambda: make_consumer(
@@ -67,8 +72,25 @@ async def build(settings: AnalyticsSettings) -> AsyncIterator[Service]:
             aggregates, settings.minutes_saved, settings.hourly_cost, settings.cost_currency
         )
     )
+
+    async def report(since: datetime, until: datetime) -> dict[str, Any]:
+        figures = await maintenance_report(
+            aggregates,
+            since,
+            until,
+            minutes_saved=settings.minutes_saved,
+            hourly_cost=settings.hourly_cost,
+            currency=settings.cost_currency,
+        )
+        return figures.model_dump()
+
+    app.include_router(dashboard_router(aggregates, attribution, report))
+    gauges = asyncio.create_task(
+        refresh_forever(aggregates, settings.reporting_timezone), name="analytics-gauges"
+    )
     try:
         yield Service(app=app, loops=[loop])
     finally:
+        gauges.cancel()
         indexes.cancel()
         await mongo.close()

@@ -13,9 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 from pymongo.asynchronous.collection import AsyncCollection
 
-from services.analytics.aggregates import totals
+from services.analytics.aggregates import Aggregates, totals
+from services.analytics.gauges import refresh
 from services.analytics.service import build
 from services.analytics.settings import AnalyticsSettings
 from shared.events.envelope import CanonicalEvent
@@ -86,6 +88,17 @@ def scenario() -> tuple[list[CanonicalEvent], list[dict[str, Any]], list[dict[st
         )
         for n in range(LOST)
     ]
+    events += [
+        event(
+            f"risk-{n}",
+            "customer.churn_risk_changed",
+            customer_id=f"C-{n % 3}",
+            at_risk=n < 3,
+            risk=0.8 if n < 3 else 0.4,
+            changed_at=(DAY + timedelta(minutes=n)).isoformat(),
+        )
+        for n in range(4)  # three enter the risk, one of them recovers
+    ]
     actions, deliveries = [], []
     for n in range(10):  # ten renewal terms, two reminders each
         for offset in ("30d", "7d"):
@@ -139,6 +152,9 @@ TRUTH = {
     "order_value.EUR": ORDERS * 1250,
     "renewals.renewed": RENEWED,
     "renewals.lost": LOST,
+    "events.customer.churn_risk_changed": 4,
+    "customers.at_risk": 3,
+    "customers.recovered": 1,
     "actions": 20,
     "actions.email": 20,
     "renewals.due": 10,
@@ -272,7 +288,8 @@ async def test_the_report_and_csv_for_a_known_scenario(
             report = (await http.get("/v1/report", params=window)).json()
             csv_text = (await http.get("/v1/series.csv", params=window)).text
             rows = (await http.get("/v1/series", params={**window, "dim": "rule"})).json()
-    await client.close()
+            pages = {path: await http.get(path) for path in ("/", "/?lang=zh", "/owners", "/rules")}
+            at_risk = (await http.get("/at-risk")).text
     assert report["renewal_rate"] == 0.7  # 7 renewed of 10 terms due
     assert report["delivery_success_rate"] == 0.9  # 18 sent, 2 failed
     assert report["automation_coverage"] == 1.0
@@ -283,4 +300,24 @@ async def test_the_report_and_csv_for_a_known_scenario(
     assert line.startswith("2026-11-02T00:00:00+00:00,all,*,")
     assert dict(zip(header.split(","), line.split(","), strict=True))["orders"] == str(ORDERS)
     assert [(r["value"], r["counters"]["actions"]) for r in rows] == [("renewal", 20)]
+    # the dashboard (server-rendered, no scripts): pages load with the data in both languages
+    assert {path: answer.status_code for path, answer in pages.items()} == dict.fromkeys(pages, 200)
+    assert "<svg" in pages["/"].text
+    assert "Renewal rate" in pages["/"].text
+    assert "续约率" in pages["/?lang=zh"].text
+    assert "<script" not in pages["/"].text
+    assert "S-0" in pages["/owners"].text
+    assert "S-1" in pages["/owners"].text
+    assert "renewal" in pages["/rules"].text
+    assert "<td>C-1</td>" in at_risk
+    assert "<td>C-2</td>" in at_risk
+    assert "<td>C-0</td>" not in at_risk  # entered the risk, then recovered
     assert totals(rows)["deliveries.sent"] == 18
+
+    # the business gauges Prometheus scrapes
+    aggregates = Aggregates(client[database]["analytics_facts"], buckets)
+    await refresh(aggregates, "UTC", DAY + timedelta(days=2))  # Wednesday of that week
+    metrics = generate_latest().decode()
+    assert "upkeep_analytics_customers_at_risk 2.0" in metrics
+    assert "upkeep_analytics_renewals_due_this_week 10.0" in metrics
+    await client.close()
