@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help up down demo status logs test test-unit test-integration test-e2e lint fmt typecheck \
-        schemas bench-ingest bench-rules bench-notifier lock clean
+        schemas bench-ingest bench-rules bench-notifier bench-analytics lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ bench-ingest: $(STAMP) ## events/s through ingest vs a bare aiokafka pass-throug
 
 bench-notifier: $(STAMP) ## deliveries/s to local SMTP + webhooks, ledger on vs off
 	$(BIN)/python -m bench.notifier $${BENCH_ARGS:-}
+
+bench-analytics: $(STAMP) ## events/s aggregated, MongoDB writes per 1,000 events vs naive
+	$(BIN)/python -m bench.analytics $${BENCH_ARGS:-}
 
 bench-rules: $(STAMP) ## events/s evaluated, timers fired/s with 100,000 due, tick cost vs customers
 	$(BIN)/python -m bench.rules $${BENCH_ARGS:-}

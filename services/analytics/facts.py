@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 import orjson
 from pydantic import ValidationError
@@ -53,7 +53,8 @@ class Unreadable(ValueError):
 
 
 def cents(amount: Decimal) -> int:
-    return int((amount * 100).to_integral_value())
+    """Minor units; a half cent rounds to the even cent (banker's rounding, as ledgers do)."""
+    return int((amount * 100).to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
 def event_facts(event: CanonicalEvent, payload: EventPayload) -> list[Fact]:
@@ -102,7 +103,8 @@ def action_facts(action: ActionMessage) -> list[Fact]:
         )
     ]
     if action.rule == "renewal" and action.key.count(":") >= 3:
-        contract_term = action.key.rsplit(":", 1)[0]  # renewal:<contract>:<end date>
+        # renewal:<contract>:<end date>:<which>[:customer] — the term is the first three parts
+        contract_term = ":".join(action.key.split(":")[:3])
         facts.append(Fact(f"due:{contract_term}", action.due_at, {"renewals.due": 1}, subject))
     if action.rule == "channel-health":
         facts.append(

@@ -9,10 +9,9 @@ the same id and consumers count it once.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.events.actions import ActionRecipient
 
@@ -35,7 +34,9 @@ class DeliveryMessage(BaseModel):
     priority: Literal["transactional", "marketing"]
     template: str
     attempts: int
-    due_at: datetime
-    at: datetime = Field(description="when this outcome was decided")
-    next_at: datetime | None = Field(None, description="for a deferral: when it is tried again")
+    due_at: AwareDatetime
+    at: AwareDatetime = Field(description="when this outcome was decided")
+    next_at: AwareDatetime | None = Field(
+        None, description="for a deferral: when it is tried again"
+    )
     data: dict[str, Any] = Field(default_factory=dict, description="the action's template data")
