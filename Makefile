@@ -20,6 +20,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[local,dev]'
 	@touch $(STAMP)
 
+# Debian's Chromium, for the dashboard's headless browser test (installed once, as root)
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else \
+		echo "the dashboard test needs Debian's chromium: sudo apt-get install chromium" >&2; exit 1; \
+	fi
+
 install: $(STAMP) ## create .venv and install the project with pinned dependencies
 
 up: $(STAMP) ## start Kafka, the MongoDB-wire server and every service (no Docker needed)
@@ -37,7 +46,7 @@ status: $(STAMP) ## what runs, where, and its log file
 logs: $(STAMP) ## the last lines of every local log (LINES=100 for more)
 	$(BIN)/python -m deploy.local logs --lines $${LINES:-30}
 
-test: $(STAMP) ## every test: unit, integration (real Kafka + MongoDB-wire server) and e2e
+test: $(STAMP) $(CHROMIUM) ## every test: unit, integration (real Kafka + MongoDB-wire server) and e2e
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## unit tests only (no servers)
@@ -46,7 +55,7 @@ test-unit: $(STAMP) ## unit tests only (no servers)
 test-integration: $(STAMP) ## integration tests only
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-test-e2e: $(STAMP) ## end-to-end tests only
+test-e2e: $(STAMP) $(CHROMIUM) ## end-to-end tests only
 	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict

@@ -154,6 +154,8 @@ class Aggregates:
         self, placed: Sequence[Placed], attribution: Mapping[str, dict[str, str]]
     ) -> list[tuple[Placed, dict[str, str]]]:
         """Rule 1: claim every identity; keep the facts whose claim is this record's."""
+        if not placed:
+            return []
         first: dict[str, Placed] = {}
         for p in placed:
             first.setdefault(p.fact.identity, p)  # the same identity twice in one batch

@@ -25,7 +25,6 @@ TEXT: dict[str, dict[str, str]] = {
         "owners": "Owners",
         "rules": "Rules",
         "at-risk": "At risk",
-        "window": "Last 30 days",
         "renewal_rate": "Renewal rate",
         "delivery_success_rate": "Delivery success",
         "automation_coverage": "Automation coverage",
@@ -61,7 +60,6 @@ TEXT: dict[str, dict[str, str]] = {
         "owners": "负责人",
         "rules": "规则",
         "at-risk": "流失风险",
-        "window": "最近 30 天",
         "renewal_rate": "续约率",
         "delivery_success_rate": "送达成功率",
         "automation_coverage": "自动化覆盖率",
@@ -191,15 +189,17 @@ def dashboard_router(
     """``report(since, until)`` returns the maintenance report (the API's, as a mapping)."""
     router = APIRouter(include_in_schema=False)
 
-    def window() -> tuple[datetime, datetime]:
-        until = clock() + timedelta(days=1)
-        return until - timedelta(days=31), until
+    def window(request: Request) -> tuple[datetime, datetime]:
+        """The last 30 days, or ``?from=…&to=…`` (ISO 8601)."""
+        until = _instant(request.query_params.get("to")) or clock() + timedelta(days=1)
+        since = _instant(request.query_params.get("from")) or until - timedelta(days=31)
+        return since, until
 
     @router.get("/", response_class=HTMLResponse)
     async def overview(request: Request) -> HTMLResponse:
         lang = language(request)
         t = TEXT[lang]
-        since, until = window()
+        since, until = window(request)
         figures = await report(since, until)
         cards = "".join(
             f'<div class="card">{escape(t[k])}<b>{_figure(figures[k], k)}</b></div>'
@@ -213,10 +213,10 @@ def dashboard_router(
         )
         days = await aggregates.series("day", "all", since, until)
         counters = figures["counters"]
-        table = _table(t, [(t["window"], counters)], OVERVIEW, "")
+        table = _table(t, [("", counters)], OVERVIEW, "")
         chart = bars(days[-14:], ["actions", "deliveries.sent", "deliveries.failed"], t)
         body = (
-            f"<h2>{escape(t['window'])}</h2><div class=cards>{cards}</div>"
+            f"<h2>{since:%Y-%m-%d} &ndash; {until:%Y-%m-%d}</h2><div class=cards>{cards}</div>"
             f"<h2>{escape(t['daily'])}</h2>{chart}{table}"
         )
         return page(t, lang, "overview", body)
@@ -224,14 +224,14 @@ def dashboard_router(
     async def by_dimension(request: Request, key: str) -> HTMLResponse:
         lang = language(request)
         t = TEXT[lang]
-        since, until = window()
+        since, until = window(request)
         dim = PAGES[key]
         rows = await aggregates.series("day", dim, since, until)
         grouped: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             grouped.setdefault(row["value"], []).append(row)
         summary = sorted(((v, totals(rs)) for v, rs in grouped.items()), key=lambda x: x[0])
-        body = f"<h2>{escape(t[key])} · {escape(t['window'])}</h2>" + _table(
+        body = f"<h2>{escape(t[key])} · {since:%Y-%m-%d} &ndash; {until:%Y-%m-%d}</h2>" + _table(
             t, summary, COLUMNS[dim], t["name"]
         )
         return page(t, lang, key, body)
@@ -265,6 +265,16 @@ def dashboard_router(
     return router
 
 
+def _instant(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None  # a bad parameter falls back to the default window
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _figure(value: Any, key: str) -> str:
     if value is None:
         return "—"
@@ -288,4 +298,5 @@ def _table(
         + "</tr>"
         for name, counters in rows
     )
-    return f"<table><tr><th>{escape(first)}</th>{head}</tr>{body}</table>"
+    table = f"<table><tr><th>{escape(first)}</th>{head}</tr>{body}</table>"
+    return f'<div style="overflow-x:auto">{table}</div>'

@@ -308,7 +308,7 @@ class ConsumerLoop:
         try:
             return await self._handler.handle(records)
         except Exception as exc:
-            if is_transient(exc) or len(records) == 1:
+            if is_transient(exc):
                 raise
             log.exception("batch handler failed; retrying record by record")
         result = HandlerResult()

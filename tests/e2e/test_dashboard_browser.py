@@ -1,0 +1,93 @@
+"""The analytics dashboard in headless Chromium (Debian's package, installed by `make test`)
+against a running analytics process with data: every page loads with its figures, in English
+and Chinese, and the browser reports nothing on its console."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deploy.local.stack import LocalStack
+from shared.settings import KafkaSettings, TopicSettings
+from tests.e2e.replicas import Replicas
+from tests.integration.test_analytics_kafka import ORDERS, publish_all
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+]
+
+
+async def browse(url: str, profile: Path, *extra: str) -> tuple[str, list[str]]:
+    """The page's DOM after load, and every console message the page caused."""
+    proc = await asyncio.create_subprocess_exec(
+        CHROMIUM,
+        *FLAGS,
+        f"--user-data-dir={profile}",
+        *extra,
+        "--dump-dom",
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+    console = [line for line in err.decode(errors="replace").splitlines() if ":CONSOLE" in line]
+    return out.decode(), console
+
+
+async def test_every_dashboard_page_loads_with_data_and_no_console_errors(
+    stack: LocalStack, kafka_settings: KafkaSettings, topics: TopicSettings, tmp_path: Path
+) -> None:
+    procs = Replicas(stack, "analytics", topics)
+    try:
+        await asyncio.to_thread(procs.start, "a")
+        await publish_all(kafka_settings, topics, twice=False)
+        base = procs.urls["a"]
+        window = {"from": "2026-11-01T00:00:00Z", "to": "2026-11-03T00:00:00Z"}
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            for _ in range(120):
+                report = (await http.get("/v1/report", params=window)).json()
+                if report["counters"].get("orders") == ORDERS:
+                    break
+                await asyncio.sleep(0.5)
+        assert report["counters"]["orders"] == ORDERS
+
+        span = "from=2026-11-01T00:00:00Z&to=2026-11-03T00:00:00Z"
+        pages = {
+            f"/?{span}": ["Renewal rate", "70.0%", "<svg", f"<td>{ORDERS}</td>"],
+            f"/?lang=zh&{span}": ["续约率", "总览", "<svg"],
+            f"/owners?{span}": ["<td>S-0</td>", "<td>S-1</td>"],
+            f"/rules?{span}": ["<td>renewal</td>"],
+            "/at-risk?lang=zh": ["<td>C-1</td>", "<td>C-2</td>", "流失风险"],
+            f"/channels?{span}": ["Channels"],
+        }
+        for path, expected in pages.items():
+            dom, console = await browse(f"{base}{path}", tmp_path / "profile")
+            missing = [text for text in expected if text not in dom]
+            assert not missing, f"{path}: {missing} not on the page"
+            assert console == [], f"{path}: console says {console}"
+        shot = stack.config.state_dir.parent / "dashboard.png"
+        await browse(
+            f"{base}/?{span}",
+            tmp_path / "profile",
+            f"--screenshot={shot}",
+            "--window-size=1200,900",
+        )
+    finally:
+        procs.stop_all()
