@@ -16,8 +16,7 @@ from services.analytics.gauges import refresh_forever
 from services.analytics.handler import AnalyticsHandler
 from services.analytics.settings import AnalyticsSettings
 from shared.http import create_app
-from shared.kafka.clients import make_consumer, make_producer
-from shared.kafka.consumer import ConsumerLoop
+from shared.kafka.loops import service_loop
 from shared.kafka.progress import MongoProgressStore
 from shared.mongo import database, make_client, ping, retry_until_done
 from shared.runtime import Service
@@ -36,27 +35,11 @@ async def build(settings: AnalyticsSettings) -> AsyncIterator[Service]:
     topics = settings.topics
     attribution = MongoAttribution(db["analytics_subjects"])
     handler = AnalyticsHandler(aggregates, attribution, topics)
-    loop = ConsumerLoop(
-        service=settings.service_name,
-        consumer_factory=lambda: make_consumer(
-            settings.kafka,
-            settings.service_name,
-            group_id=settings.group_id,
-            max_records=settings.batch_max_records,
-        ),
+    loop = service_loop(
+        settings,
         topics=[topics.events, topics.actions, topics.deliveries],
         handler=handler,
-        group_id=settings.group_id,
-        dlq_topic=topics.dlq,
-        producer_factory=lambda: make_producer(
-            settings.kafka,
-            settings.service_name,
-            transactional_id=f"upkeep-{settings.service_name}-{settings.instance_id}",
-        ),
-        transactional=True,
         progress=MongoProgressStore(db["consumer_progress"]),
-        batch_timeout_ms=settings.batch_timeout_ms,
-        max_records=settings.batch_max_records,
     )
     app = create_app(
         service=settings.service_name,

@@ -14,8 +14,8 @@ from services.ingest.pipeline import IngestConfig, IngestHandler
 from services.ingest.settings import IngestSettings
 from shared.apikeys import KeyRing
 from shared.http import create_app
-from shared.kafka.clients import make_consumer, make_producer
-from shared.kafka.consumer import ConsumerLoop
+from shared.kafka.clients import make_producer
+from shared.kafka.loops import service_loop
 from shared.kafka.producer import Publisher
 from shared.kafka.progress import MongoProgressStore
 from shared.mongo import database, make_client, ping, retry_until_done
@@ -45,29 +45,13 @@ async def build(settings: IngestSettings) -> AsyncIterator[Service]:
     indexes = asyncio.create_task(retry_until_done(dedup.ensure_indexes), name="ingest-indexes")
     context = normalise_context(settings)
     topics = settings.topics
-    loop = ConsumerLoop(
-        service=settings.service_name,
-        consumer_factory=lambda: make_consumer(
-            settings.kafka,
-            settings.service_name,
-            group_id=settings.group_id,
-            max_records=settings.batch_max_records,
-        ),
+    loop = service_loop(
+        settings,
         topics=[topics.raw_customer, topics.raw_channel],
         handler=IngestHandler(
             IngestConfig(topics.events, settings.max_message_bytes, context), dedup
         ),
-        group_id=settings.group_id,
-        dlq_topic=topics.dlq,
-        producer_factory=lambda: make_producer(
-            settings.kafka,
-            settings.service_name,
-            transactional_id=f"upkeep-{settings.service_name}-{settings.instance_id}",
-        ),
-        transactional=True,
         progress=progress,
-        batch_timeout_ms=settings.batch_timeout_ms,
-        max_records=settings.batch_max_records,
     )
     publisher = Publisher(lambda: make_producer(settings.kafka, f"{settings.service_name}-http"))
     publisher.start_in_background()

@@ -32,8 +32,7 @@ from services.notifier.tasks import TaskStore
 from services.notifier.templates import Templates
 from shared.apikeys import KeyRing
 from shared.http import create_app
-from shared.kafka.clients import make_consumer, make_producer
-from shared.kafka.consumer import ConsumerLoop
+from shared.kafka.loops import service_loop
 from shared.kafka.progress import MongoProgressStore
 from shared.mongo import database, make_client, ping, retry_until_done
 from shared.runtime import Service
@@ -131,29 +130,13 @@ async def build(
         ),
         clock=clock,
     )
-    loop = ConsumerLoop(
-        service=settings.service_name,
-        consumer_factory=lambda: make_consumer(
-            settings.kafka,
-            settings.service_name,
-            group_id=settings.group_id,
-            max_records=settings.batch_max_records,
-        ),
+    loop = service_loop(
+        settings,
         topics=[topics.actions, topics.events],
         handler=dispatcher,
-        group_id=settings.group_id,
-        dlq_topic=topics.dlq,
-        producer_factory=lambda: make_producer(
-            settings.kafka,
-            settings.service_name,
-            transactional_id=f"upkeep-{settings.service_name}-{settings.instance_id}",
-        ),
-        transactional=True,
         progress=MongoProgressStore(db["consumer_progress"]),
         ticker=dispatcher,
         tick_interval_s=settings.dispatch_interval_s,
-        batch_timeout_ms=settings.batch_timeout_ms,
-        max_records=settings.batch_max_records,
     )
     app = create_app(
         service=settings.service_name,

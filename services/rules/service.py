@@ -20,8 +20,7 @@ from services.rules.settings import RulesSettings
 from services.rules.store import MongoSubjectStore, MongoTimerStore
 from services.rules.ticklog import KafkaTickLog
 from shared.http import create_app
-from shared.kafka.clients import make_consumer, make_producer
-from shared.kafka.consumer import ConsumerLoop
+from shared.kafka.loops import service_loop
 from shared.kafka.progress import MongoProgressStore
 from shared.mongo import Document, database, make_client, ping, retry_until_done
 from shared.runtime import Service
@@ -64,29 +63,13 @@ async def build(settings: RulesSettings, clock: Clock = utc_now) -> AsyncIterato
         weekly=WeeklyAtRiskLists(db["subjects"], churn.config) if churn is not None else None,
         ticklog=ticklog,
     )
-    loop = ConsumerLoop(
-        service=settings.service_name,
-        consumer_factory=lambda: make_consumer(
-            settings.kafka,
-            settings.service_name,
-            group_id=settings.group_id,
-            max_records=settings.batch_max_records,
-        ),
+    loop = service_loop(
+        settings,
         topics=[topics.events],
         handler=engine,
-        group_id=settings.group_id,
-        dlq_topic=topics.dlq,
-        producer_factory=lambda: make_producer(
-            settings.kafka,
-            settings.service_name,
-            transactional_id=f"upkeep-{settings.service_name}-{settings.instance_id}",
-        ),
-        transactional=True,
         progress=MongoProgressStore(db["consumer_progress"]),
         ticker=engine,
         tick_interval_s=settings.tick_interval_s,
-        batch_timeout_ms=settings.batch_timeout_ms,
-        max_records=settings.batch_max_records,
     )
 
     app = create_app(
