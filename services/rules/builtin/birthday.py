@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import datetime, time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from services.rules.builtin.catchup import CatchUp
 from services.rules.calendar import Feb29Policy, anniversary_in, at_local, next_anniversary_moment
 from services.rules.sdk import (
     Action,
@@ -31,21 +32,12 @@ from shared.events.envelope import CanonicalEvent
 CUSTOMER_UPSERTED = "upkeep.customer.upserted.v1"
 
 
-class BirthdayConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a typo in rules.yaml is an error
-
+class BirthdayConfig(CatchUp):
     enabled: bool = True
     local_time: time = time(9, 0)
     feb29: Feb29Policy = "feb28"
     birthdays: bool = True
     anniversary_years: list[int] = Field(default_factory=lambda: [1, 2, 3, 5, 10, 15, 20, 25])
-    # a greeting whose moment passed less than this long ago when it is planned still goes
-    # out, late rather than never (a customer entered at 10:00 on their birthday)
-    catch_up_hours: float = Field(default=12, ge=0, le=23)
-
-    @property
-    def catch_up(self) -> timedelta:
-        return timedelta(hours=self.catch_up_hours)
 
 
 @dataclass
@@ -60,7 +52,7 @@ class BirthdaysAndAnniversaries:
             return
         yield CancelTimers(prefix="birthday:")
         yield CancelTimers(prefix="anniversary:")
-        since = ctx.now - self.config.catch_up
+        since = self.config.plan_after(ctx.now)
         yield from self._plan_birthday(subject.customer, since)
         yield from self._plan_anniversary(subject.customer, since)
 

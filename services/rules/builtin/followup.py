@@ -11,6 +11,7 @@ from datetime import time, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.rules.builtin.catchup import CatchUp
 from services.rules.calendar import at_local, local_date
 from services.rules.sdk import Action, ActionKind, Decision, Recipient, RuleContext, SetTimer, Timer
 from services.rules.state import SubjectState
@@ -34,17 +35,13 @@ def _default_steps() -> dict[str, FollowUpStep]:
     }
 
 
-class FollowUpConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class FollowUpConfig(CatchUp):
     enabled: bool = True
     local_time: time = time(10, 0)
     by_tier: dict[str, FollowUpStep] = Field(default_factory=_default_steps)
     untiered: str = "C"  # which tier's step applies before a customer has a tier
     after_orders: bool = True
     after_closed_tickets: bool = True
-    # a follow-up whose moment passed less than this long ago when it is planned still goes out
-    catch_up_hours: float = Field(default=12, ge=0, le=23)
 
 
 @dataclass
@@ -72,7 +69,7 @@ class AfterSalesFollowUp:
         tz = subject.timezone
         day = local_date(event.time, tz) + timedelta(days=step.after_days)
         due = at_local(day, self.config.local_time, tz)
-        if due > ctx.now - timedelta(hours=self.config.catch_up_hours):
+        if due > self.config.plan_after(ctx.now):
             interaction = str(event.data["interaction_id"])
             yield SetTimer(
                 interaction,

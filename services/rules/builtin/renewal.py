@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from services.rules.builtin.catchup import CatchUp
 from services.rules.calendar import at_local
 from services.rules.sdk import (
     Action,
@@ -32,9 +33,7 @@ from shared.events.envelope import CanonicalEvent
 PLANNED_STATUSES = ("active", "renewed")
 
 
-class RenewalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a typo in rules.yaml is an error
-
+class RenewalConfig(CatchUp):
     enabled: bool = True
     offsets_days: list[int] = Field(default_factory=lambda: [60, 30, 7, 1])
     local_time: time = time(9, 0)
@@ -42,9 +41,6 @@ class RenewalConfig(BaseModel):
     notify_customer: bool = False
     escalate_after_days: int = Field(default=1, ge=0)
     remind_auto_renew: bool = True
-    # a reminder whose moment passed less than this long ago when it is planned still goes
-    # out, late rather than never (a contract entered at 10:00, 30 days before its end)
-    catch_up_hours: float = Field(default=12, ge=0, le=23)
 
 
 @dataclass
@@ -70,7 +66,7 @@ class ContractRenewal:
         self, contract: ContractState, subject: SubjectState, ctx: RuleContext
     ) -> Iterator[Decision]:
         tz, end = subject.timezone, contract.end_date
-        since = ctx.now - timedelta(hours=self.config.catch_up_hours)
+        since = self.config.plan_after(ctx.now)
         base = {"contract_id": contract.contract_id, "end_date": end.isoformat()}
         for days in sorted(set(self.config.offsets_days), reverse=True):
             due = at_local(end - timedelta(days=days), self.config.local_time, tz)

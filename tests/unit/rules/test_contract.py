@@ -256,3 +256,18 @@ def test_a_replay_from_offset_zero_changes_nothing_beyond_the_remembered_ids() -
     assert moved.customer.orders == orders + 1
     _, changed = apply(state, events[-1], position=(4, orders))
     assert not changed
+
+
+def test_every_wall_clock_rule_shares_the_catch_up_setting_and_refuses_typos() -> None:
+    from pydantic import ValidationError
+
+    from services.rules.builtin.birthday import BirthdayConfig
+    from services.rules.builtin.followup import FollowUpConfig
+    from services.rules.builtin.renewal import RenewalConfig
+
+    for config in (BirthdayConfig, FollowUpConfig, RenewalConfig):
+        assert config(catch_up_hours=2).plan_after(T0) == T0 - timedelta(hours=2)
+        with pytest.raises(ValidationError):
+            config(catch_up_hours=30)  # a day late is not "late": the next one is planned
+        with pytest.raises(ValidationError):
+            config(catchup_hours=2)  # a typo in rules.yaml
