@@ -51,6 +51,22 @@ def ensure_jars(cache: Path) -> Path:
     return libs
 
 
+# How the broker behaves, wherever it runs; deploy/compose.yaml sets the same (a test compares)
+BROKER_SETTINGS = {
+    "num.partitions": "1",
+    "auto.create.topics.enable": "false",
+    "offsets.topic.replication.factor": "1",
+    "offsets.topic.num.partitions": "10",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "transaction.state.log.num.partitions": "10",
+    "group.initial.rebalance.delay.ms": "0",
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms": "5000",
+    "log.retention.hours": "168",
+    "log.segment.bytes": str(64 * 1024 * 1024),
+}
+
+
 @dataclass(frozen=True)
 class KafkaNode:
     state_dir: Path
@@ -82,17 +98,7 @@ class KafkaNode:
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.data_dir),
-            "num.partitions": "1",
-            "auto.create.topics.enable": "false",
-            "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "transaction.state.log.num.partitions": "10",
-            "group.initial.rebalance.delay.ms": "0",
-            "transaction.abort.timed.out.transaction.cleanup.interval.ms": "5000",
-            "log.retention.hours": "168",
-            "log.segment.bytes": str(64 * 1024 * 1024),
+            **BROKER_SETTINGS,
         }
         self.config_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
 
@@ -100,7 +106,9 @@ class KafkaNode:
         """Format the KRaft log directory once (kept across restarts)."""
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # as Kafka's own Uuid: "-x" would read as an option
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         subprocess.run(
             [
                 "java",

@@ -9,7 +9,7 @@ atomic write:
    position is stored: the same occurrence arriving in another record (an action republished
    with the same key, an outcome published again after a crash) is a repeat and counts nothing.
    A redelivered record finds its own position and counts again — rule 2 keeps that from
-   counting twice — and is attributed exactly as the first time.
+   counting twice — and is attributed, and placed in time, exactly as the first time.
 2. *Offset guard.* Each bucket document keeps, per source partition, the last offset whose
    increments it holds. A batch adds to a bucket only what comes from records after that
    offset, and sets it — ``$inc`` and ``$set`` in one update, conditional on the offset it read.
@@ -27,8 +27,8 @@ from __future__ import annotations
 import abc
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, InsertOne, UpdateOne
@@ -39,7 +39,8 @@ from services.analytics.facts import Fact
 from shared.events.fields import zone
 from shared.mongo import Document
 
-GRANULARITIES = ("hour", "day")
+GRANULARITIES = ("hour", "day")  # stored
+ROLLUPS = ("week", "month")  # summed from the days when asked
 DIMENSIONS = ("rule", "kind", "owner", "channel", "tier")
 
 
@@ -76,7 +77,8 @@ def bucket_start(at: datetime, granularity: str, tz: str) -> datetime:
     if granularity == "hour":
         local = local.replace(minute=0, second=0, microsecond=0)
     else:
-        local = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        # fold=0: on a day whose midnight repeats (clocks back at 01:00), the first midnight
+        local = local.replace(hour=0, minute=0, second=0, microsecond=0, fold=0)
     return local.astimezone(UTC)
 
 
@@ -167,6 +169,7 @@ class Aggregates:
                 "_id": identity,
                 "pos": [p.topic, p.partition, p.offset],
                 "dims": dims,
+                "at": p.fact.at,
             }
         try:
             await self._facts.bulk_write([InsertOne(d) for d in docs.values()], ordered=False)
@@ -178,7 +181,9 @@ class Aggregates:
         for identity, p in first.items():
             doc = stored.get(identity)
             if doc is not None and list(doc["pos"]) == [p.topic, p.partition, p.offset]:
-                counted.append((p, dict(doc.get("dims", {}))))
+                at = doc.get("at", p.fact.at)  # the time it was claimed with
+                fact = replace(p.fact, at=at if at.tzinfo else at.replace(tzinfo=UTC))
+                counted.append((replace(p, fact=fact), dict(doc.get("dims", {}))))
         return counted
 
     async def _add(self, counted: Iterable[tuple[Placed, dict[str, str]]]) -> None:
@@ -233,6 +238,10 @@ class Aggregates:
         if result.matched_count + result.upserted_count < len(ops):
             raise GuardMoved("a bucket's offset moved meanwhile")
 
+    @property
+    def timezone(self) -> str:
+        return self._tz
+
     async def series(
         self,
         granularity: str,
@@ -241,7 +250,11 @@ class Aggregates:
         until: datetime,
         value: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Buckets in ``[since, until)``, oldest first, counters with their dotted names."""
+        """Buckets in ``[since, until)``, oldest first, counters with their dotted names.
+        ``week`` (from Monday) and ``month`` are rolled up from the day buckets."""
+        if granularity in ROLLUPS:
+            days = await self.series("day", dim, since, until, value)
+            return rollup(days, granularity, self._tz)
         query: dict[str, Any] = {
             "g": granularity,
             "dim": dim,
@@ -260,6 +273,26 @@ class Aggregates:
                 }
             )
         return rows
+
+
+def period_start(day: datetime, granularity: str, tz: str) -> datetime:
+    """The UTC instant the week (from Monday) or month holding a day bucket starts, in ``tz``."""
+    local = day.astimezone(zone(tz)).date()
+    first = (
+        local - timedelta(days=local.weekday()) if granularity == "week" else local.replace(day=1)
+    )
+    return datetime.combine(first, time(), zone(tz)).astimezone(UTC)
+
+
+def rollup(days: Iterable[Mapping[str, Any]], granularity: str, tz: str) -> list[dict[str, Any]]:
+    """Day rows summed into weeks or months, per dimension value; oldest first."""
+    grouped: dict[tuple[datetime, str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for row in days:
+        grouped[(period_start(row["start"], granularity, tz), row["dim"], row["value"])].append(row)
+    return [
+        {"start": start, "dim": dim, "value": value, "counters": totals(rows)}
+        for (start, dim, value), rows in sorted(grouped.items(), key=lambda kv: kv[0])
+    ]
 
 
 def totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:

@@ -1,5 +1,5 @@
-"""The analytics JSON API: time series of every counter by dimension, the maintenance report,
-and CSV export."""
+"""The analytics JSON API: time series of every counter by dimension and period, the maintenance
+report, the manual work saved, and CSV export."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from services.analytics.aggregates import Aggregates, totals
+from services.analytics.report import Report, Reporting, Saving
 
-Granularity = Literal["hour", "day"]
+Granularity = Literal["hour", "day", "week", "month"]
 Dimension = Literal["all", "rule", "kind", "owner", "channel", "tier"]
 
 
@@ -25,57 +25,8 @@ class Row(BaseModel):
     counters: dict[str, int]
 
 
-class Report(BaseModel):
-    since: datetime
-    until: datetime
-    counters: dict[str, int]
-    renewal_rate: float | None
-    delivery_success_rate: float | None
-    automation_coverage: float | None
-    hours_saved: float
-    money_saved: float
-    currency: str
-
-
-def _ratio(part: int, whole: int) -> float | None:
-    return round(part / whole, 4) if whole else None
-
-
-async def maintenance_report(
-    aggregates: Aggregates,
-    since: datetime,
-    until: datetime,
-    *,
-    minutes_saved: dict[str, float],
-    hourly_cost: float,
-    currency: str,
-    dim: str = "all",
-    value: str | None = None,
-) -> Report:
-    c = totals(await aggregates.series("day", dim, since, until, value))
-    hours = sum(c.get(f"touches.{kind}", 0) * m for kind, m in minutes_saved.items()) / 60
-    return Report(
-        since=since,
-        until=until,
-        counters=c,
-        renewal_rate=_ratio(c.get("renewals.renewed", 0), c.get("renewals.due", 0)),
-        delivery_success_rate=_ratio(
-            c.get("deliveries.sent", 0),
-            c.get("deliveries.sent", 0) + c.get("deliveries.failed", 0),
-        ),
-        automation_coverage=_ratio(
-            c.get("touches.automated", 0),
-            c.get("touches.automated", 0) + c.get("touches.manual", 0),
-        ),
-        hours_saved=round(hours, 2),
-        money_saved=round(hours * hourly_cost, 2),
-        currency=currency,
-    )
-
-
-def analytics_router(
-    aggregates: Aggregates, minutes_saved: dict[str, float], hourly_cost: float, currency: str
-) -> APIRouter:
+def analytics_router(reporting: Reporting) -> APIRouter:
+    aggregates = reporting.aggregates
     router = APIRouter(prefix="/v1", tags=["analytics"])
 
     def window(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
@@ -114,6 +65,18 @@ def analytics_router(
             )
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
 
+    @router.get("/savings", response_model=list[Saving], summary="Manual work saved, per period")
+    async def savings(
+        granularity: Granularity = "month",
+        dim: Dimension = "all",
+        value: str | None = None,
+        since: Annotated[datetime | None, Query(alias="from")] = None,
+        until: Annotated[datetime | None, Query(alias="to")] = None,
+    ) -> list[Saving]:
+        """Hours and money saved per period and per channel or owner (``dim``)."""
+        start, end = window(since, until)
+        return await reporting.savings(granularity, dim, start, end, value)
+
     @router.get("/report", response_model=Report, summary="The maintenance report")
     async def report(
         dim: Dimension = "all",
@@ -122,15 +85,6 @@ def analytics_router(
         until: Annotated[datetime | None, Query(alias="to")] = None,
     ) -> Report:
         start, end = window(since, until)
-        return await maintenance_report(
-            aggregates,
-            start,
-            end,
-            minutes_saved=minutes_saved,
-            hourly_cost=hourly_cost,
-            currency=currency,
-            dim=dim,
-            value=value,
-        )
+        return await reporting.report(start, end, dim, value)
 
     return router

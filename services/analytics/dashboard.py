@@ -1,13 +1,13 @@
 """The dashboard at ``/``: server-rendered HTML with inline SVG charts — no scripts, no CDN,
 nothing to download — in English or Chinese (``?lang=zh`` or the browser's language).
 
-Pages: overview (the maintenance report and daily activity), channels, owners, rules, and the
-customers at risk.
+Pages: overview (the maintenance report, daily activity, manual work saved by month), channels
+(with their health week by week), owners, rules, and the customers at risk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any
@@ -15,7 +15,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from services.analytics.aggregates import Aggregates, Attribution, totals
+from services.analytics.aggregates import Attribution, totals
+from services.analytics.report import Reporting
+from shared.events.fields import zone
 
 TEXT: dict[str, dict[str, str]] = {
     "en": {
@@ -26,6 +28,13 @@ TEXT: dict[str, dict[str, str]] = {
         "rules": "Rules",
         "at-risk": "At risk",
         "renewal_rate": "Renewal rate",
+        "reminder_conversion": "Reminder → renewal",
+        "churn_recoveries": "Churn recoveries",
+        "saved_by_month": "Manual work saved, by month",
+        "month": "Month",
+        "health": "Channel health, week by week",
+        "health_note": "Orders per week; ⚠ the channel was flagged that week.",
+        "week": "Week of",
         "delivery_success_rate": "Delivery success",
         "automation_coverage": "Automation coverage",
         "hours_saved": "Hours saved",
@@ -61,6 +70,13 @@ TEXT: dict[str, dict[str, str]] = {
         "rules": "规则",
         "at-risk": "流失风险",
         "renewal_rate": "续约率",
+        "reminder_conversion": "提醒后续约率",
+        "churn_recoveries": "挽回客户",
+        "saved_by_month": "每月节省的人工",
+        "month": "月份",
+        "health": "渠道健康度（按周）",
+        "health_note": "每周订单数；⚠ 表示该周渠道被预警。",
+        "week": "周起始",
         "delivery_success_rate": "送达成功率",
         "automation_coverage": "自动化覆盖率",
         "hours_saved": "节省工时",
@@ -128,14 +144,19 @@ def language(request: Request) -> str:
     return "zh" if asked.lower().startswith("zh") else "en"
 
 
-def bars(days: Sequence[Mapping[str, Any]], names: Sequence[str], t: Mapping[str, str]) -> str:
-    """A grouped bar chart as inline SVG: one group per day, one bar per counter."""
+def bars(
+    days: Sequence[Mapping[str, Any]],
+    names: Sequence[str],
+    t: Mapping[str, str],
+    label_format: str = "%m-%d",
+) -> str:
+    """A grouped bar chart as inline SVG: one group per period, one bar per counter."""
     width, height, colors = 900, 220, ["#2680c2", "#3ebd93", "#e12d39", "#f0b429"]
     if not days:
         return f"<p>{escape(t['none'])}</p>"
     peak = max([1, *(d["counters"].get(n, 0) for d in days for n in names)])
     step = width / len(days)
-    bar = max(2.0, step / (len(names) + 1))
+    bar = min(48.0, max(2.0, step / (len(names) + 1)))  # one period alone: no giant bars
     parts = [f'<svg role="img" viewBox="0 0 {width} {height + 40}" width="100%">']
     for i, day in enumerate(days):
         for j, name in enumerate(names):
@@ -147,7 +168,7 @@ def bars(days: Sequence[Mapping[str, Any]], names: Sequence[str], t: Mapping[str
                 f'fill="{colors[j % len(colors)]}"><title>{escape(t.get(name, name))}: '
                 f"{value}</title></rect>"
             )
-        label = day["start"].strftime("%m-%d")
+        label = day["start"].strftime(label_format)
         parts.append(f'<text x="{i * step:.1f}" y="{height + 16}" font-size="11">{label}</text>')
     legend = "".join(
         f'<tspan fill="{colors[j % len(colors)]}">■ {escape(t.get(n, n))}  </tspan>'
@@ -181,13 +202,12 @@ def page(t: Mapping[str, str], lang: str, current: str, body: str) -> HTMLRespon
 
 
 def dashboard_router(
-    aggregates: Aggregates,
+    reporting: Reporting,
     attribution: Attribution,
-    report: Callable[[datetime, datetime], Awaitable[Mapping[str, Any]]],
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> APIRouter:
-    """``report(since, until)`` returns the maintenance report (the API's, as a mapping)."""
     router = APIRouter(include_in_schema=False)
+    aggregates = reporting.aggregates
 
     def window(request: Request) -> tuple[datetime, datetime]:
         """The last 30 days, or ``?from=…&to=…`` (ISO 8601)."""
@@ -200,11 +220,13 @@ def dashboard_router(
         lang = language(request)
         t = TEXT[lang]
         since, until = window(request)
-        figures = await report(since, until)
+        figures = (await reporting.report(since, until)).model_dump()
         cards = "".join(
             f'<div class="card">{escape(t[k])}<b>{_figure(figures[k], k)}</b></div>'
             for k in (
                 "renewal_rate",
+                "reminder_conversion",
+                "churn_recoveries",
                 "delivery_success_rate",
                 "automation_coverage",
                 "hours_saved",
@@ -215,9 +237,23 @@ def dashboard_router(
         counters = figures["counters"]
         table = _table(t, [("", counters)], OVERVIEW, "")
         chart = bars(days[-14:], ["actions", "deliveries.sent", "deliveries.failed"], t)
+        months = await reporting.savings("month", "all", since, until)
+        saved = _rows(
+            [t["month"], t["hours_saved"], f"{t['money_saved']} ({reporting.currency})"],
+            [
+                [
+                    f"{m.start.astimezone(zone(aggregates.timezone)):%Y-%m}",
+                    m.hours_saved,
+                    m.money_saved,
+                ]
+                for m in months
+            ],
+            t,
+        )
         body = (
             f"<h2>{since:%Y-%m-%d} &ndash; {until:%Y-%m-%d}</h2><div class=cards>{cards}</div>"
             f"<h2>{escape(t['daily'])}</h2>{chart}{table}"
+            f"<h2>{escape(t['saved_by_month'])}</h2>{saved}"
         )
         return page(t, lang, "overview", body)
 
@@ -234,7 +270,39 @@ def dashboard_router(
         body = f"<h2>{escape(t[key])} · {since:%Y-%m-%d} &ndash; {until:%Y-%m-%d}</h2>" + _table(
             t, summary, COLUMNS[dim], t["name"]
         )
-        return page(t, lang, key, body)
+        return page(t, lang, key, body + await extra(key, since, until, t))
+
+    async def extra(key: str, since: datetime, until: datetime, t: Mapping[str, str]) -> str:
+        if key != "channels":
+            return ""
+        return await channel_health(since, until, t)
+
+    async def channel_health(since: datetime, until: datetime, t: Mapping[str, str]) -> str:
+        """Per channel, week by week: its orders, and whether it was flagged."""
+        weeks = await aggregates.series("week", "all", since, until)
+        chart = bars(weeks[-12:], ["channel_orders", "orders", "channels.flagged"], t, "%m-%d")
+        per_channel = await aggregates.series("week", "channel", since, until)
+        starts = sorted({r["start"] for r in per_channel})[-12:]
+        cells: dict[str, dict[datetime, Mapping[str, int]]] = {}
+        for r in per_channel:
+            cells.setdefault(r["value"], {})[r["start"]] = r["counters"]
+
+        def cell(counters: Mapping[str, int] | None) -> str:
+            if counters is None:
+                return "0"
+            orders = counters.get("channel_orders", 0) + counters.get("orders", 0)
+            return f"{orders}{' ⚠' if counters.get('channels.flagged') else ''}"
+
+        tz = zone(aggregates.timezone)
+        grid = _rows(
+            [t["name"], *(f"{s.astimezone(tz):%m-%d}" for s in starts)],
+            [
+                [channel, *(cell(weeks_of.get(s)) for s in starts)]
+                for channel, weeks_of in sorted(cells.items())
+            ],
+            t,
+        )
+        return f"<h2>{escape(t['health'])}</h2>{chart}<p>{escape(t['health_note'])}</p>{grid}"
 
     @router.get("/channels", response_class=HTMLResponse)
     async def channels(request: Request) -> HTMLResponse:
@@ -278,9 +346,28 @@ def _instant(text: str | None) -> datetime | None:
 def _figure(value: Any, key: str) -> str:
     if value is None:
         return "—"
-    if key.endswith("_rate") or key == "automation_coverage":
+    if key.endswith(("_rate", "_conversion", "_coverage")):
         return f"{value * 100:.1f}%"
+    if isinstance(value, int):
+        return f"{value:,}"
     return f"{value:,.1f}"
+
+
+def _rows(head: Sequence[str], rows: Sequence[Sequence[Any]], t: Mapping[str, str]) -> str:
+    """A plain table: a header and rows of cells (numbers formatted, text escaped)."""
+    if not rows:
+        return f"<p>{escape(t['none'])}</p>"
+    th = "".join(f"<th>{escape(h)}</th>" for h in head)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{v:,.2f}</td>" if isinstance(v, float) else f"<td>{escape(str(v))}</td>"
+            for v in row
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f'<div style="overflow-x:auto"><table><tr>{th}</tr>{body}</table></div>'
 
 
 def _table(

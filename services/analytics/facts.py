@@ -9,13 +9,17 @@ are integers: money is counted in minor units per currency (``order_value.EUR`` 
 * ``upkeep.actions.v1`` — actions by rule and kind; renewals due (one per contract term);
   channels flagged.
 * ``upkeep.deliveries.v1`` — final outcomes by kind and rule; automated and manual touches;
-  follow-ups done.
+  follow-ups done; contract terms reminded.
+
+A record may also be a :class:`Touch` of a contract term (a reminder sent, a renewal), from
+which :mod:`services.analytics.conversions` finds reminders followed by a renewal.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import orjson
@@ -37,6 +41,9 @@ from shared.events.types import (
 )
 
 FINAL = ("sent", "suppressed", "failed")
+CONTEXT = ("owner", "channel", "tier")  # what an action's context may attribute it by
+# renewal:<contract>:<end date>:<which>[:customer] (a contract id may itself contain ":")
+RENEWAL_KEY = re.compile(r"^renewal:(?P<contract>.+):(?P<end>\d{4}-\d{2}-\d{2}):[^:]+(:customer)?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +53,28 @@ class Fact:
     counters: dict[str, int]
     subject: str | None = None  # whose owner, channel and tier the fact is attributed to
     dims: dict[str, str] = field(default_factory=dict)  # known from the record itself
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """A contract term reminded (``end`` is the term's end) or renewed (``end`` is the new end)."""
+
+    kind: str  # "reminded" | "renewed"
+    contract: str
+    end: date
+    at: datetime
+    subject: str
+
+
+def renewal_term(key: str) -> tuple[str, date] | None:
+    """The contract and end date a renewal action's key is about."""
+    found = RENEWAL_KEY.match(key)
+    if found is None:
+        return None
+    try:
+        return found["contract"], date.fromisoformat(found["end"])
+    except ValueError:
+        return None
 
 
 class Unreadable(ValueError):
@@ -91,7 +120,10 @@ def event_facts(event: CanonicalEvent, payload: EventPayload) -> list[Fact]:
 
 
 def action_facts(action: ActionMessage) -> list[Fact]:
-    dims = {"rule": action.rule, "kind": action.kind}
+    # the action's context (owner, channel, tier when rules decided it) wins over what
+    # analytics knows of the subject: profile events on another topic may not be read yet
+    context = _context(action.context)
+    dims = {**context, "rule": action.rule, "kind": action.kind}
     subject = action.subject
     facts = [
         Fact(
@@ -102,10 +134,10 @@ def action_facts(action: ActionMessage) -> list[Fact]:
             dims,
         )
     ]
-    if action.rule == "renewal" and action.key.count(":") >= 3:
-        # renewal:<contract>:<end date>:<which>[:customer] — the term is the first three parts
-        contract_term = ":".join(action.key.split(":")[:3])
-        facts.append(Fact(f"due:{contract_term}", action.due_at, {"renewals.due": 1}, subject))
+    term = renewal_term(action.key) if action.rule == "renewal" else None
+    if term is not None:
+        identity = "due:renewal:{}:{}".format(*term)
+        facts.append(Fact(identity, action.due_at, {"renewals.due": 1}, subject, context))
     if action.rule == "channel-health":
         facts.append(
             Fact(f"flagged:{action.key}", action.due_at, {"channels.flagged": 1}, subject, dims)
@@ -116,7 +148,8 @@ def action_facts(action: ActionMessage) -> list[Fact]:
 def delivery_facts(delivery: DeliveryMessage) -> list[Fact]:
     if delivery.outcome not in FINAL:
         return []  # deferrals are steps on the way, not outcomes
-    dims = {"rule": delivery.rule, "kind": delivery.kind}
+    context = _context(delivery.context)
+    dims = {**context, "rule": delivery.rule, "kind": delivery.kind}
     counters = {"deliveries": 1, f"deliveries.{delivery.outcome}": 1}
     if delivery.outcome == "sent":
         automated = delivery.kind != "task"
@@ -124,7 +157,27 @@ def delivery_facts(delivery: DeliveryMessage) -> list[Fact]:
         counters[f"touches.{delivery.kind}"] = 1
         if delivery.rule == "followup":
             counters["followups.done"] = 1
-    return [Fact(f"delivery:{delivery.key}", delivery.at, counters, delivery.subject, dims)]
+    facts = [Fact(f"delivery:{delivery.key}", delivery.at, counters, delivery.subject, dims)]
+    term = reminded_term(delivery)
+    if term is not None:
+        identity = f"reminded:{term.contract}:{term.end}"
+        reminded = {"renewals.reminded": 1}
+        facts.append(Fact(identity, delivery.at, reminded, delivery.subject, context))
+    return facts
+
+
+def _context(context: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in context.items() if k in CONTEXT and v}
+
+
+def reminded_term(delivery: DeliveryMessage) -> Touch | None:
+    """A renewal reminder that reached someone: the term it reminded of."""
+    if delivery.outcome != "sent" or delivery.rule != "renewal":
+        return None
+    term = renewal_term(delivery.key)
+    if term is None:
+        return None
+    return Touch("reminded", term[0], term[1], delivery.at, delivery.subject)
 
 
 def attribution_of(payload: EventPayload) -> tuple[str, dict[str, str]] | None:
@@ -147,6 +200,7 @@ def attribution_of(payload: EventPayload) -> tuple[str, dict[str, str]] | None:
 class Read:
     facts: list[Fact]
     attribution: tuple[str, dict[str, str]] | None = None
+    touch: Touch | None = None
 
 
 def read(topic_kind: str, value: bytes | None) -> Read:
@@ -156,9 +210,19 @@ def read(topic_kind: str, value: bytes | None) -> Read:
         if topic_kind == "events":
             event = CanonicalEvent.from_json(value or b"")
             payload = event.payload()
-            return Read(event_facts(event, payload), attribution_of(payload))
+            touch = None
+            if isinstance(payload, ContractRenewed):
+                touch = Touch(
+                    "renewed",
+                    payload.contract_id,
+                    payload.new_end_date,
+                    payload.renewed_at,
+                    event.subject,
+                )
+            return Read(event_facts(event, payload), attribution_of(payload), touch)
         if topic_kind == "actions":
             return Read(action_facts(ActionMessage.model_validate_json(value or b"")))
-        return Read(delivery_facts(DeliveryMessage.model_validate_json(value or b"")))
+        delivery = DeliveryMessage.model_validate_json(value or b"")
+        return Read(delivery_facts(delivery), touch=reminded_term(delivery))
     except (ValidationError, ValueError, KeyError, orjson.JSONDecodeError) as exc:
         raise Unreadable(str(exc)[:500]) from exc

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from prometheus_client import Counter
 
 from services.analytics.aggregates import Aggregates, Attribution, Placed
-from services.analytics.facts import Unreadable, read
+from services.analytics.conversions import Conversions
+from services.analytics.facts import Touch, Unreadable, read
 from shared.kafka.messages import DeadLetter, HandlerResult, Record
 from shared.metrics import preinit
 from shared.settings import TopicSettings
@@ -23,9 +24,14 @@ preinit(FACTS, [("counted",), ("repeat",)])
 
 class AnalyticsHandler:
     def __init__(
-        self, aggregates: Aggregates, attribution: Attribution, topics: TopicSettings
+        self,
+        aggregates: Aggregates,
+        attribution: Attribution,
+        conversions: Conversions,
+        topics: TopicSettings,
     ) -> None:
         self._aggregates, self._attribution = aggregates, attribution
+        self._conversions = conversions
         self._kinds = {
             topics.events: "events",
             topics.actions: "actions",
@@ -35,6 +41,7 @@ class AnalyticsHandler:
     async def handle(self, records: Sequence[Record]) -> HandlerResult:
         result = HandlerResult()
         placed: list[Placed] = []
+        touches: list[tuple[Touch, Placed]] = []
         changes: dict[str, dict[str, str]] = {}
         for record in records:
             kind = self._kinds.get(record.topic)
@@ -51,7 +58,11 @@ class AnalyticsHandler:
             placed += [
                 Placed(f, record.topic, record.partition, record.offset) for f in found.facts
             ]
+            if found.touch is not None:
+                here = Placed(found.facts[0], record.topic, record.partition, record.offset)
+                touches.append((found.touch, here))
         await self._attribution.update(changes)  # before the facts: an event attributes itself
+        placed += await self._conversions.record(touches)
         subjects = {p.fact.subject for p in placed if p.fact.subject}
         known = await self._attribution.get(subjects)
         for subject in subjects:

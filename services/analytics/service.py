@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime
-from typing import Any
 
 from services.analytics.aggregates import Aggregates, MongoAttribution
-from services.analytics.api import analytics_router, maintenance_report
+from services.analytics.api import analytics_router
+from services.analytics.conversions import Conversions
 from services.analytics.dashboard import dashboard_router
 from services.analytics.gauges import refresh_forever
 from services.analytics.handler import AnalyticsHandler
+from services.analytics.report import Reporting
 from services.analytics.settings import AnalyticsSettings
 from shared.http import create_app
 from shared.kafka.loops import service_loop
@@ -34,7 +34,8 @@ async def build(settings: AnalyticsSettings) -> AsyncIterator[Service]:
     )
     topics = settings.topics
     attribution = MongoAttribution(db["analytics_subjects"])
-    handler = AnalyticsHandler(aggregates, attribution, topics)
+    conversions = Conversions(db["analytics_contracts"])
+    handler = AnalyticsHandler(aggregates, attribution, conversions, topics)
     loop = service_loop(
         settings,
         topics=[topics.events, topics.actions, topics.deliveries],
@@ -50,24 +51,11 @@ async def build(settings: AnalyticsSettings) -> AsyncIterator[Service]:
             "consumer": loop.check_ready,
         },
     )
-    app.include_router(
-        analytics_router(
-            aggregates, settings.minutes_saved, settings.hourly_cost, settings.cost_currency
-        )
+    reporting = Reporting(
+        aggregates, settings.minutes_saved, settings.hourly_cost, settings.cost_currency
     )
-
-    async def report(since: datetime, until: datetime) -> dict[str, Any]:
-        figures = await maintenance_report(
-            aggregates,
-            since,
-            until,
-            minutes_saved=settings.minutes_saved,
-            hourly_cost=settings.hourly_cost,
-            currency=settings.cost_currency,
-        )
-        return figures.model_dump()
-
-    app.include_router(dashboard_router(aggregates, attribution, report))
+    app.include_router(analytics_router(reporting))
+    app.include_router(dashboard_router(reporting, attribution))
     gauges = asyncio.create_task(
         refresh_forever(aggregates, settings.reporting_timezone), name="analytics-gauges"
     )

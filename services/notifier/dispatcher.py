@@ -353,6 +353,7 @@ class Dispatcher:
             due_at=moment,
             priority="transactional",
             data={"date": day},
+            context={"owner": owner.id},
             created_at=now,
         )
         await self._ledger.record(
@@ -626,6 +627,7 @@ class Dispatcher:
             at=entry.updated_at or now,
             next_at=entry.next_at if outcome == "deferred" else None,
             data=dict(action.data),
+            context=dict(action.context),
         )
         return Outgoing(
             self._deliveries_topic, message.model_dump_json().encode(), action.subject.encode()

@@ -81,6 +81,18 @@ def _count_later(result: HandlerResult, metric: Counter, *labels: str) -> None:
     result.after_commit.append(lambda: metric.labels(*labels).inc())
 
 
+def reporting_context(state: SubjectState) -> dict[str, str]:
+    """Whom a subject belongs to now (owner, channel, tier), carried on its actions so that
+    analytics attributes them as they were when decided."""
+    customer, channel = state.customer, state.channel
+    found = {
+        "owner": state.owner_id,
+        "channel": customer.channel_id if customer else channel.channel_id if channel else None,
+        "tier": customer.tier if customer else None,
+    }
+    return {k: str(v) for k, v in found.items() if v}
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -148,6 +160,7 @@ class RulesEngine:
                 outcome = self._ask(rule, event.subject, rule.on_event, event, state, ctx)
                 self._collect(
                     outcome,
+                    state,
                     record.partition,
                     changes,
                     result,
@@ -183,6 +196,7 @@ class RulesEngine:
             outcome = self._ask(rule, timer.subject, rule.on_timer, timer, state, ctx)
             self._collect(
                 outcome,
+                state,
                 placed.partition,
                 changes,
                 result,
@@ -239,9 +253,10 @@ class RulesEngine:
         slot = self._weekly.slot(now)
         if self._weekly_done is not None and self._weekly_done >= slot:
             return None
+        context: dict[str, str] = {}
         for action in await self._weekly.run(slot):
             _count_later(result, DECISIONS, action.rule, "schedule")
-            result.messages.append(self._action_message(action, now))
+            result.messages.append(self._action_message(action, now, context))
 
         def done() -> None:
             self._weekly_done = slot
@@ -265,6 +280,7 @@ class RulesEngine:
     def _collect(
         self,
         outcome: Outcome,
+        state: SubjectState,
         partition: int,
         changes: TimerChanges,
         result: HandlerResult,
@@ -275,11 +291,12 @@ class RulesEngine:
     ) -> None:
         """Add one rule's decisions to the batch. ``trigger`` (event or timer occurrence) makes
         the ids of emitted events deterministic, so a redelivery re-emits the same event."""
+        context = reporting_context(state)
         changes.cancels += [(outcome.rule, outcome.subject, p) for p in outcome.cancel_prefixes]
         changes.sets += [PlacedTimer(t, partition) for t in outcome.set_timers]
         for action in outcome.actions:
             _count_later(result, DECISIONS, action.rule, kind)
-            result.messages.append(self._action_message(action, now))
+            result.messages.append(self._action_message(action, now, context))
         for emit in outcome.emits:
             model = resolve_type(emit.type)
             if model is None:
@@ -296,7 +313,9 @@ class RulesEngine:
             )
             result.messages.append(canonical_message(self._events_topic, event))
 
-    def _action_message(self, action: Action, now: datetime) -> Outgoing:
+    def _action_message(
+        self, action: Action, now: datetime, context: Mapping[str, str]
+    ) -> Outgoing:
         message = ActionMessage(
             key=action.key,
             rule=action.rule,
@@ -308,6 +327,7 @@ class RulesEngine:
             due_at=action.due_at,
             priority=action.priority,
             data=dict(action.data),
+            context=dict(context),
             created_at=now,
         )
         return Outgoing(

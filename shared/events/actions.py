@@ -37,4 +37,9 @@ class ActionMessage(BaseModel):
     due_at: AwareDatetime
     priority: Literal["transactional", "marketing"] = "transactional"
     data: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, str] = Field(
+        default_factory=dict,
+        description="whom the subject belonged to when the action was decided: owner, channel, "
+        "tier (for reporting; analytics attributes the action and its outcome by it)",
+    )
     created_at: AwareDatetime

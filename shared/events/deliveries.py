@@ -40,3 +40,6 @@ class DeliveryMessage(BaseModel):
         None, description="for a deferral: when it is tried again"
     )
     data: dict[str, Any] = Field(default_factory=dict, description="the action's template data")
+    context: dict[str, str] = Field(
+        default_factory=dict, description="the action's context: owner, channel, tier"
+    )

@@ -70,12 +70,12 @@ async def test_every_dashboard_page_loads_with_data_and_no_console_errors(
 
         span = "from=2026-11-01T00:00:00Z&to=2026-11-03T00:00:00Z"
         pages = {
-            f"/?{span}": ["Renewal rate", "70.0%", "<svg", f"<td>{ORDERS}</td>"],
+            f"/?{span}": ["Renewal rate", "70.0%", "66.7%", "<svg", f"<td>{ORDERS}</td>"],
             f"/?lang=zh&{span}": ["续约率", "总览", "<svg"],
             f"/owners?{span}": ["<td>S-0</td>", "<td>S-1</td>"],
             f"/rules?{span}": ["<td>renewal</td>"],
             "/at-risk?lang=zh": ["<td>C-1</td>", "<td>C-2</td>", "流失风险"],
-            f"/channels?{span}": ["Channels"],
+            f"/channels?{span}": ["Channel health, week by week", "<td>CH-2</td>", "⚠", "<svg"],
         }
         for path, expected in pages.items():
             dom, console = await browse(f"{base}{path}", tmp_path / "profile")

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.integration
 
 DAY = datetime(2026, 11, 2, 10, tzinfo=UTC)
 CUSTOMERS, ORDERS, RENEWED, LOST = 40, 90, 7, 3
+CHANNEL_ORDERS = 6  # all from CH-1; CH-2 is flagged by the channel-health rule
 
 
 def event(n: str, type_name: str, at: datetime = DAY, **data: Any) -> CanonicalEvent:
@@ -50,8 +51,33 @@ def scenario() -> tuple[list[CanonicalEvent], list[dict[str, Any]], list[dict[st
             name=f"Customer {n}",
             timezone="UTC",
             owner_id=f"S-{n % 2}",
+            channel_id=f"CH-{n % 2 + 1}",
         )
         for n in range(CUSTOMERS)
+    ]
+    events += [
+        event(
+            f"ch-{n}",
+            "channel.upserted",
+            channel_id=f"CH-{n}",
+            name=f"Dealer {n}",
+            timezone="UTC",
+            manager_id=f"S-{n - 1}",
+        )
+        for n in (1, 2)
+    ]
+    events += [
+        event(
+            f"co-{n}",
+            "channel.order",
+            DAY + timedelta(days=n % 2),  # spread over two days
+            order_id=f"PO-{n}",
+            channel_id="CH-1",
+            occurred_at=(DAY + timedelta(days=n % 2)).isoformat(),
+            amount="100.00",
+            currency="EUR",
+        )
+        for n in range(CHANNEL_ORDERS)
     ]
     events += [
         event(
@@ -73,7 +99,8 @@ def scenario() -> tuple[list[CanonicalEvent], list[dict[str, Any]], list[dict[st
             "contract.renewed",
             contract_id=f"K-{n}",
             customer_id=f"C-{n}",
-            renewed_at=DAY.isoformat(),
+            # K-6 renewed an hour before its reminders were sent: not a conversion
+            renewed_at=(DAY - timedelta(hours=1) if n == 6 else DAY).isoformat(),
             new_end_date="2027-11-30",
         )
         for n in range(RENEWED)
@@ -114,12 +141,29 @@ def scenario() -> tuple[list[CanonicalEvent], list[dict[str, Any]], list[dict[st
                 "due_at": DAY.isoformat(),
                 "priority": "transactional",
                 "data": {},
+                "context": {"owner": f"S-{n % 2}", "channel": f"CH-{n % 2 + 1}"},
                 "created_at": DAY.isoformat(),
             }
             actions.append(body)
             outcome = "failed" if n == 9 else "sent"
             deliveries.append(delivery(body, "deferred", "quiet_hours"))
             deliveries.append(delivery(body, outcome, None if outcome == "sent" else "smtp_550"))
+    actions.append(
+        {
+            "key": "channel-health:CH-2:inactive:2026-11-02",
+            "rule": "channel-health",
+            "subject": "channel:CH-2",
+            "kind": "chat",
+            "recipient": {"kind": "staff", "id": "S-1"},
+            "template": "channel_inactive",
+            "locale": "en",
+            "due_at": DAY.isoformat(),
+            "priority": "transactional",
+            "data": {},
+            "context": {"owner": "S-1", "channel": "CH-2"},
+            "created_at": DAY.isoformat(),
+        }
+    )
     return events, actions, deliveries
 
 
@@ -138,6 +182,7 @@ def delivery(action: dict[str, Any], outcome: str, reason: str | None) -> dict[s
         "attempts": 1,
         "due_at": action["due_at"],
         "at": DAY.isoformat(),
+        "context": action.get("context", {}),
     }
 
 
@@ -146,6 +191,12 @@ TRUTH = {
     "events.customer.upserted": CUSTOMERS,
     "events.customer.interaction": ORDERS,
     "events.contract.renewed": RENEWED,
+    "events.channel.upserted": 2,
+    "events.channel.order": CHANNEL_ORDERS,
+    "channel_orders": CHANNEL_ORDERS,
+    "channel_order_value.EUR": CHANNEL_ORDERS * 10000,
+    "channels.flagged": 1,
+    "actions.chat": 1,
     "events.contract.cancelled": LOST,
     "customers.new": CUSTOMERS,
     "orders": ORDERS,
@@ -155,9 +206,11 @@ TRUTH = {
     "events.customer.churn_risk_changed": 4,
     "customers.at_risk": 3,
     "customers.recovered": 1,
-    "actions": 20,
+    "actions": 21,
     "actions.email": 20,
     "renewals.due": 10,
+    "renewals.reminded": 9,  # K-9's reminders failed
+    "renewals.converted": 6,  # K-0..K-5 renewed after a reminder; K-6 before it
     "deliveries": 20,
     "deliveries.sent": 18,
     "deliveries.failed": 2,
@@ -288,9 +341,25 @@ async def test_the_report_and_csv_for_a_known_scenario(
             report = (await http.get("/v1/report", params=window)).json()
             csv_text = (await http.get("/v1/series.csv", params=window)).text
             rows = (await http.get("/v1/series", params={**window, "dim": "rule"})).json()
-            pages = {path: await http.get(path) for path in ("/", "/?lang=zh", "/owners", "/rules")}
+            pages = {
+                path: await http.get(path)
+                for path in ("/", "/?lang=zh", "/owners", "/rules", "/channels?lang=zh")
+            }
+            weekly = await http.get(
+                "/v1/series",
+                params={
+                    **window,
+                    "to": "2026-11-09T00:00:00Z",
+                    "granularity": "week",
+                    "dim": "channel",
+                },
+            )
+            monthly = await http.get("/v1/savings", params={**window, "dim": "owner"})
             at_risk = (await http.get("/at-risk")).text
     assert report["renewal_rate"] == 0.7  # 7 renewed of 10 terms due
+    assert report["reminder_conversion"] == round(6 / 9, 4)
+    assert report["churn_recoveries"] == 1
+    assert report["recovery_rate"] == round(1 / 3, 4)
     assert report["delivery_success_rate"] == 0.9  # 18 sent, 2 failed
     assert report["automation_coverage"] == 1.0
     assert report["hours_saved"] == round(18 * 6 / 60, 2)
@@ -299,7 +368,10 @@ async def test_the_report_and_csv_for_a_known_scenario(
     assert header.startswith("start,dimension,value,")
     assert line.startswith("2026-11-02T00:00:00+00:00,all,*,")
     assert dict(zip(header.split(","), line.split(","), strict=True))["orders"] == str(ORDERS)
-    assert [(r["value"], r["counters"]["actions"]) for r in rows] == [("renewal", 20)]
+    assert sorted((r["value"], r["counters"]["actions"]) for r in rows) == [
+        ("channel-health", 1),
+        ("renewal", 20),
+    ]
     # the dashboard (server-rendered, no scripts): pages load with the data in both languages
     assert {path: answer.status_code for path, answer in pages.items()} == dict.fromkeys(pages, 200)
     assert "<svg" in pages["/"].text
@@ -313,6 +385,19 @@ async def test_the_report_and_csv_for_a_known_scenario(
     assert "<td>C-2</td>" in at_risk
     assert "<td>C-0</td>" not in at_risk  # entered the risk, then recovered
     assert totals(rows)["deliveries.sent"] == 18
+    # channel health over time: the week of Monday 2026-11-02, per channel
+    by_channel = {r["value"]: r for r in weekly.json()}
+    assert {r["start"] for r in by_channel.values()} == {"2026-11-02T00:00:00Z"}
+    assert by_channel["CH-1"]["counters"]["channel_orders"] == CHANNEL_ORDERS
+    assert by_channel["CH-2"]["counters"]["channels.flagged"] == 1
+    assert "渠道健康度" in pages["/channels?lang=zh"].text
+    assert "<td>CH-1</td><td>51</td>" in pages["/channels?lang=zh"].text  # 6 + its customers' 45
+    assert "<td>CH-2</td><td>45 ⚠</td>" in pages["/channels?lang=zh"].text
+    # manual work saved per owner in November: S-0 and S-1 each got 9 of the 18 e-mails
+    assert [(m["value"], m["touches"]["email"], m["hours_saved"]) for m in monthly.json()] == [
+        ("S-0", 10, 1.0),
+        ("S-1", 8, 0.8),
+    ]
 
     # the business gauges Prometheus scrapes
     aggregates = Aggregates(client[database]["analytics_facts"], buckets)
@@ -321,3 +406,77 @@ async def test_the_report_and_csv_for_a_known_scenario(
     assert "upkeep_analytics_customers_at_risk 2.0" in metrics
     assert "upkeep_analytics_renewals_due_this_week 10.0" in metrics
     await client.close()
+
+
+async def test_a_conversion_counts_once_whichever_side_arrives_first(
+    kafka_settings: KafkaSettings, mongo_settings: MongoSettings, topics: TopicSettings
+) -> None:
+    """K-A: the renewal is consumed before the reminder's outcome; K-B: after it. Both convert,
+    once each, also when everything is published again."""
+    tag = uuid.uuid4().hex[:8]
+    database = f"analytics_{tag}"
+    client = make_client(mongo_settings, "test")
+    buckets = client[database]["analytics_buckets"]
+
+    def reminder(contract: str) -> dict[str, Any]:
+        key = f"renewal:{contract}:2026-11-30:30d"
+        action = {
+            "key": key,
+            "rule": "renewal",
+            "subject": "customer:C-1",
+            "kind": "email",
+            "recipient": {"kind": "staff", "id": "S-1"},
+            "template": "renewal_reminder",
+            "locale": "en",
+            "due_at": DAY.isoformat(),
+            "priority": "transactional",
+        }
+        return delivery(action, "sent", None)
+
+    def renewal(contract: str) -> CanonicalEvent:
+        return event(
+            f"renewed-{contract}",
+            "contract.renewed",
+            DAY + timedelta(days=3),
+            contract_id=contract,
+            customer_id="C-1",
+            renewed_at=(DAY + timedelta(days=3)).isoformat(),
+            new_end_date="2027-11-30",
+        )
+
+    async def send(*items: dict[str, Any] | CanonicalEvent) -> None:
+        for item in items:
+            if isinstance(item, CanonicalEvent):
+                await publish_events(kafka_settings, topics.events, [item])
+            else:
+                await produce(kafka_settings, topics.deliveries, [item], key=b"customer:C-1")
+
+    window = {"renewals.reminded", "renewals.converted", "renewals.renewed"}
+
+    async def figures() -> dict[str, int]:
+        return {k: v for k, v in (await counters(buckets)).items() if k in window}
+
+    async with analytics(kafka_settings, mongo_settings, topics, database, f"an-{tag}"):
+        await send(renewal("K-A"), reminder("K-B"))
+        await settled_on(figures, {"renewals.renewed": 1, "renewals.reminded": 1})
+        await send(reminder("K-A"), renewal("K-B"))
+        expected = {"renewals.renewed": 2, "renewals.reminded": 2, "renewals.converted": 2}
+        await settled_on(figures, expected)
+        await send(renewal("K-A"), reminder("K-A"), reminder("K-B"), renewal("K-B"))
+        await asyncio.sleep(3)
+        assert await figures() == expected
+    # the conversions are counted on the renewal's day (the later of the two)
+    converted_days = [
+        doc["start"]
+        async for doc in buckets.find({"g": "day", "dim": "all", "c.renewals~converted": 2})
+    ]
+    assert converted_days == [datetime(2026, 11, 5, tzinfo=UTC)]
+    await client.close()
+
+
+async def settled_on(read: Any, expected: dict[str, int]) -> None:
+    for _ in range(200):  # up to a minute
+        if await read() == expected:
+            break
+        await asyncio.sleep(0.3)
+    assert await read() == expected

@@ -3,14 +3,25 @@ identity, and which records are refused."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import orjson
 import pytest
 
-from services.analytics.facts import Fact, Unreadable, attribution_of, cents, read
+from services.analytics.facts import (
+    Fact,
+    Touch,
+    Unreadable,
+    attribution_of,
+    cents,
+    delivery_facts,
+    read,
+    reminded_term,
+    renewal_term,
+)
+from shared.events.deliveries import DeliveryMessage
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import (
     ChannelUpserted,
@@ -704,3 +715,312 @@ def test_a_tier_change_sets_the_tier() -> None:
 )
 def test_other_events_attribute_nobody(payload: EventPayload) -> None:
     assert attribution_of(payload) is None
+
+
+# --- contract terms: renewal keys, reminders and renewals ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "term"),
+    [
+        ("renewal:K-1:2026-11-30:30d", ("K-1", date(2026, 11, 30))),
+        ("renewal:K-1:2026-11-30:1d:customer", ("K-1", date(2026, 11, 30))),
+        ("renewal:K-1:2026-11-30:overdue", ("K-1", date(2026, 11, 30))),
+        # a contract id may itself contain ":" (and even something that looks like a date)
+        ("renewal:acme:K-1:2026-11-30:7d", ("acme:K-1", date(2026, 11, 30))),
+        ("renewal:acme:K-1:2026-11-30:7d:customer", ("acme:K-1", date(2026, 11, 30))),
+        ("renewal:K:2025-01-01:x:2026-11-30:30d", ("K:2025-01-01:x", date(2026, 11, 30))),
+        ("renewal:K-1:2026-11-30:2027-11-30:60d", ("K-1:2026-11-30", date(2027, 11, 30))),
+    ],
+)
+def test_a_renewal_key_names_its_contract_and_term(key: str, term: tuple[str, date]) -> None:
+    assert renewal_term(key) == term
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "birthday:C-1:2026",
+        "followup:C-1:order:O-1",
+        "renewals:K-1:2026-11-30:30d",  # another prefix
+        "xrenewal:K-1:2026-11-30:30d",
+        "renewal:K-1:2026-11-30",  # no reminder part
+        "renewal:K-1:2026-11-30:",
+        "renewal::2026-11-30:30d",  # no contract
+        "renewal:K-1:20261130:30d",  # not an ISO date
+        "renewal:K-1:30-11-2026:30d",
+        "renewal:K-1:2026-13-01:30d",  # no 13th month
+        "renewal:K-1:2026-02-30:30d",  # no 30 February
+        "renewal:K-1:2026-11-30:30d:customer:again",
+        "renewal:K-1:2026-11-30:30d:staff",  # only a customer notice has a fifth part
+    ],
+)
+def test_a_key_that_is_not_a_renewal_key_has_no_term(key: str) -> None:
+    assert renewal_term(key) is None
+
+
+def renewal_delivery(
+    outcome: str = "sent", key: str = "renewal:K-1:2026-11-30:30d", **changes: Any
+) -> DeliveryMessage:
+    return DeliveryMessage.model_validate(delivery(outcome, key, "renewal", **changes))
+
+
+def test_a_sent_renewal_reminder_touches_the_term_it_reminded_of() -> None:
+    assert reminded_term(renewal_delivery()) == Touch(
+        "reminded", "K-1", date(2026, 11, 30), T, "customer:C-1"
+    )
+
+
+def test_a_sent_customer_notice_touches_the_same_term() -> None:
+    notice = renewal_delivery(key="renewal:acme:K-1:2026-11-30:7d:customer")
+    assert reminded_term(notice) == Touch(
+        "reminded", "acme:K-1", date(2026, 11, 30), T, "customer:C-1"
+    )
+
+
+@pytest.mark.parametrize("outcome", ["suppressed", "failed", "deferred"])
+def test_a_renewal_reminder_that_reached_nobody_touches_nothing(outcome: str) -> None:
+    assert reminded_term(renewal_delivery(outcome, reason="why")) is None
+
+
+def test_only_the_renewal_rule_reminds_of_a_term() -> None:
+    other_rule = DeliveryMessage.model_validate(
+        delivery("sent", "renewal:K-1:2026-11-30:30d", "followup")
+    )
+    assert reminded_term(other_rule) is None
+
+
+def test_a_renewal_delivery_with_a_key_without_a_term_touches_nothing() -> None:
+    assert reminded_term(renewal_delivery(key="renewal:K-1:2026-02-30:30d")) is None
+    assert reminded_term(renewal_delivery(key="renewal:K-1")) is None
+
+
+def test_a_sent_renewal_reminder_counts_the_term_reminded() -> None:
+    facts = delivery_facts(renewal_delivery())
+    assert facts == [
+        Fact(
+            "delivery:renewal:K-1:2026-11-30:30d",
+            T,
+            {
+                "deliveries": 1,
+                "deliveries.sent": 1,
+                "touches.automated": 1,
+                "touches.email": 1,
+            },
+            "customer:C-1",
+            {"rule": "renewal", "kind": "email"},
+        ),
+        Fact("reminded:K-1:2026-11-30", T, {"renewals.reminded": 1}, "customer:C-1"),
+    ]
+
+
+def test_every_reminder_of_one_term_is_the_same_reminded_occurrence() -> None:
+    keys = [
+        "renewal:K-1:2026-11-30:60d",
+        "renewal:K-1:2026-11-30:7d",
+        "renewal:K-1:2026-11-30:7d:customer",
+        "renewal:K-1:2026-11-30:overdue",
+    ]
+    reminded = [
+        {
+            f.identity
+            for f in delivery_facts(renewal_delivery(key=k))
+            if "renewals.reminded" in f.counters
+        }
+        for k in keys
+    ]
+    assert reminded == [{"reminded:K-1:2026-11-30"}] * len(keys)
+    next_term = delivery_facts(renewal_delivery(key="renewal:K-1:2027-11-30:60d"))
+    assert next_term[-1].identity == "reminded:K-1:2027-11-30"
+
+
+def test_a_contract_id_with_colons_is_kept_whole_in_the_reminded_identity() -> None:
+    facts = by_identity(delivery_facts(renewal_delivery(key="renewal:a:b:2026-11-30:30d")))
+    assert facts["reminded:a:b:2026-11-30"].counters == {"renewals.reminded": 1}
+
+
+@pytest.mark.parametrize("outcome", ["suppressed", "failed"])
+def test_a_renewal_reminder_that_reached_nobody_is_not_a_term_reminded(outcome: str) -> None:
+    (fact,) = delivery_facts(renewal_delivery(outcome, reason="why"))
+    assert fact.identity == "delivery:renewal:K-1:2026-11-30:30d"
+    assert "renewals.reminded" not in fact.counters
+
+
+def test_a_sent_delivery_of_another_rule_is_not_a_term_reminded() -> None:
+    body = delivery("sent", "renewal:K-1:2026-11-30:30d", "birthday")
+    facts = delivery_facts(DeliveryMessage.model_validate(body))
+    assert [f.identity for f in facts] == ["delivery:renewal:K-1:2026-11-30:30d"]
+
+
+def renewed_record(**changes: Any) -> bytes:
+    data: dict[str, Any] = {
+        "contract_id": "K-1",
+        "customer_id": "C-1",
+        "renewed_at": T.isoformat(),
+        "new_end_date": "2027-11-30",
+    }
+    return event_record("contract.renewed", **{**data, **changes})
+
+
+def test_read_gives_a_renewal_as_a_touch_of_its_new_term() -> None:
+    found = read("events", renewed_record())
+    assert found.touch == Touch("renewed", "K-1", date(2027, 11, 30), T, "customer:C-1")
+
+
+def test_a_renewal_touches_its_term_at_the_moment_it_was_renewed() -> None:
+    renewed_at = T - timedelta(days=2)  # recorded late: the envelope's time is later
+    found = read("events", renewed_record(renewed_at=renewed_at.isoformat()))
+    assert found.touch is not None
+    assert found.touch.at == renewed_at
+
+
+def test_read_gives_a_renewal_of_a_contract_with_colons_its_whole_id() -> None:
+    found = read("events", renewed_record(contract_id="acme:K-1"))
+    assert found.touch is not None
+    assert (found.touch.contract, found.touch.end) == ("acme:K-1", date(2027, 11, 30))
+
+
+def test_read_gives_a_sent_renewal_reminder_as_a_touch_of_its_term() -> None:
+    body = delivery("sent", "renewal:K-1:2026-11-30:30d", "renewal")
+    found = read("deliveries", orjson.dumps(body))
+    assert found.touch == Touch("reminded", "K-1", date(2026, 11, 30), T, "customer:C-1")
+    assert "reminded:K-1:2026-11-30" in by_identity(found.facts)
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("events", event_record("customer.upserted", **CUSTOMER)),
+        (
+            "events",
+            event_record(
+                "contract.cancelled",
+                contract_id="K-1",
+                customer_id="C-1",
+                cancelled_at=T.isoformat(),
+            ),
+        ),
+        ("actions", orjson.dumps(action("renewal:K-1:2026-11-30:30d", "renewal"))),
+        ("actions", orjson.dumps(action("birthday:C-1:2026", "birthday"))),
+        ("deliveries", orjson.dumps(delivery("sent"))),
+        (
+            "deliveries",
+            orjson.dumps(delivery("failed", "renewal:K-1:2026-11-30:30d", "renewal", reason="x")),
+        ),
+        (
+            "deliveries",
+            orjson.dumps(
+                delivery("suppressed", "renewal:K-1:2026-11-30:30d", "renewal", reason="x")
+            ),
+        ),
+        (
+            "deliveries",
+            orjson.dumps(
+                delivery(
+                    "deferred",
+                    "renewal:K-1:2026-11-30:30d",
+                    "renewal",
+                    reason="quiet_hours",
+                    next_at=(T + timedelta(hours=9)).isoformat(),
+                )
+            ),
+        ),
+    ],
+    ids=[
+        "customer upserted",
+        "contract cancelled",
+        "renewal action",
+        "birthday action",
+        "sent birthday",
+        "failed renewal",
+        "suppressed renewal",
+        "deferred renewal",
+    ],
+)
+def test_read_gives_no_touch_for_anything_else(kind: str, value: bytes) -> None:
+    assert read(kind, value).touch is None
+
+
+# --- context: whom an action or its outcome is attributed to ------------------------------
+
+CONTEXT = {"owner": "S-9", "channel": "CH-2", "tier": "A"}
+
+
+def test_an_actions_context_is_the_dimension_of_its_facts() -> None:
+    body = action("renewal:K-1:2026-11-30:30d", "renewal", context=CONTEXT)
+    facts = by_identity(read_json("actions", body))
+    assert facts["action:renewal:K-1:2026-11-30:30d"].dims == {
+        **CONTEXT,
+        "rule": "renewal",
+        "kind": "email",
+    }
+    assert facts["due:renewal:K-1:2026-11-30"].dims == CONTEXT
+
+
+def test_a_channel_alert_is_flagged_under_its_context() -> None:
+    key = "channel-health:CH-2:2026-11-02"
+    body = action(key, "channel-health", subject="channel:CH-2", context={"owner": "S-9"})
+    facts = by_identity(read_json("actions", body))
+    dims = {"owner": "S-9", "rule": "channel-health", "kind": "email"}
+    assert facts[f"action:{key}"].dims == dims
+    assert facts[f"flagged:{key}"].dims == dims
+
+
+def test_a_deliverys_context_is_the_dimension_of_its_facts() -> None:
+    body = delivery("sent", "renewal:K-1:2026-11-30:30d", "renewal", kind="chat", context=CONTEXT)
+    facts = by_identity(read_json("deliveries", body))
+    assert facts["delivery:renewal:K-1:2026-11-30:30d"].dims == {
+        **CONTEXT,
+        "rule": "renewal",
+        "kind": "chat",
+    }
+    assert facts["reminded:K-1:2026-11-30"].dims == CONTEXT
+
+
+@pytest.mark.parametrize("outcome", ["suppressed", "failed"])
+def test_an_outcome_that_reached_nobody_is_attributed_by_its_context_too(outcome: str) -> None:
+    (fact,) = read_json("deliveries", delivery(outcome, reason="why", context={"tier": "B"}))
+    assert fact.dims == {"tier": "B", "rule": "birthday", "kind": "email"}
+
+
+NOISY = {
+    "owner": "S-9",
+    "channel": "",  # empty: dropped
+    "tier": "",
+    "region": "EU",  # not a dimension: dropped
+    "customer": "C-1",
+    "rule": "spoofed",  # never overrides the record's own rule and kind
+    "kind": "fax",
+}
+
+
+def test_unknown_and_empty_context_is_dropped_and_never_overrides_rule_or_kind() -> None:
+    action_facts = by_identity(
+        read_json("actions", action("renewal:K-1:2026-11-30:30d", "renewal", context=NOISY))
+    )
+    assert action_facts["action:renewal:K-1:2026-11-30:30d"].dims == {
+        "owner": "S-9",
+        "rule": "renewal",
+        "kind": "email",
+    }
+    assert action_facts["due:renewal:K-1:2026-11-30"].dims == {"owner": "S-9"}
+    body = delivery("sent", "renewal:K-1:2026-11-30:30d", "renewal", kind="task", context=NOISY)
+    delivery_found = by_identity(read_json("deliveries", body))
+    assert delivery_found["delivery:renewal:K-1:2026-11-30:30d"].dims == {
+        "owner": "S-9",
+        "rule": "renewal",
+        "kind": "task",
+    }
+    assert delivery_found["reminded:K-1:2026-11-30"].dims == {"owner": "S-9"}
+
+
+def test_without_context_the_facts_carry_only_rule_and_kind() -> None:
+    facts = by_identity(read_json("actions", action("renewal:K-1:2026-11-30:30d", "renewal")))
+    assert facts["action:renewal:K-1:2026-11-30:30d"].dims == {"rule": "renewal", "kind": "email"}
+    assert facts["due:renewal:K-1:2026-11-30"].dims == {}
+
+
+def test_a_context_that_is_not_text_is_unreadable() -> None:
+    body = action("birthday:C-1:2026", "birthday", context={"owner": ["S-1", "S-2"]})
+    with pytest.raises(Unreadable):
+        read("actions", orjson.dumps(body))

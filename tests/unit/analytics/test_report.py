@@ -1,5 +1,6 @@
 """The analytics HTTP API (services/analytics/api.py) over a fake aggregates store: the
-maintenance report, the series as JSON and as CSV, and query validation."""
+maintenance report, the manual work saved, the series as JSON and as CSV, and query
+validation."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from fastapi import FastAPI
 
 from services.analytics.aggregates import Aggregates
 from services.analytics.api import analytics_router
+from services.analytics.report import Reporting
 
 MINUTES = {"email": 6.0, "chat": 4.0, "webhook": 3.0}
 HOURLY_COST = 40.0
@@ -69,10 +71,12 @@ async def api(
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     router = analytics_router(
-        cast(Aggregates, fake),
-        MINUTES if minutes_saved is None else minutes_saved,
-        hourly_cost,
-        "EUR",
+        Reporting(
+            cast(Aggregates, fake),
+            MINUTES if minutes_saved is None else minutes_saved,
+            hourly_cost,
+            "EUR",
+        )
     )
     app.include_router(router)
     transport = httpx.ASGITransport(app=app)
@@ -257,8 +261,12 @@ async def test_the_csv_of_an_empty_window_is_its_header() -> None:
 @pytest.mark.parametrize(
     ("path", "params"),
     [
-        ("/v1/series", {"granularity": "week"}),
-        ("/v1/series.csv", {"granularity": "week"}),
+        ("/v1/series", {"granularity": "year"}),
+        ("/v1/series.csv", {"granularity": "minute"}),
+        ("/v1/savings", {"dim": "bogus"}),
+        ("/v1/savings", {"dim": "customer"}),
+        ("/v1/savings", {"granularity": "quarter"}),
+        ("/v1/savings", {"from": "last tuesday"}),
         ("/v1/series", {"dim": "bogus"}),
         ("/v1/series.csv", {"dim": "bogus"}),
         ("/v1/report", {"dim": "bogus"}),
@@ -283,3 +291,159 @@ async def test_every_dimension_can_be_asked_for(dim: str) -> None:
         answer = await http.get("/v1/series", params={**WINDOW, "dim": dim})
     assert answer.status_code == 200
     assert [q.dim for q in fake.queries] == [dim]
+
+
+# --- the new report fields ------------------------------------------------------------------
+
+
+async def test_the_report_gives_reminder_conversion_and_churn_recoveries() -> None:
+    fake = FakeAggregates(
+        [
+            row(1, {"renewals.reminded": 5, "renewals.converted": 2, "customers.at_risk": 4}),
+            row(2, {"renewals.reminded": 4, "renewals.converted": 1, "customers.recovered": 3}),
+            row(2, {"customers.at_risk": 2, "customers.recovered": 1}),
+        ]
+    )
+    async with api(fake) as http:
+        report = (await http.get("/v1/report", params=WINDOW)).json()
+    assert report["reminder_conversion"] == 0.3333  # 3 of 9 reminded terms, to four places
+    assert report["churn_recoveries"] == 4
+    assert report["recovery_rate"] == 0.6667  # 4 recovered of 6 that entered churn risk
+    assert report["renewal_rate"] is None  # nothing due: unrelated to the conversion
+
+
+async def test_conversion_and_recovery_rates_are_none_without_a_denominator() -> None:
+    # conversions and recoveries counted in the window, but no reminder and nobody at risk in it
+    fake = FakeAggregates([row(1, {"renewals.converted": 2, "customers.recovered": 3})])
+    async with api(fake) as http:
+        report = (await http.get("/v1/report", params=WINDOW)).json()
+    assert report["reminder_conversion"] is None
+    assert report["recovery_rate"] is None
+    assert report["churn_recoveries"] == 3
+
+
+async def test_an_empty_window_has_no_conversion_and_no_recoveries() -> None:
+    async with api(FakeAggregates()) as http:
+        report = (await http.get("/v1/report", params=WINDOW)).json()
+    assert report["reminder_conversion"] is None
+    assert report["recovery_rate"] is None
+    assert report["churn_recoveries"] == 0
+
+
+async def test_reminded_terms_that_all_converted_and_risks_that_all_recovered_are_one() -> None:
+    counters = {
+        "renewals.reminded": 3,
+        "renewals.converted": 3,
+        "customers.at_risk": 2,
+        "customers.recovered": 2,
+    }
+    async with api(FakeAggregates([row(1, counters)])) as http:
+        report = (await http.get("/v1/report", params=WINDOW)).json()
+    assert (report["reminder_conversion"], report["recovery_rate"]) == (1.0, 1.0)
+
+
+# --- /v1/savings ----------------------------------------------------------------------------
+
+
+async def test_savings_give_hours_and_money_per_row() -> None:
+    fake = FakeAggregates(
+        [
+            # 7 e-mails x 6 min + 2 chats x 4 min = 50 min; the task saves nothing
+            row(1, {"touches.email": 7, "touches.chat": 2, "touches.task": 1, "orders": 4}),
+            # 10 webhooks x 3 min = 30 min
+            row(8, {"touches.webhook": 10}),
+            row(15, {"orders": 2}),  # no touches: nothing saved
+        ]
+    )
+    async with api(fake) as http:
+        answer = await http.get("/v1/savings", params={**WINDOW, "granularity": "week"})
+    assert answer.status_code == 200
+    assert answer.json() == [
+        {
+            "start": "2026-11-01T00:00:00Z",
+            "dim": "all",
+            "value": "*",
+            "touches": {"email": 7, "chat": 2, "webhook": 0},
+            "hours_saved": 0.83,
+            "money_saved": 33.33,  # 50 / 60 h x 40, not the rounded 0.83 h x 40
+            "currency": "EUR",
+        },
+        {
+            "start": "2026-11-08T00:00:00Z",
+            "dim": "all",
+            "value": "*",
+            "touches": {"email": 0, "chat": 0, "webhook": 10},
+            "hours_saved": 0.5,
+            "money_saved": 20.0,
+            "currency": "EUR",
+        },
+        {
+            "start": "2026-11-15T00:00:00Z",
+            "dim": "all",
+            "value": "*",
+            "touches": {"email": 0, "chat": 0, "webhook": 0},
+            "hours_saved": 0.0,
+            "money_saved": 0.0,
+            "currency": "EUR",
+        },
+    ]
+
+
+async def test_savings_count_touches_only_of_the_configured_kinds() -> None:
+    fake = FakeAggregates([row(1, {"touches.chat": 30, "touches.webhook": 20, "touches.task": 9})])
+    async with api(fake, minutes_saved={"webhook": 1.5, "task": 0.0}, hourly_cost=100.0) as http:
+        (saving,) = (await http.get("/v1/savings", params=WINDOW)).json()
+    assert saving["touches"] == {"webhook": 20, "task": 9}  # no chat: it saves nothing here
+    assert saving["hours_saved"] == 0.5  # 20 x 1.5 min
+    assert saving["money_saved"] == 50.0
+
+
+async def test_savings_by_month_are_the_default() -> None:
+    fake = FakeAggregates()
+    async with api(fake) as http:
+        answer = await http.get("/v1/savings", params=WINDOW)
+    assert answer.status_code == 200
+    assert answer.json() == []
+    assert fake.queries == [Query("month", "all", SINCE, UNTIL, None)]
+
+
+@pytest.mark.parametrize("granularity", ["month", "week", "day", "hour"])
+async def test_savings_ask_the_aggregates_for_the_granularity_asked_for(granularity: str) -> None:
+    fake = FakeAggregates()
+    async with api(fake) as http:
+        answer = await http.get("/v1/savings", params={**WINDOW, "granularity": granularity})
+    assert answer.status_code == 200
+    assert fake.queries == [Query(granularity, "all", SINCE, UNTIL, None)]
+
+
+async def test_savings_per_channel_ask_for_that_channel_and_name_it() -> None:
+    fake = FakeAggregates([row(1, {"touches.email": 10}, "channel", "CH-1")])
+    params = {**WINDOW, "granularity": "week", "dim": "channel", "value": "CH-1"}
+    async with api(fake) as http:
+        (saving,) = (await http.get("/v1/savings", params=params)).json()
+    assert fake.queries == [Query("week", "channel", SINCE, UNTIL, "CH-1")]
+    assert (saving["dim"], saving["value"]) == ("channel", "CH-1")
+    assert (saving["hours_saved"], saving["money_saved"]) == (1.0, 40.0)
+
+
+async def test_savings_per_owner_give_one_row_per_owner_and_period() -> None:
+    fake = FakeAggregates(
+        [
+            row(1, {"touches.email": 10}, "owner", "S-1"),
+            row(1, {"touches.chat": 15}, "owner", "S-2"),
+        ]
+    )
+    async with api(fake) as http:
+        answer = await http.get("/v1/savings", params={**WINDOW, "dim": "owner"})
+    assert fake.queries == [Query("month", "owner", SINCE, UNTIL, None)]
+    assert [(s["value"], s["hours_saved"]) for s in answer.json()] == [("S-1", 1.0), ("S-2", 1.0)]
+
+
+@pytest.mark.parametrize("granularity", ["week", "month"])
+async def test_the_series_can_be_asked_for_by_week_and_month(granularity: str) -> None:
+    fake = FakeAggregates([row(2, {"orders": 3})])
+    async with api(fake) as http:
+        answer = await http.get("/v1/series", params={**WINDOW, "granularity": granularity})
+    assert answer.status_code == 200
+    assert fake.queries == [Query(granularity, "all", SINCE, UNTIL, None)]
+    assert answer.json()[0]["counters"] == {"orders": 3}

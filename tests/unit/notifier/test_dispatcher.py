@@ -309,7 +309,7 @@ def outcome_id(key: str, suffix: str) -> str:
 async def test_contacts_come_from_profile_events_and_the_action_is_mailed_to_them() -> None:
     w = make_world()
     profile = customer_event("C-1", "李雷", "li.lei@example.com")
-    birthday = record(action("birthday:C-1:2026"))
+    birthday = record({**action("birthday:C-1:2026"), "context": {"owner": "S-7"}})
     not_a_profile = FakeRecord(EVENTS, 0, next(OFFSETS), b'{"not": "a canonical event"}')
     result = await w.consume(profile, not_a_profile, birthday)
     assert result.dead_letters == []  # the events topic is rules' to dead-letter, not ours
@@ -319,6 +319,7 @@ async def test_contacts_come_from_profile_events_and_the_action_is_mailed_to_the
 
     sent = await w.tick()
     assert summary(sent) == [("birthday:C-1:2026", "sent", None)]
+    assert outcomes(sent)[0].context == {"owner": "S-7"}  # passed on for analytics
     ((message, address),) = w.mail.delivered
     assert address == "li.lei@example.com"
     assert message["Message-ID"] == message_id("birthday:C-1:2026", "upkeep.example.com")

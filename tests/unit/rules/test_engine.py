@@ -60,7 +60,24 @@ HISTORY = [
     ("staff.upserted", {"staff_id": "S-2", "name": "M", "timezone": "UTC"}),
     (
         "customer.upserted",
-        {"customer_id": "C-1", "name": "Acme", "timezone": "UTC", "owner_id": "S-1"},
+        {
+            "customer_id": "C-1",
+            "name": "Acme",
+            "timezone": "UTC",
+            "owner_id": "S-1",
+            "channel_id": "CH-9",
+        },
+    ),
+    (
+        "customer.tier_changed",
+        {
+            "customer_id": "C-1",
+            "tier": "B",
+            "recency_score": 2,
+            "frequency_score": 2,
+            "monetary_score": 2,
+            "changed_at": "2025-06-01T00:00:00Z",
+        },
     ),
     (
         "contract.upserted",
@@ -96,6 +113,10 @@ async def test_events_plan_timers_and_due_timers_become_actions(engine: RulesEng
         "renewal:K-1:2026-05-31:overdue",
     ]
     assert actions[-1].recipient.id == "S-2"  # escalated to the owner's manager
+    # each carries whom the customer belonged to when decided (analytics attributes by it)
+    assert {tuple(sorted(a.context.items())) for a in actions} == {
+        (("channel", "CH-9"), ("owner", "S-1"), ("tier", "B"))
+    }
     assert all(m.key == b"customer:C-1" for m in fired.messages)
     assert len(await engine._timers.pending("customer:C-1")) == 4  # until committed
     for hook in fired.after_commit:  # as the consumer loop runs them: sync or async
