@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help up down demo status logs test test-unit test-integration test-e2e lint fmt typecheck \
+.PHONY: help up down demo status logs test test-unit test-integration test-e2e test-deploy lint fmt \
+        typecheck dashboards \
         schemas bench-ingest bench-rules bench-notifier bench-analytics lock clean
 
 help: ## list the targets
@@ -20,14 +21,38 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[local,dev]'
 	@touch $(STAMP)
 
-# Debian's Chromium, for the dashboard's headless browser test (installed once, as root)
+# Debian packages the tests drive (installed once, as root): Chromium for the dashboard's
+# headless browser test; prometheus for promtool and a real Prometheus server
 CHROMIUM := /usr/bin/chromium
-$(CHROMIUM):
+PROMTOOL := /usr/bin/promtool
+DEBIAN_TOOLS := $(CHROMIUM) $(PROMTOOL)
+$(DEBIAN_TOOLS) &:
 	@if [ "$$(id -u)" = 0 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
 	else \
-		echo "the dashboard test needs Debian's chromium: sudo apt-get install chromium" >&2; exit 1; \
+		echo "the tests need Debian's chromium and prometheus: sudo apt-get install chromium prometheus" >&2; \
+		exit 1; \
 	fi
+
+# compose-go's loader (github.com/compose-spec/compose-go), which checks deploy/compose.yaml
+COMPOSE_GO_VERSION := v2.16.2
+COMPOSE_GO := .cache/compose-go/$(COMPOSE_GO_VERSION)/cmd
+$(COMPOSE_GO):
+	GOPATH=$(CURDIR)/.cache/go GOCACHE=$(CURDIR)/.cache/go-build GOFLAGS=-modcacherw \
+	GOBIN=$(CURDIR)/$(dir $(COMPOSE_GO)) \
+		go install github.com/compose-spec/compose-go/v2/cmd@$(COMPOSE_GO_VERSION)
+
+# compose-go's loader as `docker compose` uses it (interpolation, env files, consistency)
+COMPOSE_CHECK := .cache/compose-check/compose-check
+$(COMPOSE_CHECK): deploy/compose-check/main.go deploy/compose-check/go.mod deploy/compose-check/go.sum
+	cd deploy/compose-check && GOPATH=$(CURDIR)/.cache/go GOCACHE=$(CURDIR)/.cache/go-build \
+		GOFLAGS=-modcacherw go build -o $(CURDIR)/$(COMPOSE_CHECK) .
+
+TOOLS := $(STAMP) $(DEBIAN_TOOLS) $(COMPOSE_GO) $(COMPOSE_CHECK)
+export UPKEEP_COMPOSE_GO := $(CURDIR)/$(COMPOSE_GO)
+export UPKEEP_COMPOSE_CHECK := $(CURDIR)/$(COMPOSE_CHECK)
 
 install: $(STAMP) ## create .venv and install the project with pinned dependencies
 
@@ -46,7 +71,7 @@ status: $(STAMP) ## what runs, where, and its log file
 logs: $(STAMP) ## the last lines of every local log (LINES=100 for more)
 	$(BIN)/python -m deploy.local logs --lines $${LINES:-30}
 
-test: $(STAMP) $(CHROMIUM) ## every test: unit, integration (real Kafka + MongoDB-wire server) and e2e
+test: $(TOOLS) ## every test: unit, integration (real Kafka + MongoDB-wire server), e2e, deploy
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## unit tests only (no servers)
@@ -55,8 +80,14 @@ test-unit: $(STAMP) ## unit tests only (no servers)
 test-integration: $(STAMP) ## integration tests only
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-test-e2e: $(STAMP) $(CHROMIUM) ## end-to-end tests only
+test-e2e: $(TOOLS) ## end-to-end tests only
 	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+
+test-deploy: $(TOOLS) ## the Compose file, Dockerfile, Prometheus rules and Grafana dashboards
+	$(BIN)/python -m pytest tests/deploy $(PYTEST_ARGS)
+
+dashboards: $(STAMP) ## regenerate deploy/grafana/dashboards/*.json
+	$(BIN)/python -m deploy.grafana.dashboards
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict
 	$(BIN)/ruff check .

@@ -85,6 +85,14 @@ def create_app(
                 HTTP_REQUESTS.labels(request.method, template, str(status)).inc()
                 HTTP_SECONDS.labels(template).observe(time.perf_counter() - started)
 
+    async def probe() -> list[tuple[str, bool, str]]:
+        """Run every readiness check (each bounded by CHECK_TIMEOUT_S) and export the result
+        as ``upkeep_dependency_up``."""
+        results = await asyncio.gather(*(_run_check(n, c) for n, c in readiness.items()))
+        for name, ok, _ in results:
+            metrics.DEPENDENCY_UP.labels(name).set(1 if ok else 0)
+        return list(results)
+
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process is running")
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": service}
@@ -96,17 +104,15 @@ def create_app(
         responses={503: {"description": "a dependency is not reachable"}},
     )
     async def readyz() -> JSONResponse:
-        results = await asyncio.gather(*(_run_check(n, c) for n, c in readiness.items()))
-        checks: dict[str, Any] = {}
-        for name, ok, detail in results:
-            metrics.DEPENDENCY_UP.labels(name).set(1 if ok else 0)
-            checks[name] = detail
+        results = await probe()
         ready = all(ok for _, ok, _ in results)
+        checks: dict[str, Any] = {name: detail for name, _, detail in results}
         body = {"status": "ready" if ready else "not ready", "checks": checks}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def prometheus_metrics() -> Response:
+        await probe()  # every scrape sees the dependencies as they are now
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -18,7 +18,8 @@ PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "secret", "password", 
 
 def refuse_placeholder(value: SecretStr | None, name: str) -> SecretStr | None:
     """Refuse secrets that were obviously copied from an example file."""
-    if value is not None and value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+    text = value.get_secret_value().strip().lower() if value is not None else ""
+    if text in PLACEHOLDER_SECRETS or text.startswith("change-me"):  # deploy/.env.example
         raise ValueError(f"{name} is a placeholder; set a real secret")
     return value
 

@@ -37,7 +37,10 @@ class Breakers:
     def closed_at(self, provider: str, now: datetime) -> datetime | None:
         """``None`` if we may send now; else when the circuit lets messages through again."""
         circuit = self._circuits.get(provider)
-        if circuit is None or circuit.open_until is None or circuit.open_until <= now:
+        if circuit is None or circuit.open_until is None:
+            return None
+        if circuit.open_until <= now:
+            OPEN.labels(provider).set(0)  # half open: messages flow again
             return None
         return circuit.open_until
 

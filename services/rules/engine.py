@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiokafka import TopicPartition
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from services.rules.sdk import Action, Decision, Rule, RuleContext, Timer
@@ -69,6 +69,15 @@ UNSETTLED = Counter(
     "upkeep_rules_unsettled_partitions_total",
     "Newly owned partitions a tick skipped because their last transaction was undecided.",
 )
+OVERDUE = Gauge(
+    "upkeep_rules_overdue_timer_seconds",
+    "How late the oldest due timer was when this replica's last tick took it (0: none due).",
+)
+LAST_TICK = Gauge(
+    "upkeep_rules_last_tick_timestamp_seconds",
+    "Unix time of this replica's last tick that looked for due timers (process start before).",
+)
+LAST_TICK.set_to_current_time()  # a replica that never ticks shows how long since it started
 EVENTS_APPLIED = Counter(
     "upkeep_rules_events_total",
     "Canonical events handled, by outcome (applied, repeat).",
@@ -184,6 +193,7 @@ class RulesEngine:
         if self._weekly is not None and WEEKLY_PARTITION in owned:
             weekly_slot = await self._run_weekly(now, result)
         due = await self._timers.due(owned, self.rules.keys(), now, self._timers_per_tick)
+        OVERDUE.set((now - due[0].timer.due_at).total_seconds() if due else 0)  # earliest first
         states = await self._subjects.load({p.timer.subject for p in due})
         staff = await self._staff_for(states.values())
         changes, fired = TimerChanges(), list[tuple[int, Timer]]()
@@ -221,6 +231,7 @@ class RulesEngine:
 
         if fired:
             result.after_commit.append(forget)
+        LAST_TICK.set(now.timestamp())
         return result
 
     def revoked(self, partitions: set[TopicPartition]) -> None:

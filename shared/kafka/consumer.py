@@ -276,6 +276,7 @@ class ConsumerLoop:
             return
         self._ticked = time.monotonic()
         generation = self._generation
+        result, messages = HandlerResult(), list[Outgoing]()
         try:
             async for attempt in self._retrying():
                 with attempt:
@@ -283,7 +284,7 @@ class ConsumerLoop:
                         if generation != self._generation:
                             return
                         result = await self._ticker.tick(set(self._consumer.assignment()))
-                        await self._commit(result, {})
+                        messages = await self._commit(result, {})
                         await _run_hooks(result)
         except RetryError:
             return
@@ -292,6 +293,9 @@ class ConsumerLoop:
             # tries again (what it did not commit is still pending)
             metrics.TICK_FAILURES.inc()
             log.exception("a tick failed; it will run again")
+            return
+        self._failing = False  # a dependency that failed the tick is back
+        metrics.count_batch([], result.dead_letters, messages)
 
     def _rewind(self, batch: dict[TopicPartition, list[Record]]) -> None:
         """Drop a batch fetched before the last rebalance. Partitions positioned at that

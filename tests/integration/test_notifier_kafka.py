@@ -26,6 +26,7 @@ from services.notifier.settings import NotifierSettings
 from services.notifier.templates import Templates
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import resolve_type
+from shared.metrics import DEAD_LETTERS, PRODUCED
 from shared.runtime import Service
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
 from tests.integration.ingest_fixtures import wait_assigned
@@ -355,6 +356,8 @@ async def test_a_provider_that_is_down_and_comes_back_gets_every_message_once(
 async def test_a_permanent_refusal_fails_dead_letters_and_suppresses_the_address(
     kafka_settings: KafkaSettings, mongo_settings: MongoSettings, topics: TopicSettings
 ) -> None:
+    dead_lettered = DEAD_LETTERS.labels("delivery_failed")._value.get()
+    produced = PRODUCED.labels(topics.deliveries)._value.get()
     async with notifier(kafka_settings, mongo_settings, topics) as h:
         await h.contacts(customer("C-1", "李雷", "li.lei@example.com"))
         await asyncio.sleep(0.5)
@@ -369,3 +372,6 @@ async def test_a_permanent_refusal_fails_dead_letters_and_suppresses_the_address
     assert (later[1]["outcome"], later[1]["reason"]) == ("suppressed", "suppressed_address")
     assert len(dead) == 1
     assert h.sink.messages == []
+    # what ticks publish and dead-letter is counted like what batches do (ops alert on it)
+    assert DEAD_LETTERS.labels("delivery_failed")._value.get() == dead_lettered + 1
+    assert PRODUCED.labels(topics.deliveries)._value.get() >= produced + 2

@@ -10,7 +10,12 @@ from aiokafka.errors import (
     NotLeaderForPartitionError,
     ProducerFenced,
 )
-from pymongo.errors import AutoReconnect, DuplicateKeyError, ServerSelectionTimeoutError
+from pymongo.errors import (
+    AutoReconnect,
+    DuplicateKeyError,
+    OperationFailure,
+    ServerSelectionTimeoutError,
+)
 
 from shared.errors import TransientError, is_transient
 from shared.kafka.dlq import MAX_VALUE, dead_letter_message, dlq_headers
@@ -28,6 +33,10 @@ from shared.kafka.messages import DeadLetter, FakeRecord
         ServerSelectionTimeoutError("down"),
         TimeoutError(),
         ConnectionRefusedError(),
+        OperationFailure("not authorized on upkeep", code=13),  # credentials being fixed
+        OperationFailure("Authentication failed.", code=18),
+        OperationFailure("stepped down", code=189),
+        OperationFailure("retry me", code=1, details={"errorLabels": ["RetryableWriteError"]}),
     ],
 )
 def test_dependency_failures_are_transient(error: BaseException) -> None:
@@ -40,6 +49,8 @@ def test_dependency_failures_are_transient(error: BaseException) -> None:
         MessageSizeTooLargeError(),
         ProducerFenced(),
         DuplicateKeyError("dup"),
+        OperationFailure("document too large", code=10334),  # the record's own fault
+        OperationFailure("unknown operator: $foo", code=2),
         ValueError("bad record"),
         KeyError("x"),
     ],

@@ -92,7 +92,9 @@ def test_malformed_api_keys_are_refused(monkeypatch: pytest.MonkeyPatch, value: 
         IngestSettings()
 
 
-@pytest.mark.parametrize("placeholder", ["changeme", "CHANGEME", " secret ", "password"])
+@pytest.mark.parametrize(
+    "placeholder", ["changeme", "CHANGEME", " secret ", "password", "change-me-upkeep"]
+)
 def test_placeholder_kafka_password_is_refused(
     monkeypatch: pytest.MonkeyPatch, placeholder: str
 ) -> None:

@@ -11,7 +11,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from services.rules.builtin.renewal import ContractRenewal
-from services.rules.engine import RulesEngine
+from services.rules.engine import LAST_TICK, OVERDUE, RulesEngine
 from services.rules.sdk import Action, Decision
 from services.rules.store import InMemorySubjectStore, InMemoryTimerStore
 from services.rules.ticklog import TickEntry
@@ -55,7 +55,7 @@ def engine() -> RulesEngine:
     )
 
 
-HISTORY = [
+HISTORY: list[tuple[str, dict[str, Any]]] = [
     ("staff.upserted", {"staff_id": "S-1", "name": "O", "timezone": "UTC", "manager_id": "S-2"}),
     ("staff.upserted", {"staff_id": "S-2", "name": "M", "timezone": "UTC"}),
     (
@@ -113,6 +113,12 @@ async def test_events_plan_timers_and_due_timers_become_actions(engine: RulesEng
         "renewal:K-1:2026-05-31:overdue",
     ]
     assert actions[-1].recipient.id == "S-2"  # escalated to the owner's manager
+    # what ops sees: how late the oldest due timer was, and when this replica last ticked
+    earliest = min(a.due_at for a in actions)
+    assert OVERDUE._value.get() == (NOW[0] - earliest).total_seconds() > 0
+    assert LAST_TICK._value.get() == NOW[0].timestamp()
+    await engine.tick({TopicPartition(EVENTS, 3)})  # the same timers again, until committed
+    assert OVERDUE._value.get() > 0
     # each carries whom the customer belonged to when decided (analytics attributes by it)
     assert {tuple(sorted(a.context.items())) for a in actions} == {
         (("channel", "CH-9"), ("owner", "S-1"), ("tier", "B"))
@@ -124,6 +130,8 @@ async def test_events_plan_timers_and_due_timers_become_actions(engine: RulesEng
         if outcome is not None:
             await outcome
     assert await engine._timers.pending("customer:C-1") == []
+    await engine.tick({TopicPartition(EVENTS, 3)})
+    assert OVERDUE._value.get() == 0  # nothing due any more
 
 
 async def test_a_redelivered_batch_decides_the_same_again(engine: RulesEngine) -> None:
