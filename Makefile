@@ -9,8 +9,8 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .PHONY: help up down demo status logs test test-unit test-integration test-e2e test-deploy lint fmt \
-        typecheck dashboards \
-        schemas bench-ingest bench-rules bench-notifier bench-analytics lock clean
+        typecheck dashboards audit \
+        schemas bench bench-ingest bench-rules bench-notifier bench-analytics lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -94,6 +94,10 @@ lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared services deploy
 
+audit: $(STAMP) ## pip-audit the pinned dependencies (needs PyPI's per-release JSON API)
+	$(BIN)/pip-audit --requirement constraints.txt --no-deps --disable-pip --strict \
+		--progress-spinner off
+
 fmt: $(STAMP) ## format and auto-fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
@@ -103,6 +107,9 @@ typecheck: $(STAMP) ## mypy --strict
 
 schemas: $(STAMP) ## regenerate docs/schemas from the event models
 	$(BIN)/python -m shared.events.schema docs/schemas
+
+bench: $(STAMP) ## the whole pipeline at increasing rates: events/s, latency, lag, memory
+	$(BIN)/python -m bench.pipeline $${BENCH_ARGS:-}
 
 bench-ingest: $(STAMP) ## events/s through ingest vs a bare aiokafka pass-through
 	$(BIN)/python -m bench.ingest $${BENCH_ARGS:-}

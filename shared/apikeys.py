@@ -15,7 +15,7 @@ import hmac
 import json
 import secrets
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -65,7 +65,7 @@ def _unauthorised(detail: str) -> HTTPException:
     )
 
 
-def require_scope(keys: KeyRing, scope: str) -> object:
+def require_scope(keys: KeyRing, scope: str) -> Any:
     """A FastAPI dependency: 401 without a known key, 403 when the key lacks ``scope``."""
 
     def authenticate(

@@ -23,7 +23,7 @@ from services.notifier.ledger import Entry, Ledger
 from services.notifier.policy import MARKETING, PolicyStore, Preferences
 from services.notifier.tasks import Task, TaskStore
 from services.notifier.templates import TemplateError, Templates
-from shared.apikeys import NOTIFIER_ADMIN, ApiKeySpec, KeyRing, require_scope
+from shared.apikeys import NOTIFIER_ADMIN, KeyRing, require_scope
 
 
 class PreviewRequest(BaseModel):
@@ -100,13 +100,15 @@ def admin_router(
     ledger: Ledger,
     templates: Templates,
 ) -> APIRouter:
-    admin = require_scope(keys, NOTIFIER_ADMIN)
-    router = APIRouter(prefix="/v1", tags=["admin"])
-    Key = Annotated[ApiKeySpec, admin]
+    # every route here needs a key with the notifier:admin scope (a router-wide dependency:
+    # a per-parameter alias defined in this function would be unresolvable for FastAPI under
+    # `from __future__ import annotations`, and the routes would not authenticate at all)
+    router = APIRouter(
+        prefix="/v1", tags=["admin"], dependencies=[require_scope(keys, NOTIFIER_ADMIN)]
+    )
 
     @router.get("/tasks", response_model=list[Task], summary="Tasks, newest due first")
     async def list_tasks(
-        _key: Key,
         owner: str | None = None,
         status_: Annotated[str | None, Query(alias="status", pattern="^(open|done)$")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -114,19 +116,19 @@ def admin_router(
         return await tasks.list(owner, status_, limit)
 
     @router.post("/tasks/{task_id}/complete", response_model=Task, summary="Complete a task")
-    async def complete_task(_key: Key, task_id: str, by: str | None = None) -> Task:
+    async def complete_task(task_id: str, by: str | None = None) -> Task:
         task = await tasks.complete(task_id, by, datetime.now(UTC))
         if task is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such task")
         return task
 
     @router.get("/preferences/{recipient}", response_model=Preferences)
-    async def get_preferences(_key: Key, recipient: str) -> Preferences:
+    async def get_preferences(recipient: str) -> Preferences:
         found = (await policy.preferences([recipient])).get(recipient)
         return found or Preferences(recipient=recipient)
 
     @router.put("/preferences/{recipient}", response_model=Preferences)
-    async def put_preferences(_key: Key, recipient: str, body: PreferencesBody) -> Preferences:
+    async def put_preferences(recipient: str, body: PreferencesBody) -> Preferences:
         prefs = Preferences(
             recipient=recipient,
             categories=body.categories,
@@ -137,27 +139,27 @@ def admin_router(
         return prefs
 
     @router.post("/suppressions", status_code=status.HTTP_204_NO_CONTENT)
-    async def add_suppression(_key: Key, body: Suppression) -> None:
+    async def add_suppression(body: Suppression) -> None:
         await policy.suppress(body.address, body.reason, datetime.now(UTC))
 
     @router.delete("/suppressions/{address}", status_code=status.HTTP_204_NO_CONTENT)
-    async def remove_suppression(_key: Key, address: str) -> None:
+    async def remove_suppression(address: str) -> None:
         if not await policy.unsuppress(address):
             raise HTTPException(status.HTTP_404_NOT_FOUND, "not suppressed")
 
     @router.get("/deliveries/{key}", response_model=Entry, summary="An action's ledger entry")
-    async def delivery(_key: Key, key: str) -> Entry:
+    async def delivery(key: str) -> Entry:
         entry = await ledger.get(key)
         if entry is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such action")
         return entry
 
     @router.get("/templates", summary="Templates and their locales")
-    async def list_templates(_key: Key) -> dict[str, list[str]]:
+    async def list_templates() -> dict[str, list[str]]:
         return {name: templates.locales(name) for name in templates.names()}
 
     @router.post("/templates/{name}/preview", response_model=PreviewResponse)
-    async def preview(_key: Key, name: str, body: PreviewRequest) -> PreviewResponse:
+    async def preview(name: str, body: PreviewRequest) -> PreviewResponse:
         try:
             data = body.data if body.data is not None else templates.sample(name)
             locale = templates.resolve_locale(name, body.locale)

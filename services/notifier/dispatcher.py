@@ -22,6 +22,7 @@ carries the same ``Message-ID`` / ``webhook-id`` (derived from the key), so rece
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -322,7 +323,8 @@ class Dispatcher:
         decided = [e for e in due if e.state != "pending"]
         await _all(self._ledger.save(e) for e in decided)
         deadline = time.monotonic() + self._limits.tick_budget_s
-        attempted = await _all(self._attempt(e, c, result, deadline) for e, c in sends)
+        halted = asyncio.Event()  # a ledger write failed: start no more sends in this tick
+        attempted = await _all(self._attempt(e, c, result, deadline, halted) for e, c in sends)
         return decided + [e for e in attempted if e.state != "pending"]
 
     async def _fold(
@@ -400,20 +402,35 @@ class Dispatcher:
         await self._ledger.save(entry)
 
     async def _attempt(
-        self, entry: Entry, contact: Contact | None, result: HandlerResult, deadline: float
+        self,
+        entry: Entry,
+        contact: Contact | None,
+        result: HandlerResult,
+        deadline: float,
+        halted: asyncio.Event,
     ) -> Entry:
         """One attempt. Sends to one provider wait at its gate (as many as its pool has
         connections); the circuit and the tick's time budget are checked after the wait, so a
         circuit that opened meanwhile stops this send too, and a slow provider cannot hold the
-        tick (and the partition) for long: what is left stays due for the next tick."""
+        tick (and the partition) for long: what is left stays due for the next tick.
+
+        Once any attempt of the tick fails to write the ledger (MongoDB went away), no further
+        send starts: a message sent now could not be recorded and would be sent again, so the
+        repeats a database outage can cause are bounded by the sends already in flight."""
         provider = self._provider(entry, contact)
-        if provider is None:
-            return await self._attempt_now(entry, contact, None, self._clock(), result)
-        gate = self._gates.setdefault(provider, asyncio.Semaphore(self._concurrency(entry)))
+        gate = (
+            self._gates.setdefault(provider, asyncio.Semaphore(self._concurrency(entry)))
+            if provider
+            else contextlib.nullcontext()
+        )
         async with gate:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or halted.is_set():
                 return entry
-            return await self._attempt_now(entry, contact, provider, self._clock(), result)
+            try:
+                return await self._attempt_now(entry, contact, provider, self._clock(), result)
+            except BaseException:
+                halted.set()
+                raise
 
     async def _attempt_now(
         self,

@@ -42,6 +42,9 @@ class FollowUpConfig(CatchUp):
     untiered: str = "C"  # which tier's step applies before a customer has a tier
     after_orders: bool = True
     after_closed_tickets: bool = True
+    # an interaction seen before the customer's profile: look again this often, this many times
+    profile_wait_minutes: float = Field(default=1.0, gt=0)
+    profile_wait_checks: int = Field(default=60, ge=0)
 
 
 @dataclass
@@ -85,6 +88,16 @@ class AfterSalesFollowUp:
     def on_timer(self, timer: Timer, subject: SubjectState, ctx: RuleContext) -> Iterator[Decision]:
         customer = subject.customer
         if customer is None:
+            return
+        waited = int(timer.data.get("waited", 0))
+        if customer.profile_time is None and waited < self.config.profile_wait_checks:
+            # the order came before the customer's profile (another upstream system, another
+            # raw partition): look again shortly rather than follow up nobody
+            yield SetTimer(
+                timer.name,
+                ctx.now + timedelta(minutes=self.config.profile_wait_minutes),
+                {**timer.data, "waited": waited + 1},
+            )
             return
         kind: ActionKind = timer.data["kind"]
         data = {

@@ -1040,3 +1040,36 @@ async def test_customer_mail_and_other_kinds_are_never_digested() -> None:
         ("birthday:C-1:2026", "sent", None),
         ("renewal:K-1:2026-07-01:30d", "sent", None),
     ]
+
+
+async def test_a_ledger_that_fails_mid_tick_stops_new_sends_so_few_can_repeat() -> None:
+    """MongoDB goes away in the middle of a tick: the send whose ledger write failed cannot be
+    recorded (it will be sent again: the documented window), but no further send starts in
+    that tick, so an outage repeats at most the sends already in flight, not the whole tick."""
+    w = make_world(mail=PooledMail())  # one SMTP connection: sends happen one after another
+    for n in range(8):
+        await w.customer(f"C-{n}")
+    await w.consume(*(record(action(f"birthday:C-{n}:2026", f"C-{n}")) for n in range(8)))
+    real_save, saves = w.ledger.save, {"sent": 0}
+
+    async def save(entry: Any) -> None:
+        if entry.state == "sent":
+            saves["sent"] += 1
+            if saves["sent"] >= 3:
+                raise ConnectionError("MongoDB went away")
+        await real_save(entry)
+
+    w.ledger.save = save  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await w.tick()
+    assert len(w.mail.delivered) == 3  # two recorded, the third sent and not recorded
+    w.ledger.save = real_save  # type: ignore[method-assign]
+    again = await w.tick()
+    # the unrecorded one is sent again (the window); the other five for the first time
+    assert len(w.mail.delivered) == 3 + 6
+    # every action's outcome is published once the ledger is back (the two recorded before too)
+    assert sorted(o.key for o in outcomes(again) if o.outcome == "sent") == sorted(
+        f"birthday:C-{n}:2026" for n in range(8)
+    )
+    keys = [m["X-Upkeep-Key"] for m, _ in w.mail.delivered]
+    assert len(set(keys)) == 8

@@ -147,3 +147,51 @@ def test_tiers_follow_rfm_and_changes_are_published_once() -> None:
     h.advance(to=T0 + timedelta(days=200))
     assert [e.data["tier"] for e in h.emitted] == ["C", "B", "A", "B"]
     assert h.pending("tiering") == []
+
+
+def test_an_order_that_arrives_before_the_customers_profile_waits_for_it() -> None:
+    """Upstream systems publish on their own schedules: an order can be seen before the
+    customer's profile, and its follow-up can be due at once. The rule looks again every
+    minute until the profile is there, instead of following up nobody."""
+    h = RuleHarness(AfterSalesFollowUp())
+    past = T0 - timedelta(days=14)  # an order whose follow-up (tier C: 14 days) is due now
+    h.send(
+        "customer.interaction",
+        at=past,
+        customer_id="C-7",
+        interaction_id="I-7",
+        kind="order",
+        amount="10",
+        currency="EUR",
+        occurred_at=past.isoformat(),
+    )
+    assert h.advance(to=T0 + timedelta(hours=10)) == []  # nothing yet: no profile to write to
+    (waiting,) = [t for t in h.timers.values() if t.subject == "customer:C-7"]
+    assert waiting.data["waited"] >= 1
+    h.send(
+        "customer.upserted",
+        at=T0 + timedelta(hours=10),
+        customer_id="C-7",
+        name="Wang",
+        timezone="UTC",
+        email="wang@example.com",
+    )
+    actions = h.advance(to=T0 + timedelta(hours=10, minutes=2))
+    assert [(a.key, a.kind, a.recipient.id) for a in actions] == [("followup:I-7", "email", "C-7")]
+
+
+def test_an_order_of_a_customer_never_profiled_is_given_up_after_an_hour_of_looking() -> None:
+    h = RuleHarness(AfterSalesFollowUp())
+    past = T0 - timedelta(days=14)
+    h.send(
+        "customer.interaction",
+        at=past,
+        customer_id="C-8",
+        interaction_id="I-8",
+        kind="order",
+        amount="10",
+        currency="EUR",
+        occurred_at=past.isoformat(),
+    )
+    assert h.advance(to=T0 + timedelta(days=30)) == []  # nobody to write to, nobody to task
+    assert [t for t in h.timers.values() if t.subject == "customer:C-8"] == []  # gave up
