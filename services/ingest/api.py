@@ -138,7 +138,13 @@ def _normalise_items(
     errors: list[ItemError] = []
     messages: list[Outgoing] = []
     for index, item in enumerate(items):
-        size = len(orjson.dumps(item))
+        try:
+            size = len(orjson.dumps(item))
+        except TypeError:  # nested deeper than any event is (orjson writes at most 254 levels)
+            metrics.REJECTED.labels("http", Reason.INVALID_JSON.value).inc()
+            detail = "nested too deeply to be an event"
+            errors.append(ItemError(index=index, reason=Reason.INVALID_JSON.value, detail=detail))
+            continue
         if size > config.max_message_bytes:
             metrics.REJECTED.labels("http", Reason.OVERSIZED.value).inc()
             detail = f"{size} bytes exceeds the {config.max_message_bytes} limit per event"
