@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -36,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from deploy.local.mailsink import MailSink
 from deploy.local.processes import Managed
 from deploy.local.stack import LocalStack, ephemeral_stack
+from services.rules.testing import follow_up_at_once
 from shared.settings import TopicSettings
 
 SERVICES = ("ingest", "rules", "notifier", "analytics")
@@ -207,29 +208,17 @@ def start_services(stack: LocalStack, smtp_port: int, rules_yaml: Path) -> dict[
 
 
 async def run(rates: list[int], seconds: float, customers: int) -> int:
-    now = datetime.now(UTC)
-    if (now + timedelta(minutes=20)).date() != now.date():
+    followup = follow_up_at_once(datetime.now(UTC))
+    if followup is None:
         sys.stderr.write("too close to midnight UTC for same-day follow-ups; try later\n")
         return 2
     with ephemeral_stack("bench-pipeline", kafka_heap="1g") as stack:
         await asyncio.to_thread(stack.create_topics)
         topics, bootstrap = TopicSettings(), stack.kafka_node.bootstrap
         sink = MailSink()
-        await sink.start(port=0)
-        smtp_port = sink._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        smtp_port = await sink.start(port=0)
         rules_yaml = stack.config.state_dir / "rules.yaml"
-        past = (now - timedelta(hours=1)).time() if now.hour >= 1 else datetime.min.time()
-        rules_yaml.write_text(
-            orjson.dumps(
-                {
-                    "followup": {
-                        "local_time": past.replace(microsecond=0).isoformat(),
-                        "catch_up_hours": 23,
-                        "by_tier": {t: {"after_days": 0, "kind": "email"} for t in "ABC"},
-                    }
-                }
-            ).decode()
-        )
+        rules_yaml.write_text(orjson.dumps({"followup": followup}).decode())
         procs = await asyncio.to_thread(start_services, stack, smtp_port, rules_yaml)
         urls = {s: stack.base_url(s) for s in SERVICES}
         try:

@@ -30,6 +30,7 @@ class MailSink:
         self.mode: Mode = "accept"
         self.messages: list[bytes] = []
         self.refused = 0
+        self.port = 0  # the port listened on, once started
         self._server: asyncio.Server | None = None
 
     async def handle_RCPT(
@@ -66,7 +67,8 @@ class MailSink:
             port,
         )
         sockets: Any = self._server.sockets
-        return int(sockets[0].getsockname()[1])
+        self.port = int(sockets[0].getsockname()[1])
+        return self.port
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from services.rules.sdk import (
@@ -174,3 +174,17 @@ class RuleHarness:
             )
             produced += self.deliver(event, at=self._now)
         return produced
+
+
+def follow_up_at_once(now: datetime) -> dict[str, Any] | None:
+    """rules.yaml settings under which every order is followed up by e-mail at the next tick
+    (today, at a moment already past), for process tests and benchmarks on the real clock;
+    ``None`` when ``now`` is too close to midnight UTC for a same-day follow-up."""
+    if (now + timedelta(minutes=20)).date() != now.date():
+        return None
+    past = (now - timedelta(hours=1)).time() if now.hour >= 1 else time(0, 0)
+    return {
+        "local_time": past.replace(microsecond=0).isoformat(),
+        "catch_up_hours": 23,
+        "by_tier": {tier: {"after_days": 0, "kind": "email"} for tier in "ABC"},
+    }

@@ -80,7 +80,7 @@ def reminder(n: int) -> dict[str, object]:
 async def test_kill_9_mid_stream_loses_no_reminder_and_repeats_only_in_the_window(
     stack: LocalStack, kafka_settings: KafkaSettings, topics: TopicSettings, sink: MailSink
 ) -> None:
-    _, port = sink._server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
+    port = sink.port
     procs = Replicas(
         stack,
         "notifier",

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from services.rules.builtin.channel_health import ChannelHealth
-from services.rules.builtin.followup import AfterSalesFollowUp
+from services.rules.builtin.followup import AfterSalesFollowUp, FollowUpConfig
 from services.rules.builtin.tiering import Tiering, TieringConfig
-from services.rules.testing import RuleHarness
+from services.rules.testing import RuleHarness, follow_up_at_once
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
@@ -195,3 +195,32 @@ def test_an_order_of_a_customer_never_profiled_is_given_up_after_an_hour_of_look
     )
     assert h.advance(to=T0 + timedelta(days=30)) == []  # nobody to write to, nobody to task
     assert [t for t in h.timers.values() if t.subject == "customer:C-8"] == []  # gave up
+
+
+def test_the_follow_up_at_once_settings_follow_up_at_the_next_tick_or_decline_near_midnight() -> (
+    None
+):
+    now = datetime(2026, 11, 22, 15, 30, tzinfo=UTC)
+    settings = follow_up_at_once(now)
+    assert settings is not None
+    h = RuleHarness(AfterSalesFollowUp(FollowUpConfig.model_validate(settings)))
+    h.send(
+        "customer.upserted",
+        at=now,
+        customer_id="C-1",
+        name="Li",
+        timezone="UTC",
+        email="li@example.com",
+    )
+    h.send(
+        "customer.interaction",
+        at=now,
+        customer_id="C-1",
+        interaction_id="I-1",
+        kind="order",
+        amount="10",
+        currency="EUR",
+        occurred_at=now.isoformat(),
+    )
+    assert [a.key for a in h.advance(to=now)] == ["followup:I-1"]  # due already: fires at once
+    assert follow_up_at_once(datetime(2026, 11, 22, 23, 50, tzinfo=UTC)) is None
