@@ -3,13 +3,15 @@ converted, at what time, under which identity."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from pymongo.errors import BulkWriteError
 
-from services.analytics.conversions import converted
-from services.analytics.facts import Fact
+from services.analytics.aggregates import Placed
+from services.analytics.conversions import Conversions, converted
+from services.analytics.facts import Fact, Touch
 
 REMINDED = datetime(2026, 11, 1, 9, tzinfo=UTC)  # the first reminder of the 2026-11-30 term
 SUBJECT = "customer:C-1"
@@ -139,3 +141,60 @@ def test_the_same_document_read_again_shows_the_same_conversions() -> None:
     doc = contract({"2026-11-30": REMINDED}, {"2027-11-30": REMINDED + timedelta(days=1)})
     assert converted(doc) == converted(dict(doc))
     assert len(converted(doc)) == 1
+
+
+AT = datetime(2026, 11, 20, 9, tzinfo=UTC)
+
+
+class RacingCollection:
+    """Stands in for the contracts collection: the first bulk write loses an upsert race to
+    another replica (duplicate key), or fails with ``code``; documents are kept in memory."""
+
+    def __init__(self, code: int) -> None:
+        self.code, self.writes, self.docs = code, 0, {}
+
+    async def bulk_write(self, ops: Any, ordered: bool = True) -> None:
+        self.writes += 1
+        if self.writes == 1:
+            raise BulkWriteError({"writeErrors": [{"code": self.code, "errmsg": "race"}]})
+        for op in ops:
+            doc = self.docs.setdefault(op._filter["_id"], {"_id": op._filter["_id"]})
+            doc.setdefault("subject", op._doc["$setOnInsert"]["subject"])
+            for slot, at in op._doc["$min"].items():
+                kind, end = slot.split(".")
+                doc.setdefault(kind, {})
+                doc[kind][end] = min(doc[kind].get(end, at), at)
+
+    def find(self, query: Any) -> Any:
+        wanted = query["_id"]["$in"]
+
+        async def rows() -> Any:
+            for key in wanted:
+                if key in self.docs:
+                    yield self.docs[key]
+
+        return rows()
+
+
+async def test_an_upsert_race_with_another_replica_is_written_again_and_still_converts() -> None:
+    collection = RacingCollection(code=11000)
+    carrier = Placed(Fact("event:x", AT, {}), "events", 0, 7)
+    touches = [
+        (Touch("reminded", "K-1", date(2026, 11, 30), AT, "customer:C-1"), carrier),
+        (
+            Touch("renewed", "K-1", date(2027, 11, 30), AT + timedelta(days=2), "customer:C-1"),
+            carrier,
+        ),
+    ]
+    found = await Conversions(collection).record(touches)  # type: ignore[arg-type]
+    assert collection.writes == 2
+    assert [(p.fact.identity, p.offset) for p in found] == [("converted:K-1:2026-11-30", 7)]
+
+
+async def test_any_other_write_error_is_not_swallowed() -> None:
+    collection = RacingCollection(code=121)  # document failed validation
+    carrier = Placed(Fact("event:x", AT, {}), "events", 0, 7)
+    touch = Touch("reminded", "K-1", date(2026, 11, 30), AT, "customer:C-1")
+    with pytest.raises(BulkWriteError):
+        await Conversions(collection).record([(touch, carrier)])  # type: ignore[arg-type]
+    assert collection.writes == 1
