@@ -51,7 +51,16 @@ async def _run_check(name: str, check: ReadinessCheck) -> tuple[str, bool, str]:
         ok = await asyncio.wait_for(check(), timeout=CHECK_TIMEOUT_S)
         return name, bool(ok), "ok" if ok else "not ready"
     except Exception as exc:  # any failure means "not ready", never a 500
-        return name, False, type(exc).__name__
+        return name, False, failure_reason(exc)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The exception's class, and the server's error name where it gave one (MongoDB's
+    ``AuthenticationFailed``, ``Unauthorized``): enough to act on, never a message that could
+    carry a URI or a value."""
+    details = getattr(exc, "details", None)
+    code_name = details.get("codeName") if isinstance(details, dict) else None
+    return f"{type(exc).__name__}: {code_name}" if code_name else type(exc).__name__
 
 
 def create_app(

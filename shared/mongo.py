@@ -33,8 +33,14 @@ def database(
     return client[settings.database]
 
 
-async def ping(client: AsyncMongoClient[Document]) -> bool:
-    await client.admin.command("ping")
+async def can_use(db: AsyncDatabase[Document]) -> bool:
+    """Readiness: the service may read its own database, not merely reach the server.
+
+    ``ping`` needs no login, so a service without credentials (or with a user that lacks
+    ``readWrite`` on this database) would look ready while every write is refused. Listing
+    collections needs both; the filter keeps the answer empty and cheap.
+    """
+    await db.command("listCollections", nameOnly=True, filter={"name": "__readiness"})
     return True
 
 

@@ -68,11 +68,45 @@ BROKER_SETTINGS = {
 
 
 @dataclass(frozen=True)
+class SaslListener:
+    """A SASL_PLAINTEXT listener whose users log in with PLAIN or SCRAM-SHA-256/512."""
+
+    port: int
+    users: dict[str, str]  # user name -> password
+
+    def settings(self) -> dict[str, str]:
+        plain_users = " ".join(f'user_{name}="{pw}"' for name, pw in self.users.items())
+        prefix = "listener.name.sasl_plaintext"
+        return {
+            "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+            f"{prefix}.plain.sasl.jaas.config": (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};"
+            ),
+            **{
+                f"{prefix}.{mechanism}.sasl.jaas.config": (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                )
+                for mechanism in ("scram-sha-256", "scram-sha-512")
+            },
+        }
+
+    def format_args(self) -> list[str]:
+        """``StorageTool format`` arguments that store the SCRAM credentials in the cluster."""
+        return [
+            arg
+            for name, pw in self.users.items()
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+            for arg in ("--add-scram", f"{mechanism}=[name={name},password={pw}]")
+        ]
+
+
+@dataclass(frozen=True)
 class KafkaNode:
     state_dir: Path
     port: int
     controller_port: int
     host: str = "127.0.0.1"
+    sasl: SaslListener | None = None  # clients may also log in over SASL on a second port
 
     @property
     def bootstrap(self) -> str:
@@ -88,16 +122,22 @@ class KafkaNode:
 
     def write_config(self) -> None:
         self.config_file.parent.mkdir(parents=True, exist_ok=True)
+        listeners = [f"PLAINTEXT://{self.host}:{self.port}"]
+        protocols = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
+        if self.sasl is not None:
+            listeners.append(f"SASL_PLAINTEXT://{self.host}:{self.sasl.port}")
+            protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
         settings = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{self.host}:{self.controller_port}",
-            "listeners": f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
+            "listeners": ",".join([*listeners, f"CONTROLLER://{self.host}:{self.controller_port}"]),
+            "advertised.listeners": ",".join(listeners),
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": ",".join(protocols),
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.data_dir),
+            **(self.sasl.settings() if self.sasl is not None else {}),
             **BROKER_SETTINGS,
         }
         self.config_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
@@ -121,6 +161,7 @@ class KafkaNode:
                 cluster_id,
                 "-c",
                 str(self.config_file),
+                *(self.sasl.format_args() if self.sasl is not None else []),
             ],
             check=True,
             stdout=subprocess.DEVNULL,

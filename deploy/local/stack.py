@@ -19,7 +19,14 @@ from pathlib import Path
 import httpx
 from pymongo import MongoClient
 
-from deploy.local.kafka import ROOT, KafkaNode, ensure_jars, free_port, wait_for_port
+from deploy.local.kafka import (
+    ROOT,
+    KafkaNode,
+    SaslListener,
+    ensure_jars,
+    free_port,
+    wait_for_port,
+)
 from deploy.local.processes import Managed
 from shared.apikeys import digest
 from shared.kafka.topics import ensure_topics
@@ -47,12 +54,16 @@ class StackConfig:
     mail_dir: Path | None = None
     service_ports: dict[str, int] = field(default_factory=lambda: dict(SERVICE_PORTS))
     kafka_heap: str = "768m"
+    kafka_sasl: SaslListener | None = None  # a second, SASL_PLAINTEXT listener (tests)
+    mongo_auth: bool = False  # the MongoDB-wire server refuses unauthenticated commands
 
 
 class LocalStack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
-        self.kafka_node = KafkaNode(config.state_dir, config.kafka_port, config.controller_port)
+        self.kafka_node = KafkaNode(
+            config.state_dir, config.kafka_port, config.controller_port, sasl=config.kafka_sasl
+        )
 
     # -- processes ---------------------------------------------------------------------------
 
@@ -113,6 +124,7 @@ class LocalStack:
                 str(data),
                 "--log-level",
                 "WARNING",
+                *(["--auth"] if self.config.mongo_auth else []),
             ]
         )
 
@@ -204,7 +216,9 @@ class LocalStack:
 
 
 @contextmanager
-def ephemeral_stack(purpose: str, kafka_heap: str = "512m") -> Iterator[LocalStack]:
+def ephemeral_stack(
+    purpose: str, kafka_heap: str = "512m", kafka_sasl: SaslListener | None = None
+) -> Iterator[LocalStack]:
     """Kafka and the MongoDB-wire server on free ports, for a test session or a benchmark.
 
     State lives in ``.run/<purpose>-<pid>/`` and is removed afterwards unless
@@ -220,6 +234,7 @@ def ephemeral_stack(purpose: str, kafka_heap: str = "512m") -> Iterator[LocalSta
             smtp_port=free_port(),
             service_ports={name: free_port() for name in SERVICE_PORTS},
             kafka_heap=kafka_heap,
+            kafka_sasl=kafka_sasl,
         )
     )
     try:

@@ -18,7 +18,7 @@ from services.analytics.settings import AnalyticsSettings
 from shared.http import create_app
 from shared.kafka.loops import service_loop
 from shared.kafka.progress import MongoProgressStore
-from shared.mongo import database, make_client, ping, retry_until_done
+from shared.mongo import can_use, database, make_client, retry_until_done
 from shared.runtime import Service
 
 
@@ -47,7 +47,7 @@ async def build(settings: AnalyticsSettings) -> AsyncIterator[Service]:
         description="Exact aggregates of events, actions and deliveries; the maintenance report.",
         readiness={
             "kafka": loop.probe,
-            "mongodb": lambda: ping(mongo),
+            "mongodb": lambda: can_use(db),
             "consumer": loop.check_ready,
         },
     )

@@ -18,7 +18,7 @@ from shared.kafka.clients import make_producer
 from shared.kafka.loops import service_loop
 from shared.kafka.producer import Publisher
 from shared.kafka.progress import MongoProgressStore
-from shared.mongo import database, make_client, ping, retry_until_done
+from shared.mongo import can_use, database, make_client, retry_until_done
 from shared.runtime import Service
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ async def build(settings: IngestSettings) -> AsyncIterator[Service]:
         "CloudEvents to upkeep.events.v1.",
         readiness={
             "kafka": publisher.probe,
-            "mongodb": lambda: ping(mongo),
+            "mongodb": lambda: can_use(database(mongo, settings.mongo)),
             "consumer": loop.check_ready,
         },
     )

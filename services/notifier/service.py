@@ -34,7 +34,7 @@ from shared.apikeys import KeyRing
 from shared.http import create_app
 from shared.kafka.loops import service_loop
 from shared.kafka.progress import MongoProgressStore
-from shared.mongo import database, make_client, ping, retry_until_done
+from shared.mongo import can_use, database, make_client, retry_until_done
 from shared.runtime import Service
 
 
@@ -143,7 +143,7 @@ async def build(
         description="Delivers each action once: e-mail, webhooks, chat bots and tasks.",
         readiness={
             "kafka": loop.probe,
-            "mongodb": lambda: ping(mongo),
+            "mongodb": lambda: can_use(db),
             "consumer": loop.check_ready,
         },
     )

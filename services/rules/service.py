@@ -22,7 +22,7 @@ from services.rules.ticklog import KafkaTickLog
 from shared.http import create_app
 from shared.kafka.loops import service_loop
 from shared.kafka.progress import MongoProgressStore
-from shared.mongo import Document, database, make_client, ping, retry_until_done
+from shared.mongo import Document, can_use, database, make_client, retry_until_done
 from shared.runtime import Service
 
 
@@ -77,7 +77,7 @@ async def build(settings: RulesSettings, clock: Clock = utc_now) -> AsyncIterato
         description="Keeps subject state and timers; decides maintenance actions.",
         readiness={
             "kafka": loop.probe,
-            "mongodb": lambda: ping(mongo),
+            "mongodb": lambda: can_use(db),
             "consumer": loop.check_ready,
         },
     )

@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import AwareDatetime, BaseModel
 
 from services.rules.sdk import Timer
-from shared.kafka.clients import connection_kwargs
+from shared.kafka.clients import back_off_failed_metadata, connection_kwargs
 from shared.kafka.messages import Outgoing
 from shared.settings import KafkaSettings
 
@@ -157,11 +157,13 @@ class KafkaTickLog:
         return self._committed, self._uncommitted
 
     def _consumer(self, isolation: str) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(
-            **connection_kwargs(self.kafka, "rules-ticklog"),
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level=isolation,
+        return back_off_failed_metadata(
+            AIOKafkaConsumer(
+                **connection_kwargs(self.kafka, "rules-ticklog"),
+                group_id=None,
+                enable_auto_commit=False,
+                isolation_level=isolation,
+            )
         )
 
     async def close(self) -> None:

@@ -33,7 +33,7 @@ class Replicas:
         self.started: list[Managed] = []
         self.urls: dict[str, str] = {}
 
-    def start(self, replica: str) -> Managed:
+    def start(self, replica: str, ready_timeout: float = 60) -> Managed:
         """Start (or restart) a replica; its port and instance id stay the same across restarts."""
         port = self.urls.get(replica, "").rsplit(":", 1)[-1] or str(free_port())
         self.urls[replica] = f"http://127.0.0.1:{port}"
@@ -47,7 +47,7 @@ class Replicas:
             },
         )
         self.started.append(proc)
-        self.stack.wait_ready(self.urls[replica], timeout=60, proc=proc)
+        self.stack.wait_ready(self.urls[replica], timeout=ready_timeout, proc=proc)
         return proc
 
     def stop_all(self) -> None:

@@ -9,6 +9,7 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
+from pymongo.errors import OperationFailure
 
 from services.ingest.api import HttpIngestConfig, events_router
 from services.ingest.dedup import InMemoryDedupStore
@@ -254,6 +255,22 @@ async def test_readyz_is_503_when_a_check_fails(failing: bool | Exception) -> No
     checks = response.json()["checks"]
     assert checks["kafka"] == "ok"
     assert checks["mongodb"] != "ok"
+
+
+async def test_readyz_names_the_servers_refusal_but_never_its_message() -> None:
+    refused = OperationFailure(
+        "authentication failed for mongodb://upkeep:hunter2@db",
+        code=18,
+        details={"ok": 0, "code": 18, "codeName": "AuthenticationFailed"},
+    )
+    readiness = {"mongodb": check(refused), "kafka": check(ConnectionError("hunter2"))}
+    async with await client_for(build_app(Recorder(), readiness)) as http:
+        response = await http.get("/readyz")
+    assert response.json()["checks"] == {
+        "mongodb": "OperationFailure: AuthenticationFailed",
+        "kafka": "ConnectionError",
+    }
+    assert "hunter2" not in response.text
 
 
 async def test_metrics_count_http_requests(client: httpx.AsyncClient) -> None:
