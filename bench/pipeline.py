@@ -12,7 +12,12 @@ counted (analytics). Printed per rate:
 * event → action and event → delivery latency, p50/p95/p99, from the raw record's timestamp to
   the action's and to the outcome's (one clock: every process is on this machine);
 * the highest consumer lag each service reported during the step;
+* the CPU each process used during the step (services, broker, MongoDB-wire server), in cores:
+  where the time goes, and so what limits the rate;
 * at the end, the peak resident memory of each service (VmHWM).
+
+Each step waits until every order of it is delivered (up to ``--drain`` seconds) before the next
+starts, so a step does not inherit the backlog of the one before.
 
 The baseline, measured in the same run on the same broker: a bare aiokafka pass-through that
 consumes the raw topic and re-produces every record (no parsing, no MongoDB, no transaction).
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -143,6 +149,34 @@ async def max_lag(urls: dict[str, str], stop: asyncio.Event, into: dict[str, flo
             await asyncio.sleep(0.5)
 
 
+async def drained(urls: dict[str, str], within: float) -> None:
+    """Wait until no service reports consumer lag (twice in a row, a second apart)."""
+    deadline, quiet = time.monotonic() + within, 0
+    async with httpx.AsyncClient(timeout=2) as http:
+        while quiet < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(1)
+            total = 0.0
+            for url in urls.values():
+                text = (await http.get(f"{url}/metrics")).text
+                total += sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in text.splitlines()
+                    if line.startswith("upkeep_consumer_lag_messages{")
+                )
+            quiet = quiet + 1 if total == 0 else 0
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time a process has used so far (all its threads)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_memory_mb(pid: int | None) -> float:
     if pid is None:
         return float("nan")
@@ -184,20 +218,23 @@ async def passthrough(bootstrap: str, source: str, target: str, count: int) -> f
     return moved / (time.monotonic() - started)
 
 
-def start_services(stack: LocalStack, smtp_port: int, rules_yaml: Path) -> dict[str, Managed]:
+def start_services(
+    stack: LocalStack, smtp_port: int, rules_yaml: Path, interval: float | None
+) -> dict[str, Managed]:
     env = {
         "rules": {
             "UPKEEP_RULES_CONFIG_FILE": str(rules_yaml),
             "UPKEEP_RULES_ENABLED": "followup",
-            "UPKEEP_RULES_TICK_INTERVAL_S": "0.1",
         },
         "notifier": {
             "UPKEEP_NOTIFIER_SMTP_PORT": str(smtp_port),
             "UPKEEP_NOTIFIER_QUIET_HOURS_START": "00:00",
             "UPKEEP_NOTIFIER_QUIET_HOURS_END": "00:00",
-            "UPKEEP_NOTIFIER_DISPATCH_INTERVAL_S": "0.1",
         },
     }
+    if interval is not None:  # else the defaults (1 s)
+        env["rules"]["UPKEEP_RULES_TICK_INTERVAL_S"] = str(interval)
+        env["notifier"]["UPKEEP_NOTIFIER_DISPATCH_INTERVAL_S"] = str(interval)
     procs = {
         s: stack.start_service(s, env={"UPKEEP_LOG_LEVEL": "WARNING", **env.get(s, {})})
         for s in SERVICES
@@ -207,7 +244,9 @@ def start_services(stack: LocalStack, smtp_port: int, rules_yaml: Path) -> dict[
     return procs
 
 
-async def run(rates: list[int], seconds: float, customers: int) -> int:
+async def run(
+    rates: list[int], seconds: float, customers: int, drain: float, interval: float | None
+) -> int:
     followup = follow_up_at_once(datetime.now(UTC))
     if followup is None:
         sys.stderr.write("too close to midnight UTC for same-day follow-ups; try later\n")
@@ -219,13 +258,14 @@ async def run(rates: list[int], seconds: float, customers: int) -> int:
         smtp_port = await sink.start(port=0)
         rules_yaml = stack.config.state_dir / "rules.yaml"
         rules_yaml.write_text(orjson.dumps({"followup": followup}).decode())
-        procs = await asyncio.to_thread(start_services, stack, smtp_port, rules_yaml)
+        procs = await asyncio.to_thread(start_services, stack, smtp_port, rules_yaml, interval)
         urls = {s: stack.base_url(s) for s in SERVICES}
+        watched = {**procs, "kafka": stack.managed("kafka"), "mongodb": stack.managed("mongo")}
         try:
             await publish_at(
                 bootstrap, topics.raw_customer, [customer(n) for n in range(customers)], 5000
             )
-            await asyncio.sleep(5)  # profiles settle before the orders come
+            await drained(urls, within=300)  # the profiles are everywhere before the orders come
             print(f"pipeline on this machine: {customers} customers, {seconds:.0f} s per rate")
             print(
                 f"{'rate/s':>7} {'sustained/s':>12}  event → action"
@@ -245,20 +285,26 @@ async def run(rates: list[int], seconds: float, customers: int) -> int:
                 actions_task = asyncio.create_task(
                     collect(bootstrap, topics.actions, len(values), deadline, "key")
                 )
-                outcomes_task = asyncio.create_task(  # the notifier is slower: no long wait
+                outcomes_task = asyncio.create_task(  # until drained: every order delivered
                     collect(
                         bootstrap,
                         topics.deliveries,
                         len(values),
-                        time.monotonic() + seconds + 20,
+                        time.monotonic() + seconds + drain,
                         "outcome",
                     )
                 )
                 await asyncio.sleep(1.5)  # the collectors are assigned
+                cpu_before = {name: cpu_seconds(p.pid()) for name, p in watched.items()}
                 first = time.time()
                 sent = await publish_at(bootstrap, topics.raw_customer, values, rate)
                 actions = await actions_task
                 outcomes = await outcomes_task
+                elapsed = time.time() - first
+                cpu = {
+                    name: (cpu_seconds(p.pid()) - cpu_before[name]) / elapsed
+                    for name, p in watched.items()
+                }
                 stop.set()
                 await watcher
                 keyed = {f"followup:O-{k.removeprefix('o-')}": t for k, t in sent.items()}
@@ -277,6 +323,12 @@ async def run(rates: list[int], seconds: float, customers: int) -> int:
                         if len(outcomes) < len(values)
                         else ""
                     )
+                )
+                delivered = len(outcomes) / max(max(outcomes.values(), default=0) - first, 1e-9)
+                print(
+                    f"{'':8}delivered {delivered:.0f}/s sustained; CPU in cores over "
+                    f"{elapsed:.0f} s: "
+                    + ", ".join(f"{name} {cores:.2f}" for name, cores in cpu.items())
                 )
             memory = {s: peak_memory_mb(p.pid()) for s, p in procs.items()}
             print(
@@ -305,12 +357,18 @@ async def admin_topic(bootstrap: str, name: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rates", default="250,500,1000,2000,5000")
+    parser.add_argument("--rates", default="50,100,250,1000")
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--customers", type=int, default=2000)
+    parser.add_argument(
+        "--drain", type=float, default=300, help="seconds a step may take to deliver its backlog"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=None, help="rules' and notifier's tick interval (s)"
+    )
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
-    return asyncio.run(run(rates, args.seconds, args.customers))
+    return asyncio.run(run(rates, args.seconds, args.customers, args.drain, args.interval))
 
 
 if __name__ == "__main__":

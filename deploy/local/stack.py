@@ -115,7 +115,9 @@ class LocalStack:
         data.mkdir(parents=True, exist_ok=True)
         self.managed("mongo").start(
             [
-                str(Path(sys.executable).with_name("secantusd-py")),
+                sys.executable,
+                "-m",
+                "deploy.local.mongo_server",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -125,7 +127,8 @@ class LocalStack:
                 "--log-level",
                 "WARNING",
                 *(["--auth"] if self.config.mongo_auth else []),
-            ]
+            ],
+            cwd=ROOT,
         )
 
     @property

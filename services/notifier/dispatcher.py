@@ -232,6 +232,7 @@ class Dispatcher:
         await self._directory.upsert(contacts)
         unique = list({e.key: e for e in entries}.values())
         new = await self._ledger.record(unique)
+        result.tick_soon = new > 0 and any(e.next_at <= now for e in unique)
         result.after_commit.append(lambda: ACTIONS.labels("new").inc(new))
         result.after_commit.append(lambda: ACTIONS.labels("repeat").inc(len(entries) - new))
         return result
@@ -249,7 +250,9 @@ class Dispatcher:
         for partition in owned:
             for entry in await self._ledger.unpublished(partition, self._limits.per_partition):
                 finished[entry.key] = entry
-            due += await self._ledger.due(partition, now, self._limits.per_partition)
+            due_here = await self._ledger.due(partition, now, self._limits.per_partition)
+            result.tick_soon |= len(due_here) >= self._limits.per_partition  # more are due
+            due += due_here
         if due:
             for entry in await self._dispatch(due, now, result):
                 finished[entry.key] = entry

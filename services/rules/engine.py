@@ -179,6 +179,7 @@ class RulesEngine:
                 )
         await self._subjects.save(dirty.values())
         await self._timers.apply(changes)
+        result.tick_soon = any(p.timer.due_at <= now for p in changes.sets)
         return result
 
     # -- timers ------------------------------------------------------------------------------
@@ -232,6 +233,7 @@ class RulesEngine:
         if fired:
             result.after_commit.append(forget)
         LAST_TICK.set(now.timestamp())
+        result.tick_soon = len(due) >= self._timers_per_tick  # stopped at its limit
         return result
 
     def revoked(self, partitions: set[TopicPartition]) -> None:

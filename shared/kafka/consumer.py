@@ -86,6 +86,7 @@ class ConsumerLoop:
         self._ticker = ticker
         self._tick_interval_s = tick_interval_s
         self._ticked = 0.0
+        self._tick_requested = False  # a committed result said work is due now
         # where each partition was positioned at the last assignment (progress guard only)
         self._starts: dict[TopicPartition, int] = {}
         self._lock = asyncio.Lock()
@@ -257,6 +258,7 @@ class ConsumerLoop:
             log.warning("stopping with an uncommitted batch; it will be consumed again")
             return
         self._failing = False
+        self._tick_requested = self._tick_requested or result.tick_soon
         metrics.count_batch(records, result.dead_letters, messages)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_RECORDS.observe(len(records))
@@ -272,9 +274,11 @@ class ConsumerLoop:
         )
 
     async def _maybe_tick(self) -> None:
-        if self._ticker is None or time.monotonic() - self._ticked < self._tick_interval_s:
+        if self._ticker is None:
             return
-        self._ticked = time.monotonic()
+        if not self._tick_requested and time.monotonic() - self._ticked < self._tick_interval_s:
+            return
+        self._ticked, self._tick_requested = time.monotonic(), False
         generation = self._generation
         result, messages = HandlerResult(), list[Outgoing]()
         try:
@@ -295,6 +299,7 @@ class ConsumerLoop:
             log.exception("a tick failed; it will run again")
             return
         self._failing = False  # a dependency that failed the tick is back
+        self._tick_requested = result.tick_soon  # it stopped at its limit: more is due
         metrics.count_batch([], result.dead_letters, messages)
 
     def _rewind(self, batch: dict[TopicPartition, list[Record]]) -> None:

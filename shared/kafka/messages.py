@@ -85,16 +85,23 @@ class DeadLetter:
 @dataclass(slots=True)
 class HandlerResult:
     """What a handler made of one batch: messages to publish, records to dead-letter, and
-    callbacks to run once all of it is committed (metrics, caches)."""
+    callbacks to run once all of it is committed (metrics, caches).
+
+    ``tick_soon``: work is due now (a timer set for now, a delivery to attempt, or a tick that
+    stopped at its limit), so the loop ticks right after this commit instead of waiting for the
+    tick interval. Work due now is done now, and the interval only paces the polling for
+    work that comes due later."""
 
     messages: list[Outgoing] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     after_commit: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
+    tick_soon: bool = False
 
     def extend(self, other: HandlerResult) -> None:
         self.messages.extend(other.messages)
         self.dead_letters.extend(other.dead_letters)
         self.after_commit.extend(other.after_commit)
+        self.tick_soon = self.tick_soon or other.tick_soon
 
 
 class BatchHandler(Protocol):

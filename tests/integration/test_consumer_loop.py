@@ -69,6 +69,8 @@ def make_loop(
     handler: object,
     group: str,
     progress: MongoProgressStore | None = None,
+    ticker: object = None,
+    tick_interval_s: float = 1.0,
 ) -> ConsumerLoop:
     return ConsumerLoop(
         service="ingest",
@@ -82,6 +84,8 @@ def make_loop(
         progress=progress,
         batch_timeout_ms=50,
         max_records=100,
+        ticker=ticker,  # type: ignore[arg-type]
+        tick_interval_s=tick_interval_s,
     )
 
 
@@ -243,3 +247,48 @@ async def test_a_new_owner_never_restarts_behind_committed_work(
 async def read_partitions(kafka: KafkaSettings, topic: str) -> set[int]:
     records = await read_topic(kafka, topic, expect=1, settle=0.1)
     return {r.partition for r in records}
+
+
+class DueNow:
+    """A handler and ticker: a record saying "due now" asks for a tick; the first ``more``
+    ticks say they stopped at their limit."""
+
+    def __init__(self, more: int = 0) -> None:
+        self.ticks: list[float] = []
+        self.more = more
+
+    async def handle(self, records: Sequence[Record]) -> HandlerResult:
+        return HandlerResult(tick_soon=any(b"due now" in (r.value or b"") for r in records))
+
+    async def tick(self, partitions: set[TopicPartition]) -> HandlerResult:
+        self.ticks.append(asyncio.get_running_loop().time())
+        return HandlerResult(tick_soon=len(self.ticks) <= self.more)
+
+    def revoked(self, partitions: set[TopicPartition]) -> None:
+        pass
+
+
+async def test_work_due_now_is_ticked_at_once_not_at_the_next_interval(
+    kafka_settings: KafkaSettings, topics: TopicSettings
+) -> None:
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    due = DueNow(more=3)
+    # an hour between ticks: only the first tick and requests make it tick
+    loop = make_loop(kafka_settings, topics, due, group, ticker=due, tick_interval_s=3600)
+    task = asyncio.create_task(loop.run())
+    try:
+        await wait_assigned(loop)
+        await asyncio.sleep(1)
+        assert len(due.ticks) == 4  # the first tick, then 3 more: each stopped at its limit
+        await produce(kafka_settings, topics.raw_customer, [{"note": "later"}])
+        await asyncio.sleep(2)
+        assert len(due.ticks) == 4  # nothing due now: the interval holds
+        await produce(kafka_settings, topics.raw_customer, [{"note": "due now"}])
+        for _ in range(50):
+            if len(due.ticks) == 5:
+                break
+            await asyncio.sleep(0.1)
+        assert len(due.ticks) == 5, "a tick should follow the batch that made work due"
+    finally:
+        loop.stop()
+        await task

@@ -10,6 +10,7 @@ a test that leaves them out plays a commit that failed."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import itertools
 import uuid
@@ -1073,3 +1074,17 @@ async def test_a_ledger_that_fails_mid_tick_stops_new_sends_so_few_can_repeat() 
     )
     keys = [m["X-Upkeep-Key"] for m, _ in w.mail.delivered]
     assert len(set(keys)) == 8
+
+
+async def test_a_new_action_due_now_asks_for_a_tick_and_a_full_tick_for_another() -> None:
+    w = make_world(limits=dataclasses.replace(LIMITS, per_partition=2))
+    await w.customer()
+    later = action("birthday:C-1:2027", due_at=T0 + timedelta(days=365))
+    assert not (await w.consume(record(later))).tick_soon  # next year: the interval will do
+    assert not (await w.consume(record(later))).tick_soon  # nor a repeat of what is recorded
+    batch = [record(action(f"birthday:C-1:{year}")) for year in (2026, 2025, 2024)]
+    assert (await w.consume(*batch)).tick_soon  # due now: tick at once
+    first = await w.tick()
+    assert (len(outcomes(first)), first.tick_soon) == (2, True)  # stopped at its limit
+    second = await w.tick()
+    assert (len(outcomes(second)), second.tick_soon) == (1, False)

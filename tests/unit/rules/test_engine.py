@@ -12,7 +12,7 @@ from aiokafka import TopicPartition
 
 from services.rules.builtin.renewal import ContractRenewal
 from services.rules.engine import LAST_TICK, OVERDUE, RulesEngine
-from services.rules.sdk import Action, Decision
+from services.rules.sdk import Action, Decision, SetTimer
 from services.rules.store import InMemorySubjectStore, InMemoryTimerStore
 from services.rules.ticklog import TickEntry
 from shared.events.actions import ActionMessage
@@ -281,3 +281,52 @@ async def test_revoked_partitions_are_settled_again_when_they_come_back() -> Non
     engine.revoked(owned)
     await engine.tick(owned)
     assert ticklog.asked == [{3}, {3}]
+
+
+class FollowUpNow:
+    """Sets a timer due at once for every event, and does nothing when it fires."""
+
+    name = "now"
+
+    def on_event(self, event: Any, state: Any, ctx: Any) -> Iterator[Decision]:
+        yield SetTimer("at-once", ctx.now)
+
+    def on_timer(self, *_: Any) -> Iterator[Decision]:
+        return iter(())
+
+
+def in_memory(*rules: Any, timers_per_tick: int = 1000) -> RulesEngine:
+    return RulesEngine(
+        list(rules),
+        InMemorySubjectStore(),
+        InMemoryTimerStore(),
+        events_topic=EVENTS,
+        actions_topic="actions",
+        clock=lambda: NOW[0],
+        timers_per_tick=timers_per_tick,
+    )
+
+
+async def run_hooks(result: Any) -> None:
+    for hook in result.after_commit:
+        done = hook()
+        if done is not None:
+            await done
+
+
+async def test_work_due_now_asks_for_a_tick_and_a_tick_at_its_limit_for_another() -> None:
+    NOW[0] = datetime(2026, 5, 1, tzinfo=UTC)
+    engine = in_memory(ContractRenewal(), timers_per_tick=3)
+    planned = await engine.handle([record(n, t, **d) for n, (t, d) in enumerate(HISTORY)])
+    assert not planned.tick_soon  # the reminders are weeks away: the interval will do
+    NOW[0] = datetime(2026, 6, 2, tzinfo=UTC)  # all four are due now, three fire per tick
+    first = await engine.tick({TopicPartition(EVENTS, 3)})
+    assert (len(first.messages), first.tick_soon) == (3, True)  # stopped at its limit
+    await run_hooks(first)
+    second = await engine.tick({TopicPartition(EVENTS, 3)})
+    assert (len(second.messages), second.tick_soon) == (1, False)  # all done: back to pacing
+
+    now_engine = in_memory(FollowUpNow())
+    type_name, data = HISTORY[2]
+    due_now = await now_engine.handle([record(0, type_name, **data)])
+    assert due_now.tick_soon

@@ -1,0 +1,65 @@
+"""Group commit: many concurrent single-document writes, sent as few bulk writes.
+
+A caller's ``await write(op)`` returns once *its* operation is durable (or raises if the bulk
+write carrying it failed), exactly as a lone ``update_one`` would. While one bulk write is in
+flight, the operations that arrive queue up and go together in the next one, so under load a
+round trip carries many writes, and with a single caller nothing waits: there is no timer and
+no batching delay. Operations are applied in arrival order (``ordered=True``), so two writes of
+the same document end in the later one's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from pymongo import UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import AutoReconnect
+
+from shared.mongo import Document
+
+
+class GroupCommit:
+    def __init__(self, collection: AsyncCollection[Document], max_batch: int = 500) -> None:
+        self._collection = collection
+        self._max_batch = max_batch
+        self._queue: list[tuple[UpdateOne, asyncio.Future[None]]] = []
+        self._in_flight: asyncio.Future[None] | None = None
+        self.round_trips = 0  # bulk writes sent (for benchmarks and tests)
+
+    async def write(self, op: UpdateOne) -> None:
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((op, mine))
+        while not mine.done():
+            if self._in_flight is None:
+                await self._flush()  # this caller writes the queue (its own op among it)
+            else:
+                await asyncio.shield(self._in_flight)  # then look again
+        mine.result()  # raises what the bulk write carrying this operation raised
+
+    async def _flush(self) -> None:
+        in_flight = self._in_flight = asyncio.get_running_loop().create_future()
+        batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+        try:
+            self.round_trips += 1
+            await self._collection.bulk_write([op for op, _ in batch], ordered=True)
+        except asyncio.CancelledError:
+            # the writer was cancelled (shutdown): whether the others' writes landed is unknown
+            _fail(batch, AutoReconnect("a grouped write was interrupted"))
+            raise
+        except Exception as exc:
+            _fail(batch, exc)
+        else:
+            for _, waiter in batch:
+                if not waiter.done():
+                    waiter.set_result(None)
+        finally:
+            self._in_flight = None
+            in_flight.set_result(None)
+
+
+def _fail(batch: list[tuple[UpdateOne, asyncio.Future[None]]], exc: BaseException) -> None:
+    for _, waiter in batch:
+        if not waiter.done():
+            waiter.set_exception(exc)
+            waiter.exception()  # its caller re-raises it; one that was cancelled meanwhile won't
