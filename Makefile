@@ -72,7 +72,7 @@ logs: $(STAMP) ## the last lines of every local log (LINES=100 for more)
 	$(BIN)/python -m deploy.local logs --lines $${LINES:-30}
 
 test: $(TOOLS) ## every test: unit, integration (real Kafka + MongoDB-wire server), e2e, deploy
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests --durations=20 $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## unit tests only (no servers)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
