@@ -69,14 +69,25 @@ BROKER_SETTINGS = {
 
 @dataclass(frozen=True)
 class SaslListener:
-    """A SASL_PLAINTEXT listener whose users log in with PLAIN or SCRAM-SHA-256/512."""
+    """A second listener where users log in with PLAIN or SCRAM-SHA-256/512: SASL_PLAINTEXT,
+    or SASL_SSL when ``tls`` names a PEM file with the broker's key and certificate chain."""
 
     port: int
     users: dict[str, str]  # user name -> password
+    tls: Path | None = None
+
+    @property
+    def protocol(self) -> str:
+        return "SASL_SSL" if self.tls is not None else "SASL_PLAINTEXT"
 
     def settings(self) -> dict[str, str]:
         plain_users = " ".join(f'user_{name}="{pw}"' for name, pw in self.users.items())
-        prefix = "listener.name.sasl_plaintext"
+        prefix = f"listener.name.{self.protocol.lower()}"
+        tls = (
+            {f"{prefix}.ssl.keystore.type": "PEM", f"{prefix}.ssl.keystore.location": str(self.tls)}
+            if self.tls is not None
+            else {}
+        )
         return {
             "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
             f"{prefix}.plain.sasl.jaas.config": (
@@ -88,6 +99,7 @@ class SaslListener:
                 )
                 for mechanism in ("scram-sha-256", "scram-sha-512")
             },
+            **tls,
         }
 
     def format_args(self) -> list[str]:
@@ -125,8 +137,8 @@ class KafkaNode:
         listeners = [f"PLAINTEXT://{self.host}:{self.port}"]
         protocols = ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT"]
         if self.sasl is not None:
-            listeners.append(f"SASL_PLAINTEXT://{self.host}:{self.sasl.port}")
-            protocols.append("SASL_PLAINTEXT:SASL_PLAINTEXT")
+            listeners.append(f"{self.sasl.protocol}://{self.host}:{self.sasl.port}")
+            protocols.append(f"{self.sasl.protocol}:{self.sasl.protocol}")
         settings = {
             "process.roles": "broker,controller",
             "node.id": "1",

@@ -54,7 +54,7 @@ class StackConfig:
     mail_dir: Path | None = None
     service_ports: dict[str, int] = field(default_factory=lambda: dict(SERVICE_PORTS))
     kafka_heap: str = "768m"
-    kafka_sasl: SaslListener | None = None  # a second, SASL_PLAINTEXT listener (tests)
+    kafka_sasl: SaslListener | None = None  # a second listener, SASL over TLS or not (tests)
     mongo_auth: bool = False  # the MongoDB-wire server refuses unauthenticated commands
 
 

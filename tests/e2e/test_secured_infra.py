@@ -1,10 +1,12 @@
-"""Upkeep on secured infrastructure: Kafka that wants a SASL login and a MongoDB-wire server
-that wants a SCRAM login, both of this module's own (the last test stops the broker).
+"""Upkeep on secured infrastructure: Kafka that wants a SASL login over TLS (a throwaway CA)
+and a MongoDB-wire server that wants a SCRAM login, both of this module's own (the last test
+stops the broker).
 
 - every SASL mechanism Upkeep offers (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) carries topics
-  creation, a produce and a consume; a wrong password is refused with an authentication error;
-- all four services run on SASL Kafka and an authenticated database user that may use only its
-  own database, and a channel's events go all the way to a delivered webhook;
+  creation, a produce and a consume; a wrong password is refused with an authentication error,
+  and a broker certificate from a CA the client does not trust is refused;
+- all four services run on SASL_SSL Kafka and an authenticated database user that may use only
+  its own database, and a channel's events go all the way to a delivered webhook;
 - a service missing its database credentials, or with a wrong Kafka password, reports not
   ready and says why, and no password reaches a log line;
 - a producer holding records through a broker outage paces its metadata refreshes instead of
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -45,9 +48,31 @@ DATABASE = "upkeep_secured"
 WEBHOOK_SECRET = "whsec_" + secrets.token_hex(16)
 
 
+def make_certificates(into: Path) -> Path:
+    """A throwaway CA (``ca.pem``) and a certificate it signed for 127.0.0.1, written with its
+    key into one PEM file, which Kafka's PEM key store reads. Returns that key store."""
+    steps = [
+        "req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=test-ca",
+        "req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj /CN=127.0.0.1",
+        "x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out broker.crt"
+        " -days 2 -extfile san.cnf",
+    ]
+    (into / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    for step in steps:
+        subprocess.run(["openssl", *step.split()], cwd=into, check=True, capture_output=True)
+    keystore = into / "broker.pem"
+    keystore.write_text((into / "broker.key").read_text() + (into / "broker.crt").read_text())
+    return keystore
+
+
 @pytest.fixture(scope="module")
-def secured() -> Iterator[LocalStack]:
-    sasl = SaslListener(port=free_port(), users={KAFKA_USER: KAFKA_PASSWORD})
+def keystore(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_certificates(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def secured(keystore: Path) -> Iterator[LocalStack]:
+    sasl = SaslListener(port=free_port(), users={KAFKA_USER: KAFKA_PASSWORD}, tls=keystore)
     with ephemeral_stack("secured", kafka_sasl=sasl) as stack:
         # as deploy/mongo/init-upkeep-user.js: a user with readWrite on Upkeep's database only
         with MongoClient(stack.mongo_uri) as client:
@@ -64,11 +89,20 @@ def secured() -> Iterator[LocalStack]:
         yield stack
 
 
-def sasl_settings(stack: LocalStack, mechanism: str, password: str = KAFKA_PASSWORD) -> Any:
-    assert stack.kafka_node.sasl is not None
+def sasl_settings(
+    stack: LocalStack,
+    mechanism: str,
+    password: str = KAFKA_PASSWORD,
+    trust: str | None = "ca",  # None: the system's default trust, which lacks the test CA
+) -> Any:
+    """SASL over TLS, trusting the module's CA."""
+    sasl = stack.kafka_node.sasl
+    assert sasl is not None
+    assert sasl.tls is not None
     return KafkaSettings(
-        bootstrap_servers=f"127.0.0.1:{stack.kafka_node.sasl.port}",
-        security_protocol="SASL_PLAINTEXT",
+        bootstrap_servers=f"127.0.0.1:{sasl.port}",
+        security_protocol="SASL_SSL",
+        ssl_cafile=str(sasl.tls.with_name("ca.pem")) if trust else None,
         sasl_mechanism=mechanism,
         sasl_username=KAFKA_USER,
         sasl_password=password,
@@ -85,7 +119,8 @@ def secured_env(stack: LocalStack, mechanism: str = "SCRAM-SHA-512") -> dict[str
     kafka = sasl_settings(stack, mechanism)
     return {
         "UPKEEP_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "UPKEEP_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "UPKEEP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "UPKEEP_KAFKA_SSL_CAFILE": str(kafka.ssl_cafile),
         "UPKEEP_KAFKA_SASL_MECHANISM": mechanism,
         "UPKEEP_KAFKA_SASL_USERNAME": KAFKA_USER,
         "UPKEEP_KAFKA_SASL_PASSWORD": KAFKA_PASSWORD,
@@ -135,6 +170,18 @@ async def test_a_wrong_kafka_password_is_refused_as_an_authentication_failure(
     reasons = [r.getMessage() for r in caplog.records if r.name == "aiokafka"]
     assert any("SaslAuthenticationFailed" in reason for reason in reasons), reasons
     assert not any("not-the-password" in reason for reason in reasons)
+
+
+async def test_a_broker_certificate_from_an_unknown_ca_is_refused(
+    secured: LocalStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TLS is verified, not merely switched on: without the CA the handshake fails."""
+    producer = make_producer(sasl_settings(secured, "SCRAM-SHA-512", trust=None), "t")
+    with caplog.at_level(logging.ERROR, logger="aiokafka"), pytest.raises(KafkaConnectionError):
+        await asyncio.wait_for(producer.start(), timeout=30)
+    await producer.stop()
+    reasons = " ".join(r.getMessage() for r in caplog.records if r.name == "aiokafka")
+    assert "CERTIFICATE_VERIFY_FAILED" in reasons, reasons
 
 
 def channel_events(now: datetime) -> list[dict[str, Any]]:
