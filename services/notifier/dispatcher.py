@@ -247,11 +247,16 @@ class Dispatcher:
         result, now = HandlerResult(), self._clock()
         finished: dict[str, Entry] = {}
         due: list[Entry] = []
-        for partition in owned:
-            for entry in await self._ledger.unpublished(partition, self._limits.per_partition):
-                finished[entry.key] = entry
-            due_here = await self._ledger.due(partition, now, self._limits.per_partition)
-            result.tick_soon |= len(due_here) >= self._limits.per_partition  # more are due
+        limit = self._limits.per_partition
+        # the partitions' queries at once (the driver pools connections), in partition order
+        found = await asyncio.gather(
+            *(self._ledger.unpublished(p, limit) for p in owned),
+            *(self._ledger.due(p, now, limit) for p in owned),
+        )
+        for entry in (e for entries in found[: len(owned)] for e in entries):
+            finished[entry.key] = entry
+        for due_here in found[len(owned) :]:
+            result.tick_soon |= len(due_here) >= limit  # more are due
             due += due_here
         if due:
             for entry in await self._dispatch(due, now, result):

@@ -9,6 +9,7 @@ timers due, never with the number of subjects. ``partition`` is the subject's pa
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -151,9 +152,10 @@ class MongoTimerStore(TimerStore):
         ``due_at`` — the shape every MongoDB-wire server answers from the (partition, due_at)
         index (a ``$in`` over partitions makes the embedded server scan the collection, and so
         would filtering on ``rule`` in the query: that filter is applied here instead)."""
-        found: list[PlacedTimer] = []
-        for partition in sorted(partitions):
-            found += await self._due_in(partition, set(rules), now, limit)
+        pages = await asyncio.gather(  # at once: the driver pools connections
+            *(self._due_in(partition, set(rules), now, limit) for partition in sorted(partitions))
+        )
+        found = [placed for page in pages for placed in page]
         return sorted(found, key=lambda p: p.timer.due_at)[:limit]
 
     async def _due_in(
