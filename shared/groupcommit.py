@@ -11,30 +11,39 @@ the same document end in the later one's state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import AutoReconnect
+from pymongo.errors import AutoReconnect, BulkWriteError
 
 from shared.mongo import Document
+
+Queued = list[tuple[UpdateOne, asyncio.Future[None]]]  # an operation and its caller's future
 
 
 class GroupCommit:
     def __init__(self, collection: AsyncCollection[Document], max_batch: int = 500) -> None:
         self._collection = collection
         self._max_batch = max_batch
-        self._queue: list[tuple[UpdateOne, asyncio.Future[None]]] = []
+        self._queue: Queued = []
         self._in_flight: asyncio.Future[None] | None = None
         self.round_trips = 0  # bulk writes sent (for benchmarks and tests)
 
     async def write(self, op: UpdateOne) -> None:
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((op, mine))
-        while not mine.done():
-            if self._in_flight is None:
-                await self._flush()  # this caller writes the queue (its own op among it)
-            else:
-                await asyncio.shield(self._in_flight)  # then look again
+        try:
+            while not mine.done():
+                if self._in_flight is None:
+                    await self._flush()  # this caller writes the queue (its own op among it)
+                else:
+                    await asyncio.shield(self._in_flight)  # then look again
+        except asyncio.CancelledError:
+            # like a lone update_one cancelled before it was sent: not written later either
+            with contextlib.suppress(ValueError):
+                self._queue.remove((op, mine))
+            raise
         mine.result()  # raises what the bulk write carrying this operation raised
 
     async def _flush(self) -> None:
@@ -43,22 +52,37 @@ class GroupCommit:
         try:
             self.round_trips += 1
             await self._collection.bulk_write([op for op, _ in batch], ordered=True)
-        except asyncio.CancelledError:
+        except BulkWriteError as exc:
+            # ordered: the operations before the first error were applied, the one at it
+            # failed, the ones after it were never tried and go again with the next flush
+            errors = exc.details.get("writeErrors") or []
+            if not errors:  # e.g. a write concern error: nothing is known to be durable
+                _fail(batch, exc)
+            else:
+                first = min(int(error["index"]) for error in errors)
+                _succeed(batch[:first])
+                _fail(batch[first : first + 1], exc)
+                self._queue[:0] = batch[first + 1 :]
+        except Exception as exc:
+            _fail(batch, exc)
+        except BaseException:
             # the writer was cancelled (shutdown): whether the others' writes landed is unknown
             _fail(batch, AutoReconnect("a grouped write was interrupted"))
             raise
-        except Exception as exc:
-            _fail(batch, exc)
         else:
-            for _, waiter in batch:
-                if not waiter.done():
-                    waiter.set_result(None)
+            _succeed(batch)
         finally:
             self._in_flight = None
             in_flight.set_result(None)
 
 
-def _fail(batch: list[tuple[UpdateOne, asyncio.Future[None]]], exc: BaseException) -> None:
+def _succeed(batch: Queued) -> None:
+    for _, waiter in batch:
+        if not waiter.done():
+            waiter.set_result(None)
+
+
+def _fail(batch: Queued, exc: BaseException) -> None:
     for _, waiter in batch:
         if not waiter.done():
             waiter.set_exception(exc)

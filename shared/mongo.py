@@ -38,7 +38,9 @@ async def can_use(db: AsyncDatabase[Document]) -> bool:
 
     ``ping`` needs no login, so a service without credentials (or with a user that lacks
     ``readWrite`` on this database) would look ready while every write is refused. Listing
-    collections needs both; the filter keeps the answer empty and cheap.
+    collections needs both; the filter keeps the answer empty and cheap. It cannot tell
+    ``read`` from ``readWrite`` (both may list): a read-only user looks ready, and its writes
+    are refused as transient errors, which stall consumption and the readiness of the loop.
     """
     await db.command("listCollections", nameOnly=True, filter={"name": "__readiness"})
     return True

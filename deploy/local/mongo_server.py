@@ -7,8 +7,10 @@ reached a sort of all 10,000 to drop the single oldest. Under a sustained write 
 ~40% of the server's CPU and made each write slower the longer the server had run (profiled with
 py-spy while ``make bench-notifier`` ran: ``_prune_retryable_locked``). Here expired records are
 dropped at most once a second, and a map over the cap is cut back to 90% of it, so the sort
-runs once per 1,000 writes. What a client observes is unchanged: a retry within the lifetime
-still gets the original reply; records expire at most a second late.
+runs once per 1,000 writes. What a client observes barely changes: a retry within the lifetime
+still gets the original reply unless 9,000 to 10,000 newer writes came since (SecantusDB keeps
+the newest 10,000; this keeps at least the newest 9,000), and records expire up to a second
+late. A driver retries within seconds, long before either matters.
 
 ``python -m deploy.local.mongo_server`` takes the arguments of ``secantusd-py``.
 """

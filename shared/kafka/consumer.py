@@ -280,7 +280,7 @@ class ConsumerLoop:
             return
         self._ticked, self._tick_requested = time.monotonic(), False
         generation = self._generation
-        result, messages = HandlerResult(), list[Outgoing]()
+        result, messages, hooks_ok = HandlerResult(), list[Outgoing](), False
         try:
             async for attempt in self._retrying():
                 with attempt:
@@ -289,7 +289,7 @@ class ConsumerLoop:
                             return
                         result = await self._ticker.tick(set(self._consumer.assignment()))
                         messages = await self._commit(result, {})
-                        await _run_hooks(result)
+                        hooks_ok = await _run_hooks(result)
         except RetryError:
             return
         except Exception:
@@ -299,7 +299,9 @@ class ConsumerLoop:
             log.exception("a tick failed; it will run again")
             return
         self._failing = False  # a dependency that failed the tick is back
-        self._tick_requested = result.tick_soon  # it stopped at its limit: more is due
+        # it stopped at its limit: more is due, unless its clean-up failed (rules would fire
+        # the same timers again at once): then the interval paces the retries
+        self._tick_requested = result.tick_soon and hooks_ok
         metrics.count_batch([], result.dead_letters, messages)
 
     def _rewind(self, batch: dict[TopicPartition, list[Record]]) -> None:
@@ -409,9 +411,10 @@ class ConsumerLoop:
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
 
 
-async def _run_hooks(result: HandlerResult) -> None:
+async def _run_hooks(result: HandlerResult) -> bool:
     """After-commit hooks: what they do is already committed, so a failing hook is logged and
-    never rolls the batch back."""
+    never rolls the batch back. Returns whether every hook succeeded."""
+    succeeded = True
     for hook in result.after_commit:
         try:
             outcome = hook()
@@ -419,6 +422,8 @@ async def _run_hooks(result: HandlerResult) -> None:
                 await outcome
         except Exception:
             log.exception("an after-commit hook failed")
+            succeeded = False
+    return succeeded
 
 
 async def _send_all(

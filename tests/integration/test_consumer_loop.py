@@ -256,13 +256,20 @@ class DueNow:
     def __init__(self, more: int = 0) -> None:
         self.ticks: list[float] = []
         self.more = more
+        self.clean_up_fails = False
 
     async def handle(self, records: Sequence[Record]) -> HandlerResult:
         return HandlerResult(tick_soon=any(b"due now" in (r.value or b"") for r in records))
 
     async def tick(self, partitions: set[TopicPartition]) -> HandlerResult:
         self.ticks.append(asyncio.get_running_loop().time())
-        return HandlerResult(tick_soon=len(self.ticks) <= self.more)
+        result = HandlerResult(tick_soon=len(self.ticks) <= self.more)
+        if self.clean_up_fails:  # like rules' removal of fired timers failing after the commit
+            result.after_commit.append(self.fail)
+        return result
+
+    async def fail(self) -> None:
+        raise AutoReconnect("the clean-up could not reach MongoDB (simulated)")
 
     def revoked(self, partitions: set[TopicPartition]) -> None:
         pass
@@ -289,6 +296,11 @@ async def test_work_due_now_is_ticked_at_once_not_at_the_next_interval(
                 break
             await asyncio.sleep(0.1)
         assert len(due.ticks) == 5, "a tick should follow the batch that made work due"
+        # a tick at its limit whose clean-up failed would redo the same work: no early tick
+        due.more, due.clean_up_fails = 100, True
+        await produce(kafka_settings, topics.raw_customer, [{"note": "due now"}])
+        await asyncio.sleep(2)
+        assert len(due.ticks) == 6
     finally:
         loop.stop()
         await task

@@ -107,8 +107,35 @@ async def test_a_cancelled_waiter_does_not_hold_up_the_others() -> None:
         await second
     collection.release.set()
     await asyncio.wait_for(asyncio.gather(first, third), timeout=1)
-    # like an update_one already sent, the cancelled caller's write still happens
-    assert collection.bulks == [["a"], ["b", "c"]]
+    # like an update_one cancelled before it was sent, the cancelled caller's write is dropped
+    assert collection.bulks == [["a"], ["c"]]
+
+
+async def test_one_refused_write_fails_alone_and_those_after_it_are_written_again() -> None:
+    class RefusesC(SlowCollection):
+        async def bulk_write(self, ops: list[UpdateOne], ordered: bool) -> None:
+            keys = [o._filter["_id"] for o in ops]
+            self.bulks.append(keys)
+            await self.release.wait()
+            if "c" in keys:  # ordered: what came before "c" was applied, the rest not tried
+                index = keys.index("c")
+                raise BulkWriteError({"writeErrors": [{"index": index, "code": 121}]})
+
+    collection = RefusesC()
+    commit = GroupCommit(collection)  # type: ignore[arg-type]
+    first = asyncio.create_task(commit.write(op("a")))
+    await settle()
+    rest = [asyncio.create_task(commit.write(op(k))) for k in "bcd"]
+    await settle()
+    collection.release.set()
+    results = await asyncio.gather(first, *rest, return_exceptions=True)
+    assert [type(r).__name__ for r in results] == [
+        "NoneType",
+        "NoneType",
+        "BulkWriteError",
+        "NoneType",
+    ]
+    assert collection.bulks == [["a"], ["b", "c", "d"], ["d"]]
 
 
 async def test_writes_of_one_document_apply_in_arrival_order() -> None:
