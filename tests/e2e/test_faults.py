@@ -27,7 +27,7 @@ import email.policy
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -64,26 +64,6 @@ def own_stack() -> Iterator[LocalStack]:
     with ephemeral_stack("faults") as local:
         local.create_topics()
         yield local
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[MailSink]:
-    server = MailSink()
-    await server.start(port=0)
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[HttpReceiver, str]]:
-    server = HttpReceiver()
-    url = await server.start()
-    try:
-        yield server, url
-    finally:
-        await server.stop()
 
 
 @dataclass

@@ -7,7 +7,6 @@ import asyncio
 import email
 import email.policy
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import orjson
@@ -25,16 +24,6 @@ pytestmark = pytest.mark.e2e
 
 TOTAL = 400
 POOL = 4  # SMTP connections: at most this many messages are in flight at a kill
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[MailSink]:
-    server = MailSink()
-    await server.start(port=0)
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def contact(n: int) -> CanonicalEvent:

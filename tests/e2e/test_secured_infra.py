@@ -20,7 +20,7 @@ import logging
 import secrets
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -212,16 +212,6 @@ def channel_events(now: datetime) -> list[dict[str, Any]]:
             "currency": "EUR",
         },
     ]
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[HttpReceiver, str]]:
-    server = HttpReceiver()
-    url = await server.start()
-    try:
-        yield server, url
-    finally:
-        await server.stop()
 
 
 async def eventually(check: Any, timeout: float, what: str) -> Any:
