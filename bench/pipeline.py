@@ -39,11 +39,12 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.ingest import pass_through
 from deploy.local.mailsink import MailSink
 from deploy.local.processes import Managed
 from deploy.local.stack import LocalStack, ephemeral_stack
 from services.rules.testing import follow_up_at_once
-from shared.settings import TopicSettings
+from shared.settings import KafkaSettings, TopicSettings
 
 SERVICES = ("ingest", "rules", "notifier", "analytics")
 
@@ -132,38 +133,37 @@ def percentiles(values: list[float]) -> str:
     return f"p50 {q[49] * 1000:6.0f} ms  p95 {q[94] * 1000:6.0f} ms  p99 {q[98] * 1000:6.0f} ms"
 
 
+async def lag_of(http: httpx.AsyncClient, url: str) -> float | None:
+    """A service's consumer lag summed over its partitions, or ``None`` if it did not answer."""
+    try:
+        text = (await http.get(f"{url}/metrics")).text
+    except httpx.HTTPError:
+        return None
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("upkeep_consumer_lag_messages{")
+    )
+
+
 async def max_lag(urls: dict[str, str], stop: asyncio.Event, into: dict[str, float]) -> None:
     async with httpx.AsyncClient(timeout=2) as http:
         while not stop.is_set():
             for service, url in urls.items():
-                try:
-                    text = (await http.get(f"{url}/metrics")).text
-                except httpx.HTTPError:
-                    continue
-                lag = sum(
-                    float(line.rsplit(" ", 1)[1])
-                    for line in text.splitlines()
-                    if line.startswith("upkeep_consumer_lag_messages{")
-                )
-                into[service] = max(into.get(service, 0.0), lag)
+                lag = await lag_of(http, url)
+                if lag is not None:
+                    into[service] = max(into.get(service, 0.0), lag)
             await asyncio.sleep(0.5)
 
 
 async def drained(urls: dict[str, str], within: float) -> None:
-    """Wait until no service reports consumer lag (twice in a row, a second apart)."""
+    """Wait until every service answers with no consumer lag (twice in a row, a second apart)."""
     deadline, quiet = time.monotonic() + within, 0
     async with httpx.AsyncClient(timeout=2) as http:
         while quiet < 2 and time.monotonic() < deadline:
             await asyncio.sleep(1)
-            total = 0.0
-            for url in urls.values():
-                text = (await http.get(f"{url}/metrics")).text
-                total += sum(
-                    float(line.rsplit(" ", 1)[1])
-                    for line in text.splitlines()
-                    if line.startswith("upkeep_consumer_lag_messages{")
-                )
-            quiet = quiet + 1 if total == 0 else 0
+            lags = [await lag_of(http, url) for url in urls.values()]
+            quiet = quiet + 1 if all(lag == 0 for lag in lags) else 0
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -184,38 +184,6 @@ def peak_memory_mb(pid: int | None) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-async def passthrough(bootstrap: str, source: str, target: str, count: int) -> float:
-    """Records per second a bare consume → produce loop moves (the ceiling of the broker and
-    aiokafka on this machine)."""
-    consumer = AIOKafkaConsumer(
-        source,
-        bootstrap_servers=bootstrap,
-        group_id=f"passthrough-{uuid.uuid4().hex[:6]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        max_poll_records=500,
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
-    await consumer.start()
-    await producer.start()
-    moved, started = 0, time.monotonic()
-    try:
-        while moved < count:
-            batches = await consumer.getmany(timeout_ms=500, max_records=500)
-            futures = [
-                await producer.send(target, r.value, key=r.key)
-                for records in batches.values()
-                for r in records
-            ]
-            await asyncio.gather(*futures)
-            await consumer.commit()
-            moved += len(futures)
-    finally:
-        await consumer.stop()
-        await producer.stop()
-    return moved / (time.monotonic() - started)
 
 
 def start_services(
@@ -335,7 +303,12 @@ async def run(
                 "peak memory (VmHWM): " + ", ".join(f"{s} {mb:.0f} MB" for s, mb in memory.items())
             )
             await admin_topic(bootstrap, "bench.passthrough")
-            base = await passthrough(bootstrap, topics.raw_customer, "bench.passthrough", n)
+            base = await pass_through(
+                KafkaSettings(bootstrap_servers=bootstrap),
+                topics.raw_customer,
+                "bench.passthrough",
+                n,
+            )
             print(f"baseline, bare aiokafka pass-through of the same {n} raw records: {base:.0f}/s")
         finally:
             for proc in procs.values():
