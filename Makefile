@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help up down demo status logs test test-unit test-integration test-e2e test-deploy lint fmt \
+.PHONY: help up down demo status logs mongo-server mongo-server-background test test-unit test-integration test-e2e test-deploy lint fmt \
         typecheck dashboards audit \
         schemas bench bench-ingest bench-rules bench-notifier bench-analytics lock clean
 
@@ -50,13 +50,23 @@ $(COMPOSE_CHECK): deploy/compose-check/main.go deploy/compose-check/go.mod deplo
 	cd deploy/compose-check && GOPATH=$(CURDIR)/.cache/go GOCACHE=$(CURDIR)/.cache/go-build \
 		GOFLAGS=-modcacherw go build -o $(CURDIR)/$(COMPOSE_CHECK) .
 
+# the compiled MongoDB-wire server (crate secantus-mdb), built once per machine into
+# ~/.cache/upkeep/ and reused by every clone; UPKEEP_LOCAL_MONGO=python skips it
+mongo-server: $(STAMP) ## build (once per machine) or find the compiled MongoDB-wire server
+	$(BIN)/python -m deploy.local.mongo_choice build
+
+# make test starts the build first, in the background, so the other tools and the unit tests
+# overlap it; the test harness waits for it (a file lock) before it starts the server
+mongo-server-background: $(STAMP)
+	@$(BIN)/python -m deploy.local.mongo_choice build --background
+
 TOOLS := $(STAMP) $(DEBIAN_TOOLS) $(COMPOSE_GO) $(COMPOSE_CHECK)
 export UPKEEP_COMPOSE_GO := $(CURDIR)/$(COMPOSE_GO)
 export UPKEEP_COMPOSE_CHECK := $(CURDIR)/$(COMPOSE_CHECK)
 
 install: $(STAMP) ## create .venv and install the project with pinned dependencies
 
-up: $(STAMP) ## start Kafka, the MongoDB-wire server and every service (no Docker needed)
+up: $(STAMP) mongo-server ## start Kafka, the MongoDB-wire server and every service (no Docker needed)
 	$(BIN)/python -m deploy.local up
 
 down: $(STAMP) ## stop what `make up` started (by pid)
@@ -71,16 +81,18 @@ status: $(STAMP) ## what runs, where, and its log file
 logs: $(STAMP) ## the last lines of every local log (LINES=100 for more)
 	$(BIN)/python -m deploy.local logs --lines $${LINES:-30}
 
-test: $(TOOLS) ## every test: unit, integration (real Kafka + MongoDB-wire server), e2e, deploy
-	$(BIN)/python -m pytest tests --durations=20 $(PYTEST_ARGS)
+# unit tests first: they need no server, so they overlap the compiled server's first build
+test: $(STAMP) mongo-server-background $(TOOLS) ## every test: unit, integration (real Kafka + MongoDB-wire server), e2e, deploy
+	$(BIN)/python -m pytest tests/unit tests/deploy tests/integration tests/e2e --durations=20 \
+		$(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## unit tests only (no servers)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: $(STAMP) ## integration tests only
+test-integration: $(STAMP) mongo-server ## integration tests only
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-test-e2e: $(TOOLS) ## end-to-end tests only
+test-e2e: $(TOOLS) mongo-server ## end-to-end tests only
 	$(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
 test-deploy: $(TOOLS) ## the Compose file, Dockerfile, Prometheus rules and Grafana dashboards
@@ -108,19 +120,19 @@ typecheck: $(STAMP) ## mypy --strict
 schemas: $(STAMP) ## regenerate docs/schemas from the event models
 	$(BIN)/python -m shared.events.schema docs/schemas
 
-bench: $(STAMP) ## the whole pipeline at increasing rates: events/s, latency, lag, memory
+bench: $(STAMP) mongo-server ## the whole pipeline at increasing rates: events/s, latency, lag, memory
 	$(BIN)/python -m bench.pipeline $${BENCH_ARGS:-}
 
-bench-ingest: $(STAMP) ## events/s through ingest vs a bare aiokafka pass-through
+bench-ingest: $(STAMP) mongo-server ## events/s through ingest vs a bare aiokafka pass-through
 	$(BIN)/python -m bench.ingest $${BENCH_ARGS:-}
 
-bench-notifier: $(STAMP) ## deliveries/s to local SMTP + webhooks, ledger on vs off
+bench-notifier: $(STAMP) mongo-server ## deliveries/s to local SMTP + webhooks, ledger on vs off
 	$(BIN)/python -m bench.notifier $${BENCH_ARGS:-}
 
-bench-analytics: $(STAMP) ## events/s aggregated, MongoDB writes per 1,000 events vs naive
+bench-analytics: $(STAMP) mongo-server ## events/s aggregated, MongoDB writes per 1,000 events vs naive
 	$(BIN)/python -m bench.analytics $${BENCH_ARGS:-}
 
-bench-rules: $(STAMP) ## events/s evaluated, timers fired/s with 100,000 due, tick cost vs customers
+bench-rules: $(STAMP) mongo-server ## events/s evaluated, timers fired/s with 100,000 due, tick cost vs customers
 	$(BIN)/python -m bench.rules $${BENCH_ARGS:-}
 
 lock: ## re-pin constraints.txt from a clean environment

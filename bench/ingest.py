@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from bench.summary import per_1000, requests_here, write_summary
 from deploy.local.stack import ephemeral_stack
 from services.ingest.dedup import DedupStore, InMemoryDedupStore, MongoDedupStore
 from services.ingest.normalise import NormaliseContext
@@ -145,7 +146,7 @@ async def ingest(
     total: int,
     dedup: str,
     batch: int,
-) -> tuple[float, int]:
+) -> tuple[float, int, float]:
     client = make_client(mongo, "bench")
     db = client[f"bench_{uuid.uuid4().hex[:6]}"]
     group = f"ingest-{uuid.uuid4().hex[:6]}"
@@ -173,9 +174,11 @@ async def ingest(
         batch_timeout_ms=200,
         max_records=batch,
     )
+    requests_before = requests_here()
     task = asyncio.create_task(loop.run())
     await handler.done.wait()
     elapsed = time.perf_counter() - (handler.started or time.perf_counter())
+    requests = requests_here() - requests_before
     loop.stop()
     await task
     if dedup == "mongo":
@@ -184,7 +187,7 @@ async def ingest(
         claims = len(memory_store.seen)
     await client.drop_database(db.name)
     await client.close()
-    return total / elapsed, claims
+    return total / elapsed, claims, per_1000(requests, total)
 
 
 async def run(total: int, repeat: int, dedup: str, batch: int) -> None:
@@ -198,17 +201,37 @@ async def run(total: int, repeat: int, dedup: str, batch: int) -> None:
             f"raw topic filled with {total} events (6 partitions); {repeat} run(s) each; "
             f"de-duplication in {dedup}, batches of up to {batch}"
         )
-        baseline, ours = [], []
+        baseline, ours, requests = [], [], []
         for i in range(repeat):
             baseline.append(await pass_through(kafka, topics.raw_customer, topics.actions, total))
             print(f"  run {i + 1}: pass-through {baseline[-1]:>9,.0f} events/s")
-            rate, claims = await ingest(kafka, mongo, topics, total, dedup, batch)
+            rate, claims, per_k = await ingest(kafka, mongo, topics, total, dedup, batch)
             ours.append(rate)
-            print(f"  run {i + 1}: ingest       {ours[-1]:>9,.0f} events/s  ({claims} claims)")
+            requests.append(per_k)
+            print(
+                f"  run {i + 1}: ingest       {ours[-1]:>9,.0f} events/s  ({claims} claims, "
+                f"{per_k} MongoDB requests per 1,000 events)"
+            )
         best_base, best_ours = max(baseline), max(ours)
         print(f"\npass-through (bare aiokafka, no validation): {best_base:,.0f} events/s")
         print(f"ingest (validate, normalise, dedup, txn):    {best_ours:,.0f} events/s")
         print(f"ratio ingest / pass-through:                 {best_ours / best_base:.2f}")
+        write_summary(
+            "ingest",
+            {
+                "events": total,
+                "runs": repeat,
+                "dedup": dedup,
+                "batch": batch,
+                "mongo_server": stack.mongo_server.kind,
+                "ingest_events_per_s": round(best_ours),
+                "pass_through_events_per_s": round(best_base),
+                "ratio": round(best_ours / best_base, 3),
+                "mongo_requests_per_1000_events": min(requests),
+                "runs_ingest_events_per_s": [round(r) for r in ours],
+                "runs_pass_through_events_per_s": [round(r) for r in baseline],
+            },
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+from bench.summary import per_1000, requests_here, write_summary
 from deploy.local.mailsink import MailSink
 from deploy.local.stack import ephemeral_stack
 from services.notifier.ledger import InMemoryLedger, MongoLedger
@@ -93,7 +94,9 @@ async def publish(kafka: KafkaSettings, messages: list[Outgoing]) -> None:
         await producer.stop()
 
 
-async def run_once(kafka: KafkaSettings, mongo: MongoSettings, n: int, *, ledger: str) -> float:
+async def run_once(
+    kafka: KafkaSettings, mongo: MongoSettings, n: int, *, ledger: str
+) -> tuple[float, float]:
     """``ledger``: "grouped" (the service), "single" (one update_one per save) or "memory"."""
     tag = uuid.uuid4().hex[:8]
     topics = TopicSettings(
@@ -134,6 +137,7 @@ async def run_once(kafka: KafkaSettings, mongo: MongoSettings, n: int, *, ledger
     try:
         async with build(settings, ledger=chosen) as service:
             (loop,) = service.loops
+            requests_before = requests_here()
             started = time.perf_counter()
             task = asyncio.create_task(loop.run())
             try:
@@ -142,6 +146,7 @@ async def run_once(kafka: KafkaSettings, mongo: MongoSettings, n: int, *, ledger
                     if time.perf_counter() - started > 600:
                         raise TimeoutError("deliveries did not finish")
                 elapsed = time.perf_counter() - started
+                requests = requests_here() - requests_before
             finally:
                 loop.stop()
                 await task
@@ -149,17 +154,20 @@ async def run_once(kafka: KafkaSettings, mongo: MongoSettings, n: int, *, ledger
         await sink.stop()
         await receiver.stop()
         await baseline_client.close()
-    return n / elapsed
+    return n / elapsed, per_1000(requests, n)
 
 
 async def main_async(n: int, repeat: int) -> None:
     with ephemeral_stack("bench-notifier") as stack:
         kafka = KafkaSettings(bootstrap_servers=stack.kafka_node.bootstrap)
         mongo = MongoSettings(uri=stack.mongo_uri, database="bench")
-        rates = {
-            kind: max([await run_once(kafka, mongo, n, ledger=kind) for _ in range(repeat)])
+        runs = {
+            kind: [await run_once(kafka, mongo, n, ledger=kind) for _ in range(repeat)]
             for kind in ("grouped", "single", "memory")
         }
+        server = stack.mongo_server.kind
+    rates = {kind: max(rate for rate, _ in found) for kind, found in runs.items()}
+    requests = {kind: min(per_k for _, per_k in found) for kind, found in runs.items()}
     on, single, off = rates["grouped"], rates["single"], rates["memory"]
     sys.stdout.write(
         f"deliveries ({n} actions: 80% e-mail to the local SMTP server, 20% signed webhooks; "
@@ -168,6 +176,20 @@ async def main_async(n: int, repeat: int) -> None:
         f"  ledger on, one update per save    : {single:8.0f} deliveries/s\n"
         f"  ledger off (in memory)            : {off:8.0f} deliveries/s\n"
         f"  ratio grouped/single: {on / single:.2f}, grouped/off: {on / off:.2f}\n"
+    )
+    write_summary(
+        "notifier",
+        {
+            "actions": n,
+            "runs": repeat,
+            "mongo_server": server,
+            "deliveries_per_s": round(on),
+            "deliveries_per_s_ledger_off": round(off),
+            "deliveries_per_s_one_update_per_save": round(single),
+            "ratio_ledger_on_off": round(on / off, 3),
+            "mongo_requests_per_1000_deliveries": requests["grouped"],
+            "mongo_requests_per_1000_deliveries_one_update_per_save": requests["single"],
+        },
     )
 
 

@@ -1,45 +1,57 @@
-"""``make bench``: the whole pipeline, run as `make up` runs it, at increasing rates.
+"""``make bench``: the whole pipeline, run as `make up` runs it: a backfill, then steady rates.
 
 Four service processes (ingest, rules, notifier, analytics) on a Kafka and a MongoDB-wire server
-of the benchmark's own, with a development SMTP server in this process. Customers are loaded
-first; then, for each rate, orders are published to the raw topic for ``--seconds`` at that
-rate. Each order becomes a canonical event (ingest), a follow-up action (rules: the follow-up
-rule is configured to follow up at once) and an e-mail with its outcome (notifier), and is
-counted (analytics). Printed per rate:
+of the benchmark's own, with a development SMTP server in this process, every setting at its
+default except the follow-up rule, which follows up today's orders at once by e-mail.
 
+**Backfill** — what a company importing its CRM does: ``--backfill-customers`` customers, then
+``--backfill-orders`` orders, published as fast as possible to the raw topic (keyed by customer).
+The orders are historic, spread over the last year; one in ten is from today and so owes a
+follow-up e-mail. Measured: events/s from the first publish until rules has decided and
+analytics has counted every one (their committed consumption of ``upkeep.events.v1``), and
+deliveries/s of the follow-ups until the last is sent.
+
+**Steady** — for each of ``--rates``, orders at that rate for ``--seconds``; per step:
 * events/s sustained end to end: orders published / seconds from the first publish until rules
   has decided every one (its last action is on ``upkeep.actions.v1``);
-* event → action and event → delivery latency, p50/p95/p99, from the raw record's timestamp to
-  the action's and to the outcome's (one clock: every process is on this machine);
-* the highest consumer lag each service reported during the step;
-* the CPU each process used during the step (services, broker, MongoDB-wire server), in cores:
-  where the time goes, and so what limits the rate;
-* at the end, the peak resident memory of each service (VmHWM).
+* event → action and event → delivery latency, p50/p95/p99, from the raw record's send time to
+  the action's and the outcome's record timestamps (one clock: every process is on this host);
+* the highest consumer lag each service reported, and the CPU each process used, in cores.
+Each step waits until every order of it is delivered (up to ``--drain`` seconds).
 
-Each step waits until every order of it is delivered (up to ``--drain`` seconds) before the next
-starts, so a step does not inherit the backlog of the one before.
-
-The baseline, measured in the same run on the same broker: a bare aiokafka pass-through that
-consumes the raw topic and re-produces every record (no parsing, no MongoDB, no transaction).
+At the end: peak resident memory per service, MongoDB requests per 1,000 events per service,
+bytes stored per event in MongoDB and in Kafka, and the baseline measured in the same run on the
+same broker: a bare aiokafka pass-through of the raw records (consume, re-produce, commit).
+Everything is printed and written to ``.run/bench/pipeline.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import statistics
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench.ingest import pass_through
+from bench.measure import (
+    cpu_seconds,
+    kafka_bytes,
+    max_lag,
+    mongo_bytes,
+    mongo_requests,
+    peak_memory_mb,
+    quantiles_ms,
+    show,
+    wait_consumed,
+)
+from bench.summary import per_1000, write_summary
 from deploy.local.mailsink import MailSink
 from deploy.local.processes import Managed
 from deploy.local.stack import LocalStack, ephemeral_stack
@@ -49,50 +61,63 @@ from shared.settings import KafkaSettings, TopicSettings
 SERVICES = ("ingest", "rules", "notifier", "analytics")
 
 
-def order(n: int, customers: int, now: datetime) -> bytes:
-    return orjson.dumps(
-        {
-            "type": "customer.interaction",
-            "id": f"o-{n}",
-            "interaction_id": f"O-{n}",
-            "customer_id": f"C-{n % customers}",
-            "kind": "order",
-            "amount": "99.00",
-            "currency": "EUR",
-            "occurred_at": now.isoformat(),
-        }
-    )
+def order(n: int, customers: int, at: datetime) -> tuple[bytes, bytes]:
+    """(key, value) of a raw order; the key is the customer, as an upstream CRM would key it."""
+    customer_id = f"C-{n % customers}"
+    body = {
+        "type": "customer.interaction",
+        "id": f"o-{n}",
+        "interaction_id": f"O-{n}",
+        "customer_id": customer_id,
+        "kind": "order",
+        "amount": "99.00",
+        "currency": "EUR",
+        "occurred_at": at.isoformat(),
+    }
+    return customer_id.encode(), orjson.dumps(body)
 
 
-def customer(n: int) -> bytes:
-    return orjson.dumps(
-        {
-            "type": "customer.upserted",
-            "id": f"c-{n}",
-            "customer_id": f"C-{n}",
-            "name": f"Customer {n}",
-            "timezone": "UTC",
-            "email": f"c{n}@example.com",
-        }
-    )
+def customer(n: int) -> tuple[bytes, bytes]:
+    body = {
+        "type": "customer.upserted",
+        "id": f"c-{n}",
+        "customer_id": f"C-{n}",
+        "name": f"Customer {n}",
+        "timezone": "UTC",
+        "email": f"c{n}@example.com",
+    }
+    return f"C-{n}".encode(), orjson.dumps(body)
+
+
+def historic(n: int, now: datetime) -> datetime:
+    """One order in ten today (a follow-up is owed), the rest over the last year (none is)."""
+    if n % 10 == 0:
+        return now - timedelta(seconds=n % 600)
+    return now - timedelta(days=2 + n % 363, seconds=n % 86_400)
 
 
 async def publish_at(
-    bootstrap: str, topic: str, values: list[bytes], rate: float
+    bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], rate: float | None
 ) -> dict[str, float]:
-    """Publish at ``rate`` per second (in 20 ms slices); returns each record's send time by id."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    """Publish at ``rate`` per second (in 20 ms slices; ``None``: as fast as possible);
+    returns each record's send time by id."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=5, acks="all", max_batch_size=256 * 1024
+    )
     await producer.start()
     sent: dict[str, float] = {}
     try:
         started, done = time.monotonic(), 0
-        while done < len(values):
-            due = min(len(values), int((time.monotonic() - started) * rate) + 1)
-            for value in values[done:due]:
+        while done < len(records):
+            if rate is None:
+                due = min(len(records), done + 2000)
+            else:
+                due = min(len(records), int((time.monotonic() - started) * rate) + 1)
+            for key, value in records[done:due]:
                 sent[orjson.loads(value)["id"]] = time.time()
-                await producer.send(topic, value)
+                await producer.send(topic, value, key=key)
             done = due
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0 if rate is None else 0.02)
         await producer.flush()
     finally:
         await producer.stop()
@@ -100,7 +125,7 @@ async def publish_at(
 
 
 async def collect(
-    bootstrap: str, topic: str, wanted: int, deadline: float, key_of: str
+    bootstrap: str, topic: str, wanted: int, deadline: float, *, sent_only: bool
 ) -> dict[str, float]:
     """The record timestamp (ms → s) of each new action or outcome, by key, until ``wanted``."""
     consumer = AIOKafkaConsumer(
@@ -118,72 +143,12 @@ async def collect(
             for records in batches.values():
                 for r in records:
                     body = orjson.loads(r.value or b"{}")
-                    if key_of == "outcome" and body.get("outcome") != "sent":
+                    if sent_only and body.get("outcome") != "sent":
                         continue
                     found.setdefault(body["key"], r.timestamp / 1000)
     finally:
         await consumer.stop()
     return found
-
-
-def percentiles(values: list[float]) -> str:
-    if len(values) < 2:
-        return "n/a"
-    q = statistics.quantiles(values, n=100)
-    return f"p50 {q[49] * 1000:6.0f} ms  p95 {q[94] * 1000:6.0f} ms  p99 {q[98] * 1000:6.0f} ms"
-
-
-async def lag_of(http: httpx.AsyncClient, url: str) -> float | None:
-    """A service's consumer lag summed over its partitions, or ``None`` if it did not answer."""
-    try:
-        text = (await http.get(f"{url}/metrics")).text
-    except httpx.HTTPError:
-        return None
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("upkeep_consumer_lag_messages{")
-    )
-
-
-async def max_lag(urls: dict[str, str], stop: asyncio.Event, into: dict[str, float]) -> None:
-    async with httpx.AsyncClient(timeout=2) as http:
-        while not stop.is_set():
-            for service, url in urls.items():
-                lag = await lag_of(http, url)
-                if lag is not None:
-                    into[service] = max(into.get(service, 0.0), lag)
-            await asyncio.sleep(0.5)
-
-
-async def drained(urls: dict[str, str], within: float) -> None:
-    """Wait until every service answers with no consumer lag (twice in a row, a second apart)."""
-    deadline, quiet = time.monotonic() + within, 0
-    async with httpx.AsyncClient(timeout=2) as http:
-        while quiet < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(1)
-            lags = [await lag_of(http, url) for url in urls.values()]
-            quiet = quiet + 1 if all(lag == 0 for lag in lags) else 0
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time a process has used so far (all its threads)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_memory_mb(pid: int | None) -> float:
-    if pid is None:
-        return float("nan")
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def start_services(
@@ -212,108 +177,201 @@ def start_services(
     return procs
 
 
-async def run(
-    rates: list[int], seconds: float, customers: int, drain: float, interval: float | None
-) -> int:
+class Pipeline:
+    """The running system and what the steps share."""
+
+    def __init__(self, stack: LocalStack, procs: dict[str, Managed], topics: TopicSettings):
+        self.stack, self.procs, self.topics = stack, procs, topics
+        self.bootstrap = stack.kafka_node.bootstrap
+        self.urls = {s: stack.base_url(s) for s in SERVICES}
+        self.watched = {**procs, "kafka": stack.managed("kafka"), "mongodb": stack.managed("mongo")}
+        self.published = 0  # raw records so far
+
+    def cpu(self) -> dict[str, float]:
+        return {name: cpu_seconds(p.pid()) for name, p in self.watched.items()}
+
+    def cores(self, before: dict[str, float], elapsed: float) -> dict[str, float]:
+        after = self.cpu()
+        return {n: round((after[n] - before[n]) / elapsed, 2) for n in before}
+
+    async def decided_and_counted(self, within: float) -> float | None:
+        """When rules and analytics have consumed every raw record published so far (each raw
+        record is one canonical event: every one is valid and new)."""
+        want = {"rules": float(self.published), "analytics": float(self.published)}
+        return await wait_consumed(self.urls, self.topics.events, want, within)
+
+
+async def backfill(p: Pipeline, customers: int, orders: int, within: float) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    records = [customer(n) for n in range(customers)]
+    records += [order(n, customers, historic(n, now)) for n in range(orders)]
+    owed = sum(1 for n in range(orders) if n % 10 == 0)
+    deliveries = asyncio.create_task(
+        collect(p.bootstrap, p.topics.deliveries, owed, time.monotonic() + within, sent_only=True)
+    )
+    await asyncio.sleep(1.5)  # the collector is assigned
+    cpu_before, first = p.cpu(), time.time()
+    await publish_at(p.bootstrap, p.topics.raw_customer, records, None)
+    published_s = time.time() - first
+    p.published += len(records)
+    done = await p.decided_and_counted(within)
+    delivered = await deliveries
+    last = max(delivered.values(), default=first)
+    elapsed = (done or time.time()) - first
+    result = {
+        "customers": customers,
+        "orders": orders,
+        "events": len(records),
+        "publish_events_per_s": round(len(records) / published_s),
+        "backfill_events_per_s": round(len(records) / elapsed) if done else None,
+        "backfill_seconds": round(elapsed, 1),
+        "follow_ups_owed": owed,
+        "follow_ups_delivered": len(delivered),
+        "backfill_deliveries_per_s": round(len(delivered) / max(last - first, 1e-9)),
+        "cpu_cores": p.cores(cpu_before, max(time.time() - first, 1e-9)),
+    }
+    print(
+        f"backfill: {len(records)} events ({customers} customers, {orders} orders) in "
+        f"{elapsed:.1f} s: {result['backfill_events_per_s']} events/s decided and counted "
+        f"(published at {result['publish_events_per_s']}/s); {len(delivered)} of {owed} "
+        f"follow-ups delivered, {result['backfill_deliveries_per_s']}/s"
+    )
+    print(f"{'':10}CPU in cores: " + ", ".join(f"{n} {c}" for n, c in result["cpu_cores"].items()))
+    return result
+
+
+async def steady(
+    p: Pipeline, rate: int, seconds: float, customers: int, drain: float
+) -> dict[str, Any]:
+    start = p.published
+    records = [order(start + i, customers, datetime.now(UTC)) for i in range(int(rate * seconds))]
+    deadline = time.monotonic() + seconds + drain
+    lags: dict[str, float] = {}
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(max_lag(p.urls, stop, lags))
+    actions_task = asyncio.create_task(
+        collect(p.bootstrap, p.topics.actions, len(records), deadline, sent_only=False)
+    )
+    outcomes_task = asyncio.create_task(
+        collect(p.bootstrap, p.topics.deliveries, len(records), deadline, sent_only=True)
+    )
+    await asyncio.sleep(1.5)  # the collectors are assigned
+    cpu_before, first = p.cpu(), time.time()
+    sent = await publish_at(p.bootstrap, p.topics.raw_customer, records, rate)
+    p.published += len(records)
+    actions, outcomes = await actions_task, await outcomes_task
+    await p.decided_and_counted(60)  # analytics too, before the next step
+    elapsed = time.time() - first
+    stop.set()
+    await watcher
+    keyed = {f"followup:O-{k.removeprefix('o-')}": t for k, t in sent.items()}
+    to_action = [actions[k] - t for k, t in keyed.items() if k in actions]
+    to_delivery = [outcomes[k] - t for k, t in keyed.items() if k in outcomes]
+    last_action = max(actions.values(), default=time.time())
+    last_outcome = max(outcomes.values(), default=time.time())
+    step = {
+        "rate": rate,
+        "events": len(records),
+        "sustained_events_per_s": round(len(actions) / max(last_action - first, 1e-9)),
+        "delivered_per_s": round(len(outcomes) / max(last_outcome - first, 1e-9)),
+        "not_decided": len(records) - len(actions),
+        "not_delivered": len(records) - len(outcomes),
+        "event_to_action": quantiles_ms(to_action),
+        "event_to_delivery": quantiles_ms(to_delivery),
+        "max_consumer_lag": {s: lags.get(s, 0.0) for s in SERVICES},
+        "cpu_cores": p.cores(cpu_before, elapsed),
+    }
+    print(
+        f"{rate:>7} {step['sustained_events_per_s']:>12}  {show(step['event_to_action']):44} "
+        f"{show(step['event_to_delivery']):44} "
+        + "/".join(f"{lags.get(s, 0):.0f}" for s in SERVICES)
+        + (f"  ({step['not_decided']} not decided in time)" if step["not_decided"] else "")
+        + (f"  ({step['not_delivered']} not delivered in time)" if step["not_delivered"] else "")
+    )
+    print(
+        f"{'':8}delivered {step['delivered_per_s']}/s sustained; CPU in cores over "
+        f"{elapsed:.0f} s: " + ", ".join(f"{n} {c}" for n, c in step["cpu_cores"].items())
+    )
+    return step
+
+
+async def run(args: argparse.Namespace) -> int:
     followup = follow_up_at_once(datetime.now(UTC))
     if followup is None:
         sys.stderr.write("too close to midnight UTC for same-day follow-ups; try later\n")
         return 2
+    rates = [int(r) for r in args.rates.split(",") if r]
     with ephemeral_stack("bench-pipeline", kafka_heap="1g") as stack:
         await asyncio.to_thread(stack.create_topics)
-        topics, bootstrap = TopicSettings(), stack.kafka_node.bootstrap
+        topics = TopicSettings()
         sink = MailSink()
         smtp_port = await sink.start(port=0)
         rules_yaml = stack.config.state_dir / "rules.yaml"
         rules_yaml.write_text(orjson.dumps({"followup": followup}).decode())
-        procs = await asyncio.to_thread(start_services, stack, smtp_port, rules_yaml, interval)
-        urls = {s: stack.base_url(s) for s in SERVICES}
-        watched = {**procs, "kafka": stack.managed("kafka"), "mongodb": stack.managed("mongo")}
+        procs = await asyncio.to_thread(start_services, stack, smtp_port, rules_yaml, args.interval)
+        p = Pipeline(stack, procs, topics)
+        summary: dict[str, Any] = {"mongo_server": stack.mongo_server.kind, "machine_cores": 2}
         try:
-            await publish_at(
-                bootstrap, topics.raw_customer, [customer(n) for n in range(customers)], 5000
-            )
-            await drained(urls, within=300)  # the profiles are everywhere before the orders come
-            print(f"pipeline on this machine: {customers} customers, {seconds:.0f} s per rate")
-            print(
-                f"{'rate/s':>7} {'sustained/s':>12}  event → action"
-                f"{'':38}event → delivery{'':36}max lag (ingest/rules/notifier/analytics)"
-            )
-            n = 0
-            for rate in rates:
-                values = [
-                    order(i, customers, datetime.now(UTC))
-                    for i in range(n, n + int(rate * seconds))
+            requests_before = await mongo_requests(p.urls)
+            print(f"pipeline on this machine ({stack.mongo_server.why})")
+            if args.backfill_orders:
+                summary["backfill"] = await backfill(
+                    p, args.backfill_customers, args.backfill_orders, args.drain
+                )
+                summary["backfill_events_per_s"] = summary["backfill"]["backfill_events_per_s"]
+                summary["backfill_deliveries_per_s"] = summary["backfill"][
+                    "backfill_deliveries_per_s"
                 ]
-                n += len(values)
-                deadline = time.monotonic() + seconds + 120
-                lags: dict[str, float] = {}
-                stop = asyncio.Event()
-                watcher = asyncio.create_task(max_lag(urls, stop, lags))
-                actions_task = asyncio.create_task(
-                    collect(bootstrap, topics.actions, len(values), deadline, "key")
-                )
-                outcomes_task = asyncio.create_task(  # until drained: every order delivered
-                    collect(
-                        bootstrap,
-                        topics.deliveries,
-                        len(values),
-                        time.monotonic() + seconds + drain,
-                        "outcome",
-                    )
-                )
-                await asyncio.sleep(1.5)  # the collectors are assigned
-                cpu_before = {name: cpu_seconds(p.pid()) for name, p in watched.items()}
-                first = time.time()
-                sent = await publish_at(bootstrap, topics.raw_customer, values, rate)
-                actions = await actions_task
-                outcomes = await outcomes_task
-                elapsed = time.time() - first
-                cpu = {
-                    name: (cpu_seconds(p.pid()) - cpu_before[name]) / elapsed
-                    for name, p in watched.items()
-                }
-                stop.set()
-                await watcher
-                keyed = {f"followup:O-{k.removeprefix('o-')}": t for k, t in sent.items()}
-                to_action = [actions[k] - t for k, t in keyed.items() if k in actions]
-                to_delivery = [outcomes[k] - t for k, t in keyed.items() if k in outcomes]
-                last = max(actions.values()) if actions else time.time()
-                sustained = len(actions) / max(last - first, 1e-9)
-                missing = len(values) - len(actions)
-                print(
-                    f"{rate:>7} {sustained:>12.0f}  {percentiles(to_action):44} "
-                    f"{percentiles(to_delivery):44} "
-                    + "/".join(f"{lags.get(s, 0):.0f}" for s in SERVICES)
-                    + (f"  ({missing} not decided within the step's time)" if missing else "")
-                    + (
-                        f"  ({len(values) - len(outcomes)} not delivered in time)"
-                        if len(outcomes) < len(values)
-                        else ""
-                    )
-                )
-                delivered = len(outcomes) / max(max(outcomes.values(), default=0) - first, 1e-9)
-                print(
-                    f"{'':8}delivered {delivered:.0f}/s sustained; CPU in cores over "
-                    f"{elapsed:.0f} s: "
-                    + ", ".join(f"{name} {cores:.2f}" for name, cores in cpu.items())
-                )
-            memory = {s: peak_memory_mb(p.pid()) for s, p in procs.items()}
             print(
-                "peak memory (VmHWM): " + ", ".join(f"{s} {mb:.0f} MB" for s, mb in memory.items())
+                f"steady rates, {args.seconds:.0f} s each\n{'rate/s':>7} {'sustained/s':>12}  "
+                f"event → action{'':30}event → delivery{'':28}max lag "
+                "(ingest/rules/notifier/analytics)"
             )
-            await admin_topic(bootstrap, "bench.passthrough")
+            customers = args.backfill_customers if args.backfill_orders else 0
+            if not customers:
+                customers = 2000
+                await publish_at(
+                    p.bootstrap, topics.raw_customer, [customer(n) for n in range(customers)], None
+                )
+                p.published += customers
+                await p.decided_and_counted(300)
+            summary["steady"] = [
+                await steady(p, rate, args.seconds, customers, args.drain) for rate in rates
+            ]
+            requests_after = await mongo_requests(p.urls)
+            summary["peak_rss_mb"] = {s: peak_memory_mb(m.pid()) for s, m in procs.items()}
+            summary["mongo_requests_per_1000_events"] = {
+                s: per_1000(requests_after[s] - requests_before[s], p.published) for s in SERVICES
+            }
+            stored = await asyncio.to_thread(mongo_bytes, stack.mongo_uri, "upkeep")
+            in_kafka = kafka_bytes(stack.kafka_node.data_dir)
+            summary["stored_bytes_per_event"] = {
+                "mongodb_data": round(stored["data_bytes"] / p.published),
+                "mongodb_storage": round(stored["storage_bytes"] / p.published),
+                "mongodb_indexes": round(stored["index_bytes"] / p.published),
+                "kafka": round(in_kafka / p.published),
+            }
+            summary["events_total"] = p.published
+            await admin_topic(p.bootstrap, "bench.passthrough")
             base = await pass_through(
-                KafkaSettings(bootstrap_servers=bootstrap),
+                KafkaSettings(bootstrap_servers=p.bootstrap),
                 topics.raw_customer,
                 "bench.passthrough",
-                n,
+                p.published,
             )
-            print(f"baseline, bare aiokafka pass-through of the same {n} raw records: {base:.0f}/s")
+            summary["pass_through_events_per_s"] = round(base)
+            print(
+                f"peak memory (VmHWM): {summary['peak_rss_mb']}\n"
+                f"MongoDB requests per 1,000 events: {summary['mongo_requests_per_1000_events']}\n"
+                f"bytes stored per event: {summary['stored_bytes_per_event']}\n"
+                f"baseline, bare aiokafka pass-through of the same {p.published} raw records: "
+                f"{base:.0f}/s"
+            )
         finally:
             for proc in procs.values():
                 proc.stop(timeout=20)
             await sink.stop()
+    write_summary("pipeline", summary)
     return 0
 
 
@@ -330,18 +388,17 @@ async def admin_topic(bootstrap: str, name: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rates", default="50,100,250,1000")
-    parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--customers", type=int, default=2000)
+    parser.add_argument("--rates", default="500,1000,2000")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--backfill-customers", type=int, default=20_000)
+    parser.add_argument("--backfill-orders", type=int, default=200_000, help="0: no backfill")
     parser.add_argument(
-        "--drain", type=float, default=300, help="seconds a step may take to deliver its backlog"
+        "--drain", type=float, default=600, help="seconds a step may take to finish its work"
     )
     parser.add_argument(
         "--interval", type=float, default=None, help="rules' and notifier's tick interval (s)"
     )
-    args = parser.parse_args()
-    rates = [int(r) for r in args.rates.split(",")]
-    return asyncio.run(run(rates, args.seconds, args.customers, args.drain, args.interval))
+    return asyncio.run(run(parser.parse_args()))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pymongo import AsyncMongoClient
+from prometheus_client import Counter
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
 
@@ -13,6 +14,27 @@ from shared.errors import is_transient
 from shared.settings import MongoSettings
 
 Document = dict[str, Any]
+
+REQUESTS = Counter(
+    "upkeep_mongo_requests_total",
+    "Commands sent to MongoDB by this process, by command name (find, insert, update, "
+    "delete, getMore, ...): the round trips the hot paths cost.",
+    ["command"],
+)
+
+
+class RequestCounter(monitoring.CommandListener):
+    """Counts every command the driver starts (its own ``hello`` heartbeats are not commands
+    of the application and are not counted)."""
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        REQUESTS.labels(event.command_name).inc()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
 
 
 def make_client(settings: MongoSettings, appname: str) -> AsyncMongoClient[Document]:
@@ -24,6 +46,7 @@ def make_client(settings: MongoSettings, appname: str) -> AsyncMongoClient[Docum
         serverSelectionTimeoutMS=settings.server_selection_timeout_ms,
         connectTimeoutMS=settings.server_selection_timeout_ms,
         retryWrites=True,
+        event_listeners=[RequestCounter()],
     )
 
 

@@ -19,7 +19,8 @@ def _say(text: str) -> None:
 
 def up(stack: LocalStack) -> int:
     started = time.monotonic()
-    _say("starting the MongoDB-wire server (secantusdb) and Kafka (KRaft) ...")
+    _say("MongoDB-wire server: " + stack.mongo_server.why)
+    _say("starting it and Kafka (KRaft) ...")
     stack.start_infra()
     _say("topics ready; starting services ...")
     for service in existing_services():
@@ -43,7 +44,8 @@ def status(stack: LocalStack) -> int:
         ("kafka", f"{stack.kafka_node.bootstrap} (KRaft, data in {stack.kafka_node.data_dir})"),
         (
             "mongo",
-            f"{stack.mongo_uri} (database upkeep, data in {stack.config.state_dir / 'mongo'})",
+            f"{stack.mongo_uri} (database upkeep, data in {stack.config.state_dir / 'mongo'}; "
+            f"{_running_mongo(stack)})",
         ),
     ]
     rows += [
@@ -55,6 +57,11 @@ def status(stack: LocalStack) -> int:
         state = f"running pid {pid}" if pid else "stopped"
         _say(f"  {name:<10} {state:<18} {where}  log {managed.log_file}")
     return 0
+
+
+def _running_mongo(stack: LocalStack) -> str:
+    marker = stack.config.state_dir / "mongo.server"
+    return marker.read_text().strip() if marker.exists() else "server not started yet"
 
 
 def logs(stack: LocalStack, lines: int) -> int:

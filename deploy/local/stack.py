@@ -27,6 +27,7 @@ from deploy.local.kafka import (
     free_port,
     wait_for_port,
 )
+from deploy.local.mongo_choice import ServerChoice, choose
 from deploy.local.processes import Managed
 from shared.apikeys import digest
 from shared.kafka.topics import ensure_topics
@@ -61,6 +62,7 @@ class StackConfig:
 class LocalStack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
+        self._mongo_choice: ServerChoice | None = None
         self.kafka_node = KafkaNode(
             config.state_dir, config.kafka_port, config.controller_port, sasl=config.kafka_sasl
         )
@@ -110,26 +112,22 @@ class LocalStack:
         self.kafka_node.format_storage(libs)
         self.managed("kafka").start(self.kafka_node.argv(libs, self.config.kafka_heap))
 
+    @property
+    def mongo_server(self) -> ServerChoice:
+        """The embedded MongoDB-wire server this stack runs (compiled unless it cannot be)."""
+        if self._mongo_choice is None:
+            self._mongo_choice = choose()
+        return self._mongo_choice
+
     def start_mongo(self) -> None:
         data = self.config.state_dir / "mongo"
         data.mkdir(parents=True, exist_ok=True)
+        server = self.mongo_server
         self.managed("mongo").start(
-            [
-                sys.executable,
-                "-m",
-                "deploy.local.mongo_server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.config.mongo_port),
-                "--storage-path",
-                str(data),
-                "--log-level",
-                "WARNING",
-                *(["--auth"] if self.config.mongo_auth else []),
-            ],
+            server.command("127.0.0.1", self.config.mongo_port, data, auth=self.config.mongo_auth),
             cwd=ROOT,
         )
+        (self.config.state_dir / "mongo.server").write_text(server.why + "\n")
 
     @property
     def mail_dir(self) -> Path:
