@@ -90,6 +90,27 @@ class TopicSettings(BaseSettings):
     rules_ticks: str = "upkeep.rules.ticks.v1"
 
 
+DEFAULT_REPLAY_HORIZON_DAYS = 400  # a year of reminders, with a month to spare
+
+
+class RetentionSettings(BaseSettings):
+    """How far back anything may be replayed: one horizon for every service.
+
+    It sets the retention of the topics a replay reads (``upkeep.events.v1``,
+    ``upkeep.actions.v1``, ``upkeep.deliveries.v1``) and how long MongoDB keeps what makes a
+    replay harmless (ingest's de-duplication claims, the notifier's final ledger entries and
+    completed tasks, analytics' fact claims): a little longer than the topics, see
+    :mod:`shared.retention`. Read by every service and by ``python -m shared.kafka.topics``
+    from the same variable, ``UPKEEP_REPLAY_HORIZON_DAYS``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="UPKEEP_", extra="ignore")
+
+    # at least the dead letters' 30 days, so a dead letter re-driven within its retention still
+    # meets the claims of what did get through (and far more than the raw topics' 7 days)
+    replay_horizon_days: int = Field(default=DEFAULT_REPLAY_HORIZON_DAYS, ge=30, le=3650)
+
+
 class ServiceSettings(BaseSettings):
     """What every service has: a name, an HTTP port, an instance id and the shared parts."""
 
@@ -107,6 +128,7 @@ class ServiceSettings(BaseSettings):
     mongo: MongoSettings = Field(default_factory=MongoSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     topics: TopicSettings = Field(default_factory=TopicSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @property
     def group_id(self) -> str:

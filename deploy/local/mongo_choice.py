@@ -167,8 +167,10 @@ def _refuse_recent_failure() -> None:
     marker = failure_marker()
     with contextlib.suppress(FileNotFoundError):
         if time.time() - marker.stat().st_mtime < RETRY_FAILED_BUILD_S:
-            raise RuntimeError(f"the last build failed less than an hour ago ({marker}):\n"
-                               + marker.read_text(errors="replace"))
+            raise RuntimeError(
+                f"the last build failed less than an hour ago ({marker}):\n"
+                + marker.read_text(errors="replace")
+            )
 
 
 def _home_cargo() -> str | None:
@@ -213,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.background:
         build_dir().mkdir(parents=True, exist_ok=True)
-        subprocess.Popen(  # noqa: S603 - our own module
+        subprocess.Popen(
             [sys.executable, "-m", "deploy.local.mongo_choice", "build"],
             cwd=ROOT,
             stdin=subprocess.DEVNULL,

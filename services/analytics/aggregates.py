@@ -20,6 +20,13 @@ atomic write:
 
 If the conditional update finds the offset moved (another writer: a zombie replica), the batch
 fails with a transient error and is recomputed from fresh reads.
+
+**Retention.** A claim of one occurrence carries ``claimed_at`` and a TTL index deletes it the
+replay horizon plus its grace later (:mod:`shared.retention`): by then every record that could
+carry it is gone from the topics. Claims that distinct records share
+(:data:`services.analytics.facts.LASTING_CLAIMS`) have no ``claimed_at`` and are kept. Hour
+buckets are deleted ``keep_hours`` after their start (``UPKEEP_ANALYTICS_HOUR_BUCKET_DAYS``);
+day buckets, from which weeks and months are summed, are kept.
 """
 
 from __future__ import annotations
@@ -35,9 +42,11 @@ from pymongo import ASCENDING, InsertOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
-from services.analytics.facts import Fact
+from services.analytics.facts import Fact, claim_expires
 from shared.events.fields import zone
 from shared.mongo import Document
+from shared.retention import DEFAULT_GUARD, TtlIndex, ensure_ttl_index
+from shared.settings import DEFAULT_REPLAY_HORIZON_DAYS
 
 GRANULARITIES = ("hour", "day")  # stored
 ROLLUPS = ("week", "month")  # summed from the days when asked
@@ -128,19 +137,44 @@ class MongoAttribution(Attribution):
         return {doc["_id"]: dict(doc.get("dims", {})) async for doc in cursor}
 
 
+# the default of UPKEEP_ANALYTICS_HOUR_BUCKET_DAYS: as long as the default replay horizon
+HOUR_BUCKETS_KEPT = timedelta(days=DEFAULT_REPLAY_HORIZON_DAYS)
+
+
 class Aggregates:
     def __init__(
         self,
         facts: AsyncCollection[Document],
         buckets: AsyncCollection[Document],
         reporting_tz: str = "UTC",
+        keep_facts: timedelta = DEFAULT_GUARD,
+        keep_hours: timedelta = HOUR_BUCKETS_KEPT,
     ) -> None:
+        """``keep_facts``: how long an occurrence's claim is kept (the replay horizon and its
+        grace); ``keep_hours``: how long an hour bucket is kept after its start."""
         self._facts, self._buckets, self._tz = facts, buckets, reporting_tz
+        self._keep_facts, self._keep_hours = keep_facts, keep_hours
+
+    @property
+    def ttls(self) -> tuple[TtlIndex, TtlIndex]:
+        """The claims' TTL index on ``analytics_facts``, the hour buckets' on the buckets."""
+        return (
+            TtlIndex("ttl_claimed_at", "claimed_at", int(self._keep_facts.total_seconds())),
+            TtlIndex(
+                "ttl_hour_start",
+                "start",
+                int(self._keep_hours.total_seconds()),
+                only={"g": "hour"},
+            ),
+        )
 
     async def ensure_indexes(self) -> None:
         await self._buckets.create_index(
             [("g", ASCENDING), ("dim", ASCENDING), ("start", ASCENDING)], name="query"
         )
+        facts_ttl, hours_ttl = self.ttls
+        await ensure_ttl_index(self._facts, facts_ttl)
+        await ensure_ttl_index(self._buckets, hours_ttl)
 
     async def apply(
         self, placed: Sequence[Placed], attribution: Mapping[str, dict[str, str]]
@@ -162,6 +196,7 @@ class Aggregates:
         for p in placed:
             first.setdefault(p.fact.identity, p)  # the same identity twice in one batch
         docs: dict[str, Document] = {}
+        now = datetime.now(UTC)
         for identity, p in first.items():
             dims: dict[str, str] = dict(attribution.get(p.fact.subject or "", {}))
             dims.update(p.fact.dims)
@@ -171,6 +206,8 @@ class Aggregates:
                 "dims": dims,
                 "at": p.fact.at,
             }
+            if claim_expires(identity):
+                docs[identity]["claimed_at"] = now  # when its retention starts
         try:
             await self._facts.bulk_write([InsertOne(d) for d in docs.values()], ordered=False)
         except BulkWriteError as exc:

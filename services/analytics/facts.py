@@ -46,6 +46,18 @@ CONTEXT = ("owner", "channel", "tier")  # what an action's context may attribute
 RENEWAL_KEY = re.compile(r"^renewal:(?P<contract>.+):(?P<end>\d{4}-\d{2}-\d{2}):[^:]+(:customer)?$")
 
 
+# Identities that *distinct* records claim — the same customer upserted again, a term reminded
+# or renewed again, every touch of a contract deriving its conversions anew — so their claim is
+# what keeps them counted once for as long as such a record may come: it never expires. There is
+# one per customer, contract or term, not per event. Every other identity is one occurrence that
+# only copies of its own record carry; its claim expires after the replay horizon.
+LASTING_CLAIMS = ("new-customer:", "lost:", "renewed:", "due:renewal:", "reminded:", "converted:")
+
+
+def claim_expires(identity: str) -> bool:
+    return not identity.startswith(LASTING_CLAIMS)
+
+
 @dataclass(frozen=True, slots=True)
 class Fact:
     identity: str

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from services.analytics.aggregates import Aggregates, MongoAttribution
 from services.analytics.api import analytics_router
@@ -19,6 +20,7 @@ from shared.http import create_app
 from shared.kafka.loops import service_loop
 from shared.kafka.progress import MongoProgressStore
 from shared.mongo import can_use, database, make_client, retry_until_done
+from shared.retention import guard_period
 from shared.runtime import Service
 
 
@@ -27,7 +29,11 @@ async def build(settings: AnalyticsSettings) -> AsyncIterator[Service]:
     mongo = make_client(settings.mongo, settings.service_name)
     db = database(mongo, settings.mongo)
     aggregates = Aggregates(
-        db["analytics_facts"], db["analytics_buckets"], settings.reporting_timezone
+        db["analytics_facts"],
+        db["analytics_buckets"],
+        settings.reporting_timezone,
+        keep_facts=guard_period(settings.retention.replay_horizon_days),
+        keep_hours=timedelta(days=settings.hour_bucket_days),
     )
     indexes = asyncio.create_task(
         retry_until_done(aggregates.ensure_indexes), name="analytics-indexes"

@@ -6,7 +6,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.events.fields import zone
-from shared.settings import ServiceSettings
+from shared.settings import DEFAULT_REPLAY_HORIZON_DAYS, ServiceSettings
 
 
 class AnalyticsSettings(ServiceSettings):
@@ -15,6 +15,9 @@ class AnalyticsSettings(ServiceSettings):
     service_name: str = "analytics"
     http_port: int = Field(default=8004, ge=0, le=65535)
     reporting_timezone: str = "UTC"  # hour and day buckets are cut in this zone
+    # hour buckets are deleted this long after their hour (reporting data, not a replay guard:
+    # independent of the horizon); day buckets are kept
+    hour_bucket_days: int = Field(default=DEFAULT_REPLAY_HORIZON_DAYS, ge=1, le=36_500)
     # minutes of manual work one automated touch saves, by delivery kind, and what an hour costs
     minutes_saved: dict[str, float] = Field(
         default_factory=lambda: {"email": 6.0, "chat": 4.0, "webhook": 3.0}

@@ -10,8 +10,9 @@ position below the partition's saved next offset was committed, so the event is 
 Together with the transactional publish of the consumer loop this keeps ``upkeep.events.v1``
 free of repeats.
 
-Claims expire after the retention window (a TTL index); a replay older than that window is
-published again. The window is ``UPKEEP_INGEST_DEDUP_RETENTION_DAYS`` (30 by default).
+Claims expire after the replay horizon (a TTL index on ``at``): ``UPKEEP_REPLAY_HORIZON_DAYS``
+(400 by default) plus the grace of :mod:`shared.retention`, as the service passes it. An event
+re-sent or replayed after its claim expired is published again as new.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import TopicPartition
-from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
 from shared.kafka.progress import ProgressStore
 from shared.mongo import Document
+from shared.retention import TtlIndex, ensure_ttl_index
 
 DUPLICATE_KEY = 11000
 
@@ -80,10 +81,12 @@ class MongoDedupStore(DedupStore):
         self._progress = progress
         self._group = group
 
+    @property
+    def ttl(self) -> TtlIndex:
+        return TtlIndex("ttl_at", "at", self._retention_s)
+
     async def ensure_indexes(self) -> None:
-        await self._collection.create_index(
-            [("at", ASCENDING)], expireAfterSeconds=self._retention_s, name="ttl_at"
-        )
+        await ensure_ttl_index(self._collection, self.ttl)
 
     async def claim(self, claims: Sequence[Claim]) -> set[str]:
         if not claims:

@@ -19,6 +19,7 @@ from shared.kafka.loops import service_loop
 from shared.kafka.producer import Publisher
 from shared.kafka.progress import MongoProgressStore
 from shared.mongo import can_use, database, make_client, retry_until_done
+from shared.retention import guard_days
 from shared.runtime import Service
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ async def build(settings: IngestSettings) -> AsyncIterator[Service]:
     progress = MongoProgressStore(database(mongo, settings.mongo)["consumer_progress"])
     dedup = MongoDedupStore(
         database(mongo, settings.mongo)["ingest_dedup"],
-        settings.dedup_retention_days,
+        guard_days(settings.retention.replay_horizon_days),
         progress=progress,
         group=settings.group_id,
     )

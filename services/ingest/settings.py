@@ -22,7 +22,20 @@ class IngestSettings(ServiceSettings):
     default_source: str = "urn:upkeep:ingest"
     default_timezone: str | None = None
     phone_region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
-    dedup_retention_days: int = Field(default=30, ge=1)
+    # de-duplication claims are kept for the replay horizon (UPKEEP_REPLAY_HORIZON_DAYS, see
+    # shared.retention); the former UPKEEP_INGEST_DEDUP_RETENTION_DAYS is folded into it and
+    # refused, so that nobody believes it still sets anything
+    dedup_retention_days: int | None = None
+
+    @field_validator("dedup_retention_days")
+    @classmethod
+    def _folded(cls, value: int | None) -> None:
+        if value is not None:
+            raise ValueError(
+                "UPKEEP_INGEST_DEDUP_RETENTION_DAYS is gone: claims are kept for the replay "
+                "horizon, UPKEEP_REPLAY_HORIZON_DAYS"
+            )
+        return None
 
     @field_validator("default_timezone")
     @classmethod

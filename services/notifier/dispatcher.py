@@ -28,7 +28,7 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from datetime import time as Clocktime
@@ -286,8 +286,14 @@ class Dispatcher:
         prefs = await self._policy.preferences({e.recipient for e in due})
         addresses = {c.email.lower() for c in contacts.values() if c.email}
         suppressed = await self._policy.suppressed(addresses)
-        sent_counts: dict[str, int] = {}
-        window_start = now - self._rules.marketing_cap_window
+        # one query each for the whole tick, not one per entry
+        sent_counts = await self._ledger.sent_counts(
+            {e.recipient for e in due if e.action.priority == MARKETING},
+            now - self._rules.marketing_cap_window,
+        )
+        digests = await self._ledger.get_many(
+            {e.digest_id for e in due if e.digest_id is not None and e.digest_id != e.key}
+        )
         sends: list[tuple[Entry, Contact | None]] = []
         for entry in due:
             contact = contacts.get(entry.recipient)
@@ -297,13 +303,11 @@ class Dispatcher:
             if contact is None:  # tasks and webhooks need no contact
                 sends.append((entry, None))
                 continue
-            if entry.action.kind == "email" and await self._fold(entry, contact, now, result):
+            if entry.action.kind == "email" and await self._fold(
+                entry, contact, digests, now, result
+            ):
                 continue
             marketing = entry.action.priority == MARKETING
-            if marketing and entry.recipient not in sent_counts:
-                sent_counts[entry.recipient] = await self._ledger.sent_since(
-                    entry.recipient, window_start
-                )
             try:
                 decision: Send | Suppress | Defer = decide(
                     entry,
@@ -336,11 +340,17 @@ class Dispatcher:
         return decided + [e for e in attempted if e.state != "pending"]
 
     async def _fold(
-        self, entry: Entry, contact: Contact, now: datetime, result: HandlerResult
+        self,
+        entry: Entry,
+        contact: Contact,
+        digests: Mapping[str, Entry],
+        now: datetime,
+        result: HandlerResult,
     ) -> bool:
-        """Hold an owner's reminder for their daily digest; True if it is held."""
+        """Hold an owner's reminder for their daily digest; True if it is held. ``digests``:
+        the digests the tick's entries were folded into, read at the start of the tick."""
         if entry.digest_id is not None and entry.key != entry.digest_id:
-            digest = await self._ledger.get(entry.digest_id)
+            digest = digests.get(entry.digest_id)
             if digest is not None and digest.state == "pending":  # not out yet: keep waiting
                 grace = self._digest.grace if self._digest else timedelta(minutes=5)
                 await self._defer(entry, now + grace, "digest", now, result)

@@ -7,13 +7,20 @@ state is written right after the attempt that decided it, with ``unpublished`` s
 dispatcher publishes the outcome to ``upkeep.deliveries.v1`` in its next transaction and clears
 the flag once that commits. Entries are indexed by (partition, state, next_at) so a dispatch
 tick asks only for what is due in the partitions this replica owns.
+
+Retention: the write that makes an entry final also sets ``final_at`` (MongoDB only), and a TTL
+index deletes the entry ``keep`` after it — the replay horizon plus its grace
+(:mod:`shared.retention`), so every copy of its action on ``upkeep.actions.v1`` is gone first.
+A pending entry (due, deferred, waiting for its digest or its contact) has no ``final_at`` and
+never expires.
 """
 
 from __future__ import annotations
 
 import abc
+from collections import Counter
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel
@@ -23,6 +30,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from shared.events.actions import ActionMessage
 from shared.groupcommit import GroupCommit
 from shared.mongo import Document
+from shared.retention import DEFAULT_GUARD, TtlIndex, ensure_ttl_index
 
 State = Literal["pending", "sent", "suppressed", "failed"]
 FINAL: tuple[State, ...] = ("sent", "suppressed", "failed")
@@ -84,11 +92,16 @@ class Ledger(abc.ABC):
     async def mark_published(self, keys: Collection[str]) -> None: ...
 
     @abc.abstractmethod
-    async def sent_since(self, recipient: str, since: datetime) -> int:
-        """Marketing messages sent to a recipient since ``since`` (for frequency caps)."""
+    async def sent_counts(self, recipients: Collection[str], since: datetime) -> dict[str, int]:
+        """Marketing messages sent to each recipient since ``since`` (for frequency caps), for
+        all of a tick's recipients at once; a recipient with none is left out."""
 
     @abc.abstractmethod
     async def get(self, key: str) -> Entry | None: ...
+
+    @abc.abstractmethod
+    async def get_many(self, keys: Collection[str]) -> dict[str, Entry]:
+        """The entries of these keys that exist (one query for a tick's digests)."""
 
     @abc.abstractmethod
     async def members(self, digest_id: str) -> list[Entry]:
@@ -105,6 +118,8 @@ def _doc(entry: Entry) -> Document:
     doc["action"] = entry.action.model_dump(mode="json")
     doc["recipient"] = entry.recipient
     doc["priority"] = entry.action.priority
+    if entry.state in FINAL:  # recorded final at once: its retention starts now
+        doc["final_at"] = datetime.now(UTC)
     return doc
 
 
@@ -113,13 +128,36 @@ def _entry(doc: Document) -> Entry:
     doc["key"] = doc.pop("_id")
     doc.pop("recipient", None)
     doc.pop("priority", None)
+    doc.pop("final_at", None)
     return Entry.model_validate(doc)
 
 
+def _saved(entry: Entry, now: datetime) -> Document:
+    """The update an attempt writes: the fields it changes and, once the entry is final, the
+    date its retention counts from (never on a pending entry: that is work still to do)."""
+    update: Document = {"$set": entry.model_dump(mode="python", include=MUTABLE)}
+    if entry.state in FINAL:
+        update["$set"]["final_at"] = now
+    else:
+        update["$unset"] = {"final_at": ""}
+    return update
+
+
 class MongoLedger(Ledger):
-    def __init__(self, collection: AsyncCollection[Document], group_commit: bool = True) -> None:
+    def __init__(
+        self,
+        collection: AsyncCollection[Document],
+        group_commit: bool = True,
+        keep: timedelta = DEFAULT_GUARD,
+    ) -> None:
+        """``keep``: how long a final entry is kept (the service passes its replay horizon)."""
         self._collection = collection
         self._saves = GroupCommit(collection) if group_commit else None  # off: bench baseline
+        self._keep = keep
+
+    @property
+    def ttl(self) -> TtlIndex:
+        return TtlIndex("ttl_final_at", "final_at", int(self._keep.total_seconds()))
 
     async def ensure_indexes(self) -> None:
         await self._collection.create_index(
@@ -132,6 +170,7 @@ class MongoLedger(Ledger):
             [("recipient", ASCENDING), ("sent_at", ASCENDING)], name="recipient_sent"
         )
         await self._collection.create_index([("digest_id", ASCENDING)], name="digest")
+        await ensure_ttl_index(self._collection, self.ttl)
 
     async def record(self, entries: Sequence[Entry]) -> int:
         if not entries:
@@ -159,7 +198,7 @@ class MongoLedger(Ledger):
     async def save(self, entry: Entry) -> None:
         """Only the fields an attempt changes, written at once: the saves of concurrent
         attempts share a bulk write (group commit), so none waits for a timer or a batch."""
-        update = {"$set": entry.model_dump(mode="python", include=MUTABLE)}
+        update = _saved(entry, datetime.now(UTC))
         if self._saves is None:
             await self._collection.update_one({"_id": entry.key}, update)
         else:
@@ -171,14 +210,28 @@ class MongoLedger(Ledger):
                 {"_id": {"$in": sorted(keys)}}, {"$set": {"unpublished": False}}
             )
 
-    async def sent_since(self, recipient: str, since: datetime) -> int:
-        return await self._collection.count_documents(
-            {"recipient": recipient, "sent_at": {"$gte": since}, "priority": "marketing"}
+    async def sent_counts(self, recipients: Collection[str], since: datetime) -> dict[str, int]:
+        if not recipients:
+            return {}
+        cursor = self._collection.find(
+            {
+                "recipient": {"$in": sorted(recipients)},
+                "sent_at": {"$gte": since},
+                "priority": "marketing",
+            },
+            {"recipient": 1, "_id": 0},
         )
+        return dict(Counter([doc["recipient"] async for doc in cursor]))
 
     async def get(self, key: str) -> Entry | None:
         doc = await self._collection.find_one({"_id": key})
         return _entry(doc) if doc is not None else None
+
+    async def get_many(self, keys: Collection[str]) -> dict[str, Entry]:
+        if not keys:
+            return {}
+        cursor = self._collection.find({"_id": {"$in": sorted(keys)}})
+        return {entry.key: entry for entry in [_entry(doc) async for doc in cursor]}
 
     async def members(self, digest_id: str) -> list[Entry]:
         cursor = self._collection.find({"digest_id": digest_id, "state": "pending"})
@@ -188,7 +241,7 @@ class MongoLedger(Ledger):
         if keys:
             await self._collection.update_many(
                 {"_id": {"$in": sorted(keys)}, "state": "pending"},
-                {"$set": _digested(now)},
+                {"$set": {**_digested(now), "final_at": datetime.now(UTC)}},
             )
 
 
@@ -233,19 +286,24 @@ class InMemoryLedger(Ledger):
             if key in self.entries:
                 self.entries[key].unpublished = False
 
-    async def sent_since(self, recipient: str, since: datetime) -> int:
-        return sum(
-            1
-            for e in self.entries.values()
-            if e.recipient == recipient
-            and e.action.priority == "marketing"
-            and e.sent_at is not None
-            and e.sent_at >= since
+    async def sent_counts(self, recipients: Collection[str], since: datetime) -> dict[str, int]:
+        return dict(
+            Counter(
+                e.recipient
+                for e in self.entries.values()
+                if e.recipient in recipients
+                and e.action.priority == "marketing"
+                and e.sent_at is not None
+                and e.sent_at >= since
+            )
         )
 
     async def get(self, key: str) -> Entry | None:
         entry = self.entries.get(key)
         return entry.model_copy() if entry is not None else None
+
+    async def get_many(self, keys: Collection[str]) -> dict[str, Entry]:
+        return {k: self.entries[k].model_copy() for k in keys if k in self.entries}
 
     async def members(self, digest_id: str) -> list[Entry]:
         return [

@@ -35,6 +35,7 @@ from shared.http import create_app
 from shared.kafka.loops import service_loop
 from shared.kafka.progress import MongoProgressStore
 from shared.mongo import can_use, database, make_client, retry_until_done
+from shared.retention import guard_period
 from shared.runtime import Service
 
 
@@ -66,7 +67,9 @@ async def build(
     """``ledger`` replaces the MongoDB ledger (only the benchmark's no-ledger baseline does)."""
     mongo = make_client(settings.mongo, settings.service_name)
     db = database(mongo, settings.mongo)
-    mongo_ledger, tasks = MongoLedger(db["deliveries"]), TaskStore(db["tasks"])
+    keep = guard_period(settings.retention.replay_horizon_days)
+    mongo_ledger = MongoLedger(db["deliveries"], keep=keep)
+    tasks = TaskStore(db["tasks"], keep=keep)
     ledger = ledger or mongo_ledger
     policy = MongoPolicyStore(db["preferences"], db["suppressions"])
     directory = MongoDirectory(db["contacts"])

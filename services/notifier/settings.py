@@ -78,6 +78,16 @@ class NotifierSettings(ServiceSettings):
         return self
 
     @model_validator(mode="after")
+    def _cap_within_horizon(self) -> NotifierSettings:
+        """Caps count sent entries in the ledger, which keeps them for the replay horizon."""
+        if self.marketing_cap_days > self.retention.replay_horizon_days:
+            raise ValueError(
+                "UPKEEP_NOTIFIER_MARKETING_CAP_DAYS exceeds the ledger's retention "
+                "(UPKEEP_REPLAY_HORIZON_DAYS)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _public_unsubscribe(self) -> NotifierSettings:
         """Links that leave this machine are HTTPS and signed with a secret of your own."""
         url = urlsplit(self.public_base_url)

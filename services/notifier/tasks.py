@@ -1,9 +1,13 @@
 """Tasks for staff (action kind ``task``): stored in MongoDB, listed and completed through the
-API. A task's id is its action's key, so an action delivered twice is still one task."""
+API. A task's id is its action's key, so an action delivered twice is still one task.
+
+Retention: a TTL index on ``completed_at`` deletes a done task ``keep`` after its completion
+(the replay horizon plus its grace, :mod:`shared.retention`); an open task has no completion
+date and is never deleted."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel
@@ -11,6 +15,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.mongo import Document
+from shared.retention import DEFAULT_GUARD, TtlIndex, ensure_ttl_index
 
 
 class Task(BaseModel):
@@ -28,13 +33,21 @@ class Task(BaseModel):
 
 
 class TaskStore:
-    def __init__(self, collection: AsyncCollection[Document]) -> None:
+    def __init__(
+        self, collection: AsyncCollection[Document], keep: timedelta = DEFAULT_GUARD
+    ) -> None:
         self._collection = collection
+        self._keep = keep
+
+    @property
+    def ttl(self) -> TtlIndex:
+        return TtlIndex("ttl_completed_at", "completed_at", int(self._keep.total_seconds()))
 
     async def ensure_indexes(self) -> None:
         await self._collection.create_index(
             [("owner", ASCENDING), ("status", ASCENDING), ("due_at", ASCENDING)], name="owner"
         )
+        await ensure_ttl_index(self._collection, self.ttl)
 
     async def create(self, task: Task) -> bool:
         """Store a task unless one with its id exists; returns whether it is new."""

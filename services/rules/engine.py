@@ -159,8 +159,11 @@ class RulesEngine:
         changes, dirty, now = TimerChanges(), {}, self._clock()
         for record, event, payload in events:
             state = states.get(event.subject) or SubjectState(id=event.subject)
-            state, changed = apply(state, event, payload, (record.partition, record.offset))
-            states[event.subject] = dirty[event.subject] = state
+            position = (record.partition, record.offset)
+            state, changed = apply(state, event, payload, position, in_place=True)
+            states[event.subject] = state
+            if changed:  # a repeat changes nothing: no write
+                dirty[event.subject] = state
             _count_later(result, EVENTS_APPLIED, "applied" if changed else "repeat")
             if state.staff is not None:
                 staff[state.staff.staff_id] = state.staff

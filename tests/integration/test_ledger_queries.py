@@ -1,0 +1,85 @@
+"""The ledger's batched reads — one query per tick, not one per entry — agree between the
+MongoDB ledger (on the real server) and the in-memory fake."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.notifier.ledger import Entry, InMemoryLedger, Ledger, MongoLedger
+from shared.events.actions import ActionMessage, ActionRecipient
+from shared.mongo import database, make_client
+from shared.settings import MongoSettings
+
+NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+
+
+def entry(key: str, recipient: str, priority: str) -> Entry:
+    action = ActionMessage(
+        key=key,
+        rule="test",
+        subject=f"customer:{recipient}",
+        kind="email",
+        recipient=ActionRecipient(kind="customer", id=recipient),
+        template="t",
+        locale="en",
+        due_at=NOW,
+        priority=priority,  # type: ignore[arg-type]
+        data={},
+        context={},
+        created_at=NOW,
+    )
+    return Entry(key=key, action=action, partition=0, offset=0, next_at=NOW, created_at=NOW)
+
+
+@pytest.fixture(params=["mongo", "memory"])
+async def ledger(
+    request: pytest.FixtureRequest, mongo_settings: MongoSettings
+) -> AsyncIterator[Ledger]:
+    if request.param == "memory":
+        yield InMemoryLedger()
+        return
+    client = make_client(mongo_settings, "test")
+    collection = database(client, mongo_settings)[f"ledger_{uuid.uuid4().hex[:8]}"]
+    mongo = MongoLedger(collection)
+    await mongo.ensure_indexes()
+    try:
+        yield mongo
+    finally:
+        await collection.drop()
+        await client.close()
+
+
+async def test_sent_counts_counts_marketing_sent_in_the_window_per_recipient(
+    ledger: Ledger,
+) -> None:
+    plan = [
+        ("a1", "A", "marketing", NOW - timedelta(hours=1)),
+        ("a2", "A", "marketing", NOW - timedelta(hours=2)),
+        ("a3", "A", "marketing", NOW - timedelta(days=9)),  # before the window
+        ("a4", "A", "transactional", NOW - timedelta(hours=1)),  # not marketing
+        ("b1", "B", "marketing", NOW - timedelta(hours=3)),
+        ("c1", "C", "marketing", None),  # never sent
+    ]
+    entries = [entry(key, who, priority) for key, who, priority, _ in plan]
+    assert await ledger.record(entries) == len(entries)
+    for e, (_, _, _, sent_at) in zip(entries, plan, strict=True):
+        if sent_at is not None:
+            e.state, e.sent_at, e.updated_at = "sent", sent_at, sent_at
+            await ledger.save(e)
+    counts = await ledger.sent_counts(
+        {"customer:A", "customer:B", "customer:C", "customer:D"}, NOW - timedelta(days=7)
+    )
+    assert counts == {"customer:A": 2, "customer:B": 1}
+    assert await ledger.sent_counts(set(), NOW) == {}
+
+
+async def test_get_many_returns_the_entries_that_exist(ledger: Ledger) -> None:
+    await ledger.record([entry("k1", "A", "transactional"), entry("k2", "B", "transactional")])
+    found = await ledger.get_many({"k1", "k2", "missing"})
+    assert sorted(found) == ["k1", "k2"]
+    assert found["k2"].recipient == "customer:B"
+    assert await ledger.get_many(set()) == {}
