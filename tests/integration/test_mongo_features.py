@@ -6,13 +6,12 @@ MongoDB defines, through the services' own client (``shared.mongo.make_client``)
 - retryable writes: what a driver needs from ``hello`` (a replica set, logical sessions), a write
   in a session, and — with the ``failCommand`` failpoint — a retried write applied exactly once,
   whether the first attempt failed before the write or after it (a lost reply);
-- TTL: an expired document is removed (and one without a date, a future date or a non-date is
-  kept); a TTL index re-created with another ``expireAfterSeconds`` conflicts (code 85;
-  secantusdb: 86) and ``shared.retention.ensure_ttl_index`` drops and creates it again.
-  mongod's monitor, and both embedded servers', sweeps every 60 s; the check asks for 1 s
-  with mongod's runtime ``setParameter ttlMonitorSleepSecs`` (secantusd-rs honours it within half a second, so the
-  removal takes about a second) and, where the server refuses that (secantusdb), waits for its
-  own sweep: up to 60 s;
+- TTL: an expired document is removed (and one without a date, a future date or a non-date is kept);
+  a TTL index re-created with another ``expireAfterSeconds`` conflicts (code 85; secantusdb: 86) and
+  ``shared.retention.ensure_ttl_index`` drops and creates it again. mongod's monitor, and both
+  embedded servers', sweeps every 60 s; the check asks for 1 s with mongod's runtime ``setParameter
+  ttlMonitorSleepSecs`` (secantusd-rs honours it within half a second, so the removal takes about a
+  second) and, where the server refuses that (secantusdb), waits for its own sweep: up to 60 s;
 - indexes: ``create_index`` repeated with the same spec is a no-op; a unique index refuses a
   duplicate with code 11000; each compound index of the services answers its equality + range +
   sort query from the index (``explain``);
