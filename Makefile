@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help up down demo status logs mongo-server mongo-server-background test test-unit test-integration test-e2e test-deploy lint fmt \
         typecheck dashboards audit \
-        schemas bench bench-ingest bench-rules bench-notifier bench-analytics lock clean
+        schemas bench bench-ingest bench-mongo bench-rules bench-notifier bench-analytics lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -131,6 +131,9 @@ bench-notifier: $(STAMP) mongo-server ## deliveries/s to local SMTP + webhooks, 
 
 bench-analytics: $(STAMP) mongo-server ## events/s aggregated, MongoDB writes per 1,000 events vs naive
 	$(BIN)/python -m bench.analytics $${BENCH_ARGS:-}
+
+bench-mongo: $(STAMP) mongo-server ## the embedded MongoDB-wire servers on Upkeep's operations
+	$(BIN)/python -m bench.mongo_server $${BENCH_ARGS:-}
 
 bench-rules: $(STAMP) mongo-server ## events/s evaluated, timers fired/s with 100,000 due, tick cost vs customers
 	$(BIN)/python -m bench.rules $${BENCH_ARGS:-}

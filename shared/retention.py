@@ -11,10 +11,10 @@ before the record was written, and is kept ``horizon + GRACE_DAYS`` days from th
 any replay can reach back.
 
 **Why TTLs count from a date in the document** (``expireAfterSeconds`` = the guard period) and not
-to an absolute expiry date: a changed horizon then applies to every document at the next start
-(``collMod``), not only to those written afterwards, so raising it never leaves guards that
-expire before their records. A document without that date — a pending ledger entry, an open
-task, a claim that must last — never expires.
+to an absolute expiry date: a changed horizon then applies to every document at the next start (the
+index is dropped and created again), not only to those written afterwards, so raising it never
+leaves guards that expire before their records. A document without that date — a pending ledger
+entry, an open task, a claim that must last — never expires.
 """
 
 from __future__ import annotations

@@ -282,18 +282,22 @@ class Dispatcher:
         """Decide for every due entry (in order, so caps see earlier decisions), then attempt
         the sends concurrently (each pool bounds its own provider). Returns the entries that
         reached a final state."""
-        contacts = await self._directory.get({e.recipient for e in due})
-        prefs = await self._policy.preferences({e.recipient for e in due})
+        # what the decisions need, one query each for the whole tick and all at once (the
+        # driver pools connections); only the suppressions wait for the contacts' addresses
+        recipients = {e.recipient for e in due}
+        contacts, prefs, sent_counts, digests = await asyncio.gather(
+            self._directory.get(recipients),
+            self._policy.preferences(recipients),
+            self._ledger.sent_counts(
+                {e.recipient for e in due if e.action.priority == MARKETING},
+                now - self._rules.marketing_cap_window,
+            ),
+            self._ledger.get_many(
+                {e.digest_id for e in due if e.digest_id is not None and e.digest_id != e.key}
+            ),
+        )
         addresses = {c.email.lower() for c in contacts.values() if c.email}
         suppressed = await self._policy.suppressed(addresses)
-        # one query each for the whole tick, not one per entry
-        sent_counts = await self._ledger.sent_counts(
-            {e.recipient for e in due if e.action.priority == MARKETING},
-            now - self._rules.marketing_cap_window,
-        )
-        digests = await self._ledger.get_many(
-            {e.digest_id for e in due if e.digest_id is not None and e.digest_id != e.key}
-        )
         sends: list[tuple[Entry, Contact | None]] = []
         for entry in due:
             contact = contacts.get(entry.recipient)
