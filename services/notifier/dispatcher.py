@@ -583,7 +583,7 @@ class Dispatcher:
                 )
             except (ValueError, TypeError, MessageError) as exc:  # e.g. a name with a newline
                 raise PermanentDeliveryError("invalid_message", str(exc)[:200]) from exc
-            await channels.email.send(message, contact.email)
+            await channels.email.send(message)
         elif action.kind == "chat":
             if contact is None or not contact.chat_webhook_url:
                 raise PermanentDeliveryError("no_chat_webhook", "the recipient has no chat bot")

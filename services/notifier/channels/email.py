@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.policy
 import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.headerregistry import Address
+from email import message_from_bytes
+from email.header import Header
 from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
-from email.utils import format_datetime, parseaddr
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.policy import compat32
+from email.utils import format_datetime, formataddr, parseaddr
 from typing import Literal
 
 import aiosmtplib
@@ -41,6 +45,42 @@ def message_id(key: str, domain: str) -> str:
     return f"<{hashlib.sha256(key.encode()).hexdigest()[:40]}@{domain}>"
 
 
+@dataclass(frozen=True, slots=True)
+class Mail:
+    """A message as it goes on the wire (CRLF line ends, 7-bit headers) and its envelope."""
+
+    sender: str  # the envelope's MAIL FROM: the From address
+    recipient: str  # the envelope's RCPT TO
+    data: bytes
+
+    def parsed(self) -> EmailMessage:
+        """The message as a mail client reads it (tests, previews)."""
+        parsed = message_from_bytes(self.data, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+
+# the standard library's legacy MIME classes and Header build a message ~15x faster than
+# EmailMessage's structured headers and content manager (0.14 ms against 2.2 ms, most of the
+# notifier's time per e-mail); the bytes are the same kind of message (RFC 2047 words, folded
+# headers, UTF-8 bodies in base64), which tests/unit/notifier/test_email.py reads back
+_WIRE = compat32.clone(linesep="\r\n")
+
+
+@dataclass(frozen=True, slots=True)
+class _Unfolded:
+    """A header value written as it is: a URL in angle brackets, which folding would move to
+    a line of its own (RFC 5322 allows 998 characters; 78 is only recommended)."""
+
+    value: str
+
+    def encode(self, linesep: str = "\n", maxlinelen: int | None = None) -> str:
+        return self.value
+
+    def __str__(self) -> str:
+        return self.value
+
+
 def build_message(
     *,
     key: str,
@@ -51,22 +91,33 @@ def build_message(
     domain: str,
     now: datetime,
     unsubscribe_url: str | None = None,
-) -> EmailMessage:
-    message = EmailMessage(policy=SMTP_POLICY)
+) -> Mail:
+    """Raises ``ValueError`` for what no mail server would take: a header value of several
+    lines, an address that is not ASCII (that would need SMTPUTF8)."""
     sender_name, sender_address = parseaddr(sender)
-    message["From"] = Address(display_name=sender_name, addr_spec=sender_address)
-    message["To"] = Address(display_name=to_name or "", addr_spec=to_address)
-    message["Subject"] = rendered.subject
+    for value in (sender_name, to_name or "", rendered.subject, key):
+        if "\r" in value or "\n" in value:
+            raise ValueError("a header value must be one line")
+    for address in (sender_address, to_address):
+        if not address.isascii() or "@" not in address:
+            raise ValueError("an address must be ASCII (SMTPUTF8 is not used)")
+    message = MIMEMultipart("alternative")
+    message["From"] = formataddr((sender_name, sender_address), charset="utf-8")
+    message["To"] = formataddr((to_name or "", to_address), charset="utf-8")
+    charset = "us-ascii" if rendered.subject.isascii() else "utf-8"
+    message["Subject"] = Header(rendered.subject, charset, header_name="Subject")  # type: ignore[assignment]
     message["Date"] = format_datetime(now)
     message["Message-ID"] = message_id(key, domain)
     message["Auto-Submitted"] = "auto-generated"
     message["X-Upkeep-Key"] = key
     if unsubscribe_url is not None:
-        message["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        message["List-Unsubscribe"] = _Unfolded(f"<{unsubscribe_url}>")  # type: ignore[assignment]
         message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message.set_content(rendered.text, charset="utf-8")
-    message.add_alternative(rendered.html, subtype="html", charset="utf-8")
-    return message
+    for body, subtype in ((rendered.text, "plain"), (rendered.html, "html")):
+        part = MIMEText(body, subtype, "utf-8")
+        del part["MIME-Version"]  # once, on the whole message
+        message.attach(part)
+    return Mail(sender_address, to_address, message.as_bytes(policy=_WIRE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,13 +143,13 @@ class SmtpPool:
         self._slots = asyncio.Semaphore(size)
         self._idle: list[aiosmtplib.SMTP] = []
 
-    async def send(self, message: EmailMessage, to_address: str) -> None:
+    async def send(self, mail: Mail) -> None:
         async with self._slots:
             client = self._idle.pop() if self._idle else None
             try:
                 if client is None or not client.is_connected:
                     client = await self._connect()
-                await client.send_message(message, recipients=[to_address])
+                await client.sendmail(mail.sender, [mail.recipient], mail.data)
             except aiosmtplib.SMTPRecipientsRefused as exc:  # the address itself
                 self._keep(client)
                 refused = exc.recipients[0] if exc.recipients else None

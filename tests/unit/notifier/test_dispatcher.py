@@ -26,7 +26,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from services.notifier.breaker import Breakers
-from services.notifier.channels.email import RecipientRefused, message_id
+from services.notifier.channels.email import Mail, RecipientRefused, message_id
 from services.notifier.directory import Contact, InMemoryDirectory
 from services.notifier.dispatcher import Channels, Digest, Dispatcher, Limits, Unsubscribes
 from services.notifier.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
@@ -104,9 +104,9 @@ class FakeMail(Failures):
         self.size = 4  # connections, as SmtpPool.size
         self.delivered: list[tuple[EmailMessage, str]] = []
 
-    async def send(self, message: EmailMessage, to_address: str) -> None:
+    async def send(self, mail: Mail) -> None:
         await self.next()
-        self.delivered.append((message, to_address))
+        self.delivered.append((mail.parsed(), mail.recipient))
 
 
 class FakeWebhook(Failures):
@@ -648,9 +648,9 @@ class PooledMail(FakeMail):
         self.size = 1
         self._slot = asyncio.Semaphore(1)
 
-    async def send(self, message: EmailMessage, to_address: str) -> None:
+    async def send(self, mail: Mail) -> None:
         async with self._slot:
-            await super().send(message, to_address)
+            await super().send(mail)
 
 
 async def test_a_circuit_that_opens_during_a_tick_stops_the_rest_of_that_tick() -> None:

@@ -18,6 +18,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from deploy.local.mailsink import MailSink
 from services.notifier.channels.email import (
+    Mail,
     RecipientRefused,
     SmtpPool,
     SmtpServer,
@@ -26,6 +27,7 @@ from services.notifier.channels.email import (
 )
 from services.notifier.errors import PermanentDeliveryError, TransientDeliveryError
 from services.notifier.templates import Rendered
+from tests.waiting import eventually
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 DOMAIN = "upkeep.example.com"
@@ -45,7 +47,7 @@ def build(
     to_address: str = "li.lei@example.com",
     unsubscribe_url: str | None = None,
     rendered: Rendered = RENDERED,
-) -> EmailMessage:
+) -> Mail:
     return build_message(
         key=key,
         sender=SENDER,
@@ -74,7 +76,7 @@ def header_block(raw: bytes) -> bytes:
 
 
 def test_names_and_subject_in_chinese_round_trip() -> None:
-    parsed = parse(build().as_bytes())
+    parsed = parse(build().data)
     assert str(parsed["From"]) == SENDER
     (sender,) = parsed["From"].addresses
     assert (sender.display_name, sender.addr_spec) == ("Upkeep 客户关怀", "care@example.com")
@@ -87,7 +89,7 @@ def test_names_and_subject_in_chinese_round_trip() -> None:
 
 
 def test_headers_are_ascii_with_rfc_2047_encoded_words() -> None:
-    head = header_block(build().as_bytes())
+    head = header_block(build().data)
     text = head.decode("ascii")  # raises on any raw UTF-8 byte
     for name in ("From:", "To:", "Subject:"):
         line = next(line for line in text.split("\r\n") if line.startswith(name))
@@ -96,19 +98,19 @@ def test_headers_are_ascii_with_rfc_2047_encoded_words() -> None:
 
 
 def test_a_name_with_punctuation_is_quoted_and_round_trips() -> None:
-    parsed = parse(build(to_name='Doe, John "JD"').as_bytes())
+    parsed = parse(build(to_name='Doe, John "JD"').data)
     (to,) = parsed["To"].addresses
     assert (to.display_name, to.addr_spec) == ('Doe, John "JD"', "li.lei@example.com")
 
 
 def test_a_missing_name_leaves_the_bare_address() -> None:
-    parsed = parse(build(to_name=None).as_bytes())
+    parsed = parse(build(to_name=None).data)
     (to,) = parsed["To"].addresses
     assert (to.display_name, to.addr_spec) == ("", "li.lei@example.com")
 
 
 def test_the_body_is_text_then_html_both_utf8() -> None:
-    parsed = parse(build().as_bytes())
+    parsed = parse(build().data)
     assert parsed.get_content_type() == "multipart/alternative"
     parts = list(parsed.iter_parts())
     assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
@@ -125,9 +127,9 @@ def test_the_body_is_text_then_html_both_utf8() -> None:
 
 
 def test_the_message_id_is_derived_from_the_key() -> None:
-    first = parse(build("birthday:C-1:2026").as_bytes())
-    again = parse(build("birthday:C-1:2026").as_bytes())
-    other = parse(build("birthday:C-1:2027").as_bytes())
+    first = parse(build("birthday:C-1:2026").data)
+    again = parse(build("birthday:C-1:2026").data)
+    other = parse(build("birthday:C-1:2027").data)
     assert first["Message-ID"] == message_id("birthday:C-1:2026", DOMAIN)
     assert first["Message-ID"] == again["Message-ID"]
     assert other["Message-ID"] == message_id("birthday:C-1:2027", DOMAIN)
@@ -138,10 +140,10 @@ def test_the_message_id_is_derived_from_the_key() -> None:
 
 
 def test_one_click_unsubscribe_headers_only_with_a_link() -> None:
-    marketing = parse(build(unsubscribe_url=UNSUBSCRIBE).as_bytes())
+    marketing = parse(build(unsubscribe_url=UNSUBSCRIBE).data)
     assert marketing["List-Unsubscribe"] == f"<{UNSUBSCRIBE}>"
     assert marketing["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    transactional = parse(build().as_bytes())
+    transactional = parse(build().data)
     assert transactional["List-Unsubscribe"] is None
     assert transactional["List-Unsubscribe-Post"] is None
 
@@ -186,15 +188,15 @@ async def sink() -> AsyncIterator[tuple[CountingSink, SmtpServer]]:
         await server.stop()
 
 
-def message(key: str = "birthday:C-1:2026") -> EmailMessage:
-    return build(key, unsubscribe_url=UNSUBSCRIBE)
+def message(key: str = "birthday:C-1:2026", to_address: str = "li.lei@example.com") -> Mail:
+    return build(key, unsubscribe_url=UNSUBSCRIBE, to_address=to_address)
 
 
 async def test_a_message_is_delivered_as_built(sink: tuple[CountingSink, SmtpServer]) -> None:
     server, address = sink
     pool = SmtpPool(address, size=1)
     try:
-        await pool.send(message(), "li.lei@example.com")
+        await pool.send(message())
     finally:
         await pool.close()
     (raw,) = server.messages
@@ -214,12 +216,12 @@ async def test_a_temporary_refusal_is_transient(sink: tuple[CountingSink, SmtpSe
     try:
         server.mode = "tempfail"
         with pytest.raises(TransientDeliveryError) as caught:
-            await pool.send(message(), "li.lei@example.com")
+            await pool.send(message())
         assert caught.value.reason == "smtp_451"
         assert caught.value.transient
         assert not isinstance(caught.value, PermanentDeliveryError)
         server.mode = "accept"  # and the next message goes through
-        await pool.send(message(), "li.lei@example.com")
+        await pool.send(message())
     finally:
         await pool.close()
     assert server.refused == 1
@@ -234,7 +236,7 @@ async def test_a_permanent_refusal_is_a_refused_recipient(
     server.mode = "reject"
     try:
         with pytest.raises(RecipientRefused) as caught:
-            await pool.send(message(), "li.lei@example.com")
+            await pool.send(message())
     finally:
         await pool.close()
     assert caught.value.reason == "smtp_550"
@@ -248,7 +250,7 @@ async def test_one_connection_serves_many_messages(sink: tuple[CountingSink, Smt
     pool = SmtpPool(address, size=1)
     try:
         for n in range(5):
-            await pool.send(message(f"birthday:C-{n}:2026"), f"c{n}@example.com")
+            await pool.send(message(f"birthday:C-{n}:2026", f"c{n}@example.com"))
     finally:
         await pool.close()
     assert len(server.messages) == 5
@@ -264,7 +266,7 @@ async def test_concurrent_sends_share_at_most_size_connections(
     pool = SmtpPool(address, size=2)
     try:
         await asyncio.gather(
-            *(pool.send(message(f"birthday:C-{n}:2026"), f"c{n}@example.com") for n in range(8))
+            *(pool.send(message(f"birthday:C-{n}:2026", f"c{n}@example.com")) for n in range(8))
         )
     finally:
         await pool.close()
@@ -280,12 +282,16 @@ async def test_a_connection_the_server_closed_is_replaced(
     server, address = sink
     pool = SmtpPool(address, size=1)
     try:
-        await pool.send(message("birthday:C-1:2026"), "c1@example.com")
+        await pool.send(message("birthday:C-1:2026", "c1@example.com"))
         for session in server.sessions:  # the server hangs up on the idle connection
             assert session.transport is not None
             session.transport.close()
-        await asyncio.sleep(0.1)
-        await pool.send(message("birthday:C-2:2026"), "c2@example.com")
+        # the pooled client learns of the hang-up asynchronously (when its transport sees EOF)
+        await eventually(
+            lambda: not any(client.is_connected for client in pool._idle),
+            what="the pooled connection still looks open",
+        )
+        await pool.send(message("birthday:C-2:2026", "c2@example.com"))
     finally:
         await pool.close()
     assert len(server.messages) == 2
@@ -299,8 +305,23 @@ async def test_a_server_that_is_not_listening_is_transient() -> None:
     pool = SmtpPool(SmtpServer(host="127.0.0.1", port=port, timeout_s=5.0), size=1)
     try:
         with pytest.raises(TransientDeliveryError) as caught:
-            await pool.send(message(), "li.lei@example.com")
+            await pool.send(message())
     finally:
         await pool.close()
     assert caught.value.reason == "smtp_unavailable"
     assert caught.value.transient
+
+
+@pytest.mark.parametrize(
+    ("to_name", "to_address"),
+    [
+        ("Li\r\nBcc: x@example.com", "li.lei@example.com"),
+        ("李雷", "李雷@example.com"),
+        ("Li", "no-at"),
+    ],
+)
+def test_what_no_server_would_take_is_refused_before_sending(to_name: str, to_address: str) -> None:
+    """A header injection, an address that would need SMTPUTF8, no address at all: the
+    dispatcher turns the ValueError into a permanent ``invalid_message`` failure."""
+    with pytest.raises(ValueError):
+        build(to_name=to_name, to_address=to_address)
