@@ -81,10 +81,12 @@ status: $(STAMP) ## what runs, where, and its log file
 logs: $(STAMP) ## the last lines of every local log (LINES=100 for more)
 	$(BIN)/python -m deploy.local logs --lines $${LINES:-30}
 
-# unit tests first: they need no server, so they overlap the compiled server's first build
+# the tests that need no server first, overlapping the compiled server's first build; then
+# wait for that build (outside any test's timeout) and run those that start servers
 test: $(STAMP) mongo-server-background $(TOOLS) ## every test: unit, integration (real Kafka + MongoDB-wire server), e2e, deploy
-	$(BIN)/python -m pytest tests/unit tests/deploy tests/integration tests/e2e --durations=20 \
-		$(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit tests/deploy $(PYTEST_ARGS)
+	$(BIN)/python -m deploy.local.mongo_choice build
+	$(BIN)/python -m pytest tests/integration tests/e2e --durations=20 $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## unit tests only (no servers)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 DAY_S = 24 * 3600
 SEGMENT_DAYS = 7  # segment.ms of the topics kept for the horizon
 GRACE_DAYS = SEGMENT_DAYS + 1  # a segment's lifetime beyond retention, and a day for clocks
+INDEX_NOT_FOUND = 27
 INDEX_CONFLICTS = (85, 86)  # an index of that name exists with other options
 
 
@@ -98,8 +99,20 @@ async def ensure_ttl_index(collection: AsyncCollection[Document], ttl: TtlIndex)
         ) == dict(ttl.only or {})
         if not same_index:
             raise
-        await collection.drop_index(ttl.name)
-        await collection.create_index([(ttl.field, ASCENDING)], **ttl.options())
+        try:
+            await collection.drop_index(ttl.name)
+        except OperationFailure as dropped:
+            if dropped.code != INDEX_NOT_FOUND:  # another replica dropped it first: fine
+                raise
+        try:
+            await collection.create_index([(ttl.field, ASCENDING)], **ttl.options())
+        except OperationFailure as again:
+            # another replica created it meanwhile; with the wanted options, that is done
+            current = (await collection.index_information()).get(ttl.name, {})
+            if again.code not in INDEX_CONFLICTS or current.get("expireAfterSeconds") != (
+                ttl.seconds
+            ):
+                raise
         log.warning(
             "TTL index changed to the configured retention",
             extra={

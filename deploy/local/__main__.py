@@ -19,8 +19,9 @@ def _say(text: str) -> None:
 
 def up(stack: LocalStack) -> int:
     started = time.monotonic()
-    _say("MongoDB-wire server: " + stack.mongo_server.why)
-    _say("starting it and Kafka (KRaft) ...")
+    if stack.managed("mongo").pid() is None:
+        _say("MongoDB-wire server: " + stack.mongo_server.why)
+    _say("starting the MongoDB-wire server and Kafka (KRaft) ...")
     stack.start_infra()
     _say("topics ready; starting services ...")
     for service in existing_services():
@@ -61,7 +62,9 @@ def status(stack: LocalStack) -> int:
 
 def _running_mongo(stack: LocalStack) -> str:
     marker = stack.config.state_dir / "mongo.server"
-    return marker.read_text().strip() if marker.exists() else "server not started yet"
+    if stack.managed("mongo").pid() is None or not marker.exists():
+        return "not running"
+    return marker.read_text().strip()
 
 
 def logs(stack: LocalStack, lines: int) -> int:

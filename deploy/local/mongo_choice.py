@@ -107,11 +107,12 @@ def _build_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build() -> Path:
+def build(*, retry_failed: bool = False) -> Path:
     """The compiled server's path, building it first if this machine has none for VERSION.
 
-    Raises ``RuntimeError`` (with the build log's tail) if cargo is missing or the build fails.
-    The binary appears atomically: a half-built one is never found."""
+    Raises ``RuntimeError`` (with the build log's tail) if cargo is missing or the build fails,
+    or failed less than an hour ago (unless ``retry_failed``). The binary appears atomically: a
+    half-built one is never found."""
     target = binary_path()
     if target.exists():
         return target
@@ -121,7 +122,8 @@ def build() -> Path:
     with _build_lock():
         if target.exists():  # another builder finished while we waited
             return target
-        _refuse_recent_failure()
+        if not retry_failed:
+            _refuse_recent_failure()
         staging = Path(tempfile.mkdtemp(prefix="install-", dir=build_dir()))
         try:
             with build_log().open("wb") as out:
@@ -168,7 +170,8 @@ def _refuse_recent_failure() -> None:
     with contextlib.suppress(FileNotFoundError):
         if time.time() - marker.stat().st_mtime < RETRY_FAILED_BUILD_S:
             raise RuntimeError(
-                f"the last build failed less than an hour ago ({marker}):\n"
+                f"the last build failed less than an hour ago (delete {marker} to try again "
+                "now, or set UPKEEP_LOCAL_MONGO=rust):\n"
                 + marker.read_text(errors="replace")
             )
 
@@ -187,8 +190,8 @@ def choose() -> ServerChoice:
     if wanted not in ("", "rust"):
         raise ValueError(f"UPKEEP_LOCAL_MONGO must be 'rust' or 'python', not {wanted!r}")
     try:
-        path = build()
-    except RuntimeError as exc:
+        path = build(retry_failed=wanted == "rust")
+    except (RuntimeError, OSError) as exc:  # OSError: an unwritable cache, cargo not runnable
         if wanted == "rust":
             raise
         log.warning("falling back to the Python server: %s", exc)

@@ -120,10 +120,15 @@ class LocalStack:
         return self._mongo_choice
 
     def start_mongo(self) -> None:
-        data = self.config.state_dir / "mongo"
-        data.mkdir(parents=True, exist_ok=True)
+        """Start the chosen server unless one runs already. Each kind keeps its data in a
+        directory of its own (``mongo/rust``, ``mongo/python``): their files are not shared."""
+        managed = self.managed("mongo")
+        if managed.pid() is not None:
+            return
         server = self.mongo_server
-        self.managed("mongo").start(
+        data = self.config.state_dir / "mongo" / server.kind
+        data.mkdir(parents=True, exist_ok=True)
+        managed.start(
             server.command("127.0.0.1", self.config.mongo_port, data, auth=self.config.mongo_auth),
             cwd=ROOT,
         )

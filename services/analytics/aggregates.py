@@ -214,13 +214,21 @@ class Aggregates:
             if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
                 raise
         stored = {doc["_id"]: doc async for doc in self._facts.find({"_id": {"$in": sorted(docs)}})}
-        counted = []
+        counted, repeated = [], []
         for identity, p in first.items():
             doc = stored.get(identity)
             if doc is not None and list(doc["pos"]) == [p.topic, p.partition, p.offset]:
                 at = doc.get("at", p.fact.at)  # the time it was claimed with
                 fact = replace(p.fact, at=at if at.tzinfo else at.replace(tzinfo=UTC))
                 counted.append((replace(p, fact=fact), dict(doc.get("dims", {}))))
+            elif doc is not None and "claimed_at" in doc:
+                repeated.append(identity)
+        if repeated:
+            # a copy of the record (a replay upstream) lives a horizon from now: so does its guard
+            await self._facts.update_many(
+                {"_id": {"$in": repeated}, "claimed_at": {"$exists": True}},
+                {"$max": {"claimed_at": now}},
+            )
         return counted
 
     async def _add(self, counted: Iterable[tuple[Placed, dict[str, str]]]) -> None:

@@ -179,6 +179,13 @@ class MongoLedger(Ledger):
             [UpdateOne({"_id": e.key}, {"$setOnInsert": _doc(e)}, upsert=True) for e in entries],
             ordered=False,
         )
+        if result.upserted_count < len(entries):
+            # a copy of an action already final (a replay of rules) lives a horizon from now:
+            # so does the entry that keeps it from being sent again
+            await self._collection.update_many(
+                {"_id": {"$in": sorted(e.key for e in entries)}, "final_at": {"$exists": True}},
+                {"$max": {"final_at": datetime.now(UTC)}},
+            )
         return result.upserted_count
 
     async def due(self, partition: int, now: datetime, limit: int) -> list[Entry]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import time
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -98,6 +99,18 @@ class NotifierSettings(ServiceSettings):
         if self.unsubscribe_secret.get_secret_value() == DEV_UNSUBSCRIBE_SECRET:
             raise ValueError("set UPKEEP_NOTIFIER_UNSUBSCRIBE_SECRET for a public base URL")
         return self
+
+    @field_validator("mail_from")
+    @classmethod
+    def _one_ascii_sender(cls, value: str) -> str:
+        """Checked here, once: a sender no message can carry would fail every e-mail."""
+        _name, address = parseaddr(value)
+        if "\r" in value or "\n" in value or not address.isascii() or "@" not in address:
+            raise ValueError(
+                "UPKEEP_NOTIFIER_MAIL_FROM must be one line with an ASCII address, "
+                "e.g. 'Upkeep <upkeep@example.com>'"
+            )
+        return value
 
     @field_validator("smtp_password")
     @classmethod

@@ -193,7 +193,8 @@ class InMemorySubjectStore(SubjectStore):
         self.states: dict[str, SubjectState] = {}
 
     async def load(self, ids: Collection[str]) -> dict[str, SubjectState]:
-        return {i: self.states[i] for i in ids if i in self.states}
+        """Copies, as MongoDB hands out: the engine changes what it loads in place."""
+        return {i: self.states[i].model_copy(deep=True) for i in ids if i in self.states}
 
     async def save(self, states: Iterable[SubjectState]) -> None:
         self.states.update({s.id: s for s in states})

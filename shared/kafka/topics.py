@@ -97,8 +97,15 @@ def config_changes(
     ``wanted`` it lacks (name -> value now), and the full set of overrides to write — the
     legacy AlterConfigs that aiokafka offers replaces all of a topic's overrides, so the
     topic's other overrides are written back with ours."""
-    current = {e["config_names"]: e["config_value"] for e in entries}
-    differ = {k: current.get(k) or "" for k, v in wanted.items() if current.get(k) != v}
+    # the topic's own settings only: a broker default that happens to equal ours today is
+    # still written to the topic, so a later change of the broker's defaults cannot change it
+    effective = {e["config_names"]: e["config_value"] for e in entries}
+    own = {
+        e["config_names"]: e["config_value"]
+        for e in entries
+        if e.get("config_source", DYNAMIC_TOPIC_CONFIG) == DYNAMIC_TOPIC_CONFIG
+    }
+    differ = {k: effective.get(k) or "" for k, v in wanted.items() if own.get(k) != v}
     overrides = {
         e["config_names"]: e["config_value"]
         for e in entries

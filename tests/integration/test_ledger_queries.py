@@ -83,3 +83,30 @@ async def test_get_many_returns_the_entries_that_exist(ledger: Ledger) -> None:
     assert sorted(found) == ["k1", "k2"]
     assert found["k2"].recipient == "customer:B"
     assert await ledger.get_many(set()) == {}
+
+
+async def test_a_repeated_action_keeps_its_final_entry_for_another_horizon(
+    mongo_settings: MongoSettings,
+) -> None:
+    """A replay of rules re-publishes actions already delivered: each copy is on the actions
+    topic for a horizon from now, so the entry that stops it being sent again must be too."""
+    client = make_client(mongo_settings, "test")
+    collection = database(client, mongo_settings)[f"ledger_{uuid.uuid4().hex[:8]}"]
+    ledger = MongoLedger(collection)
+    try:
+        sent, pending = entry("sent", "A", "transactional"), entry("pending", "B", "transactional")
+        await ledger.record([sent, pending])
+        sent.state, sent.sent_at, sent.updated_at = "sent", NOW, NOW
+        await ledger.save(sent)
+        long_ago = datetime(2025, 1, 1, tzinfo=UTC)
+        await collection.update_one({"_id": "sent"}, {"$set": {"final_at": long_ago}})
+        assert await ledger.record([entry("sent", "A", "transactional"), pending]) == 0
+        refreshed = await collection.find_one({"_id": "sent"})
+        assert refreshed is not None
+        assert refreshed["final_at"] > long_ago + timedelta(days=300)
+        untouched = await collection.find_one({"_id": "pending"})
+        assert untouched is not None
+        assert "final_at" not in untouched  # pending: still never expires
+    finally:
+        await collection.drop()
+        await client.close()

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from pydantic import ValidationError
 
 from deploy.local.mailsink import MailSink
 from services.notifier.channels.email import (
@@ -26,6 +27,7 @@ from services.notifier.channels.email import (
     message_id,
 )
 from services.notifier.errors import PermanentDeliveryError, TransientDeliveryError
+from services.notifier.settings import NotifierSettings
 from services.notifier.templates import Rendered
 from tests.waiting import eventually
 
@@ -323,5 +325,28 @@ async def test_a_server_that_is_not_listening_is_transient() -> None:
 def test_what_no_server_would_take_is_refused_before_sending(to_name: str, to_address: str) -> None:
     """A header injection, an address that would need SMTPUTF8, no address at all: the
     dispatcher turns the ValueError into a permanent ``invalid_message`` failure."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"one line|ASCII"):
         build(to_name=to_name, to_address=to_address)
+
+
+def test_a_long_name_in_any_script_stays_within_the_line_and_word_limits() -> None:
+    """RFC 5322 lines of at most 78 characters (998 at most), RFC 2047 words of at most 75."""
+    name = "上海某某科技有限公司华东区销售部" * 12 + "😀" * 20
+    raw = build(to_name=name).data
+    lines = header_block(raw).decode("ascii").split("\r\n")
+    assert all(len(line) <= 78 for line in lines), max(lines, key=len)
+    words = [w for line in lines for w in line.split() if w.startswith("=?")]
+    assert words
+    assert all(len(w) <= 75 for w in words)
+    (to,) = parse(raw)["To"].addresses
+    # RFC 2047: the space between adjacent encoded words is not part of the text; Python's
+    # parser keeps it (the former EmailMessage path round-tripped the same way)
+    assert (to.display_name.replace(" ", ""), to.addr_spec) == (name, "li.lei@example.com")
+
+
+@pytest.mark.parametrize(
+    "sender", ["no address", "Upkeep <upkeep@例子.测试>", "A\nB <a@example.com>"]
+)
+def test_a_sender_no_message_can_carry_is_refused_at_start(sender: str) -> None:
+    with pytest.raises(ValidationError, match="MAIL_FROM"):
+        NotifierSettings(mail_from=sender)
