@@ -18,6 +18,7 @@ from deploy.local.kafka import ROOT
 from deploy.local.stack import LocalStack, ephemeral_stack
 from shared.kafka.topics import ensure_topics
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
+from tests.kafka_helpers import wait_for_topics
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +47,10 @@ def unique_topics() -> TopicSettings:
 
 @pytest.fixture
 async def topics(kafka_settings: KafkaSettings) -> TopicSettings:
-    """A fresh set of the six Upkeep topics for this test."""
+    """A fresh set of the Upkeep topics for this test, every partition with a leader."""
     chosen = unique_topics()
     await ensure_topics(kafka_settings, chosen)
+    await wait_for_topics(kafka_settings, chosen)
     return chosen
 
 

@@ -8,11 +8,20 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaClient,
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRecord,
+    TopicPartition,
+)
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from shared.events.envelope import CanonicalEvent
 from shared.kafka.messages import canonical_message
-from shared.settings import KafkaSettings
+from shared.settings import KafkaSettings, TopicSettings
+from tests.waiting import eventually
 
 Header = tuple[str, bytes]
 
@@ -61,8 +70,9 @@ async def read_topic(
     timeout: float = 60,
     settle: float = 1.5,
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read committed records from the start until ``expect`` arrived, then ``settle`` seconds
-    more to catch any extra (duplicate) records; returns everything read."""
+    """Read committed records from the start until ``expect`` arrived and every partition was
+    read up to the end it had when the reading began, then ``settle`` seconds more to catch any
+    extra (duplicate) records; returns everything read (what arrived by ``timeout``)."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers,
         isolation_level="read_committed",
@@ -78,6 +88,7 @@ async def read_topic(
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)  # read_committed: the last stable offsets
         records: list[ConsumerRecord[bytes, bytes]] = []
         deadline = time.monotonic() + timeout
         settle_until: float | None = None
@@ -85,13 +96,91 @@ async def read_topic(
             batch = await consumer.getmany(timeout_ms=200)
             for recs in batch.values():
                 records.extend(recs)
-            if len(records) >= expect and settle_until is None:
-                settle_until = time.monotonic() + settle
+            if settle_until is None and len(records) >= expect:
+                # positions move past transaction markers too, so they reach the ends
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(at >= ends[tp] for at, tp in zip(positions, tps, strict=True)):
+                    settle_until = time.monotonic() + settle
             if settle_until is not None and time.monotonic() >= settle_until:
                 break
         return records
     finally:
         await consumer.stop()
+
+
+async def wait_for_topics(kafka: KafkaSettings, topics: TopicSettings, timeout: float = 60) -> None:
+    """Wait until every partition of the freshly created ``topics`` has a leader that answers
+    (a ListOffsets request succeeds): a new topic's partitions first answer
+    NotLeaderForPartition, and a test that starts its clock before then measures the election."""
+    names = sorted(set(topics.model_dump().values()))
+    client = AIOKafkaClient(bootstrap_servers=kafka.bootstrap_servers)
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
+    await client.bootstrap()
+    await consumer.start()
+    waiting: list[str] = list(names)
+
+    async def answered() -> bool:
+        try:
+            cluster = await client.fetch_all_metadata()
+            tps, waiting[:] = [], []
+            for name in names:
+                partitions = cluster.partitions_for_topic(name) or set()
+                led = cluster.available_partitions_for_topic(name) or set()
+                if not partitions or led != partitions:
+                    waiting.append(f"{name}: {len(led)} of {len(partitions)} led")
+                tps += [TopicPartition(name, p) for p in sorted(partitions)]
+            if waiting:
+                return False
+            await asyncio.wait_for(consumer.end_offsets(tps), timeout=5)
+        except (KafkaError, TimeoutError) as exc:
+            waiting[:] = [repr(exc)]
+            return False
+        return True
+
+    try:
+        await eventually(answered, timeout, what=lambda: f"topics not ready: {waiting}")
+    finally:
+        await consumer.stop()
+        await client.close()
+
+
+async def wait_consumed(
+    kafka: KafkaSettings, group: str, topics: Sequence[str], timeout: float = 60
+) -> None:
+    """Wait until consumer group ``group`` has committed, on every partition of ``topics``, the
+    offset after the last committed record there now. The services commit a batch's offsets
+    only after its effects (in the same transaction as what it publishes), so then everything
+    published to ``topics`` before this call has been handled."""
+    targets: dict[TopicPartition, int] = {}
+    for topic in topics:
+        for record in await read_topic(kafka, topic, expect=0, timeout=timeout, settle=0):
+            tp = TopicPartition(record.topic, record.partition)
+            targets[tp] = max(targets.get(tp, 0), record.offset + 1)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    await admin.start()
+    behind: dict[str, tuple[int, int]] = {}
+
+    async def committed() -> bool:
+        try:
+            offsets = await admin.list_consumer_group_offsets(group)
+        except KafkaError:  # e.g. the coordinator is still loading the group
+            return False
+        behind.clear()
+        for tp, target in targets.items():
+            at = offsets[tp].offset if tp in offsets else -1
+            if at < target:
+                behind[f"{tp.topic}/{tp.partition}"] = (at, target)
+        return not behind
+
+    try:
+        await eventually(
+            committed,
+            timeout,
+            interval=0.2,
+            what=lambda: f"group {group} behind (committed, wanted): {behind}",
+        )
+    finally:
+        await admin.close()
 
 
 def ids_of(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[str]:
@@ -103,12 +192,3 @@ def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
         if key == name:
             return value.decode()
     return None
-
-
-async def wait_until(predicate: Any, timeout: float = 30, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(interval)
-    raise TimeoutError("condition not met in time")

@@ -21,6 +21,7 @@ Guarantees, in order of importance:
 from __future__ import annotations
 
 import asyncio
+import math
 import contextlib
 import inspect
 import logging
@@ -85,7 +86,7 @@ class ConsumerLoop:
         self._progress = progress
         self._ticker = ticker
         self._tick_interval_s = tick_interval_s
-        self._ticked = 0.0
+        self._ticked = -math.inf  # the first tick at once (monotonic time may start near 0)
         self._tick_requested = False  # a committed result said work is due now
         # where each partition was positioned at the last assignment (progress guard only)
         self._starts: dict[TopicPartition, int] = {}

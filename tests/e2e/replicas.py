@@ -23,9 +23,10 @@ class Replicas:
         self.prefix = f"UPKEEP_{service.upper()}_"
         self.tag = uuid.uuid4().hex[:6]
         self.database = f"e2e_{self.tag}"
+        self.group = f"{service}-e2e-{self.tag}"  # the replicas' consumer group
         self.env = {f"UPKEEP_TOPIC_{k.upper()}": v for k, v in topics.model_dump().items()}
         self.env |= {
-            self.prefix + "CONSUMER_GROUP": f"{service}-e2e-{self.tag}",
+            self.prefix + "CONSUMER_GROUP": self.group,
             self.prefix + "BATCH_TIMEOUT_MS": "50",
             "UPKEEP_MONGO_DATABASE": self.database,
             **(env or {}),

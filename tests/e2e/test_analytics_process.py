@@ -12,6 +12,7 @@ from shared.mongo import make_client
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
 from tests.e2e.replicas import Replicas
 from tests.integration.test_analytics_kafka import TRUTH, counters, publish_all
+from tests.kafka_helpers import wait_consumed
 
 pytestmark = pytest.mark.e2e
 
@@ -32,14 +33,11 @@ async def test_kill_9_while_aggregating_leaves_the_counters_exact(
             await asyncio.sleep(0.7)
             proc.kill()
             proc = await asyncio.to_thread(procs.start, "a")  # same instance id: fences
-        found: dict[str, int] = {}
-        for _ in range(120):
-            found = await counters(buckets)
-            if found == TRUTH:
-                break
-            await asyncio.sleep(0.5)
-        await asyncio.sleep(2)  # nothing more arrives
-        assert await counters(buckets) == TRUTH
+        # everything published has been handled (offsets commit after the writes) ...
+        await wait_consumed(
+            kafka_settings, procs.group, [topics.events, topics.actions, topics.deliveries], 120
+        )
+        assert await counters(buckets) == TRUTH  # ... and counted exactly once
     finally:
         procs.stop_all()
         await client.close()

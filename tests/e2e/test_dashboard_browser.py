@@ -15,6 +15,7 @@ from deploy.local.stack import LocalStack
 from shared.settings import KafkaSettings, TopicSettings
 from tests.e2e.replicas import Replicas
 from tests.integration.test_analytics_kafka import ORDERS, publish_all
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -61,12 +62,12 @@ async def test_every_dashboard_page_loads_with_data_and_no_console_errors(
         base = procs.urls["a"]
         window = {"from": "2026-11-01T00:00:00Z", "to": "2026-11-03T00:00:00Z"}
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-            for _ in range(120):
+
+            async def orders_counted() -> bool:
                 report = (await http.get("/v1/report", params=window)).json()
-                if report["counters"].get("orders") == ORDERS:
-                    break
-                await asyncio.sleep(0.5)
-        assert report["counters"]["orders"] == ORDERS
+                return bool(report["counters"].get("orders") == ORDERS)
+
+            await eventually(orders_counted, 120, interval=0.5, what="the orders are not counted")
 
         span = "from=2026-11-01T00:00:00Z&to=2026-11-03T00:00:00Z"
         pages = {

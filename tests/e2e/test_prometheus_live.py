@@ -21,6 +21,7 @@ from deploy.local.processes import Managed
 from deploy.local.stack import DEV_API_KEY, LocalStack
 from shared.settings import TopicSettings
 from tests.e2e.replicas import Replicas
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -98,32 +99,40 @@ async def test_every_dashboard_and_alert_expression_evaluates_against_the_servic
             ]
         )
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-            for _ in range(120):
+            up: dict[str, Any] = {}
+
+            async def all_up() -> bool:
                 try:
-                    up = await query(http, 'up{job=~"upkeep-.*"} == 1')
+                    up.update(await query(http, 'up{job=~"upkeep-.*"} == 1'))
                 except httpx.TransportError:
-                    up = {}
-                if len(up.get("data", {}).get("result", [])) == len(SERVICES):
-                    break
-                await asyncio.sleep(0.5)
-            assert len(up["data"]["result"]) == len(SERVICES), f"not every service is up: {up}"
-            await asyncio.sleep(8)  # enough samples for rate() over the dashboards' windows
+                    return False
+                return len(up.get("data", {}).get("result", [])) == len(SERVICES)
+
+            await eventually(all_up, 90, interval=0.5, what=lambda: f"not all up: {up}")
 
             panels = [(b.uid, p) for b in dashboards() for p in b.panels]
             exprs = [expr for _, p in panels for expr, _ in p.exprs] + alert_exprs()
-            failed, empty_core = {}, []
+            failed: dict[str, Any] = {}
+            empty_core: list[str] = []
+
+            async def core_panels_have_data() -> bool:
+                """rate() needs samples over the dashboards' windows: they accrue scrape by
+                scrape (every second)."""
+                empty_core.clear()
+                for uid, panel in panels:
+                    if panel.core:
+                        for expr, _ in panel.exprs:
+                            if not (await query(http, expr))["data"]["result"]:
+                                empty_core.append(f"{uid}: {panel.title}: {expr}")
+                return not empty_core
+
+            await eventually(core_panels_have_data, 90, interval=1, what=lambda: empty_core)
             for expr in exprs:
                 body = await query(http, expr)
                 if body.get("status") != "success":
                     failed[expr] = body.get("error")
-            for uid, panel in panels:
-                if panel.core:
-                    for expr, _ in panel.exprs:
-                        if not (await query(http, expr))["data"]["result"]:
-                            empty_core.append(f"{uid}: {panel.title}: {expr}")
             print(f"evaluated {len(exprs)} expressions, {len(set(exprs))} distinct")
             assert failed == {}, failed
-            assert empty_core == [], empty_core
             # the scrape itself shows every service's dependencies up
             deps = await query(http, "min by (job) (upkeep_dependency_up)")
             values = {r["metric"]["job"]: r["value"][1] for r in deps["data"]["result"]}

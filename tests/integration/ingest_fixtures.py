@@ -14,7 +14,7 @@ from shared.apikeys import ApiKeySpec, digest
 from shared.kafka.consumer import ConsumerLoop
 from shared.runtime import Service
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
-from tests.kafka_helpers import wait_until
+from tests.waiting import eventually
 
 API_KEY = "upk_integration_test_key"
 
@@ -37,8 +37,10 @@ def ingest_settings(
     return IngestSettings(**values)
 
 
-async def wait_assigned(loop: ConsumerLoop, timeout: float = 30) -> None:
-    await wait_until(lambda: loop.ready and bool(loop.assignment), timeout=timeout)
+async def wait_assigned(loop: ConsumerLoop, timeout: float = 60) -> None:
+    await eventually(
+        lambda: loop.ready and bool(loop.assignment), timeout, what="the loop has no partitions"
+    )
 
 
 @asynccontextmanager

@@ -26,7 +26,7 @@ from shared.mongo import make_client
 from shared.runtime import Service
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
 from tests.integration.ingest_fixtures import wait_assigned
-from tests.kafka_helpers import produce, publish_events, wait_until
+from tests.kafka_helpers import produce, publish_events, wait_consumed
 
 pytestmark = pytest.mark.integration
 
@@ -262,16 +262,10 @@ async def counters(buckets: AsyncCollection[dict[str, Any]], dim: str = "all") -
     return found
 
 
-async def settled(buckets: AsyncCollection[dict[str, Any]], expected: dict[str, int]) -> None:
-    async def check() -> bool:
-        return await counters(buckets) == expected
-
-    deadline = asyncio.get_running_loop().time() + 60
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            break
-        await asyncio.sleep(0.3)
-    await asyncio.sleep(1.5)  # and nothing more arrives
+async def consumed(kafka: KafkaSettings, topics: TopicSettings, group: str) -> None:
+    """Analytics (consumer group ``group``) has handled everything published to its three
+    topics so far: it commits a batch's offsets only after the batch's writes."""
+    await wait_consumed(kafka, group, [topics.events, topics.actions, topics.deliveries])
 
 
 async def test_counters_equal_the_ground_truth_after_duplicates_a_replay_and_a_crash(
@@ -302,14 +296,13 @@ async def test_counters_equal_the_ground_truth_after_duplicates_a_replay_and_a_c
 
     monkeypatch.setattr(Collection, "bulk_write", half_then_fail)
     async with analytics(kafka_settings, mongo_settings, topics, database, f"an-{tag}"):
-        await settled(buckets, TRUTH)
+        await consumed(kafka_settings, topics, f"an-{tag}")
     assert crashed, "the crash was not exercised"
     assert await counters(buckets) == TRUTH
 
     # a full replay of all three topics from offset 0 into the existing database
     async with analytics(kafka_settings, mongo_settings, topics, database, f"an-{tag}-replay"):
-        await wait_until(lambda: True)
-        await asyncio.sleep(6)
+        await consumed(kafka_settings, topics, f"an-{tag}-replay")
     assert await counters(buckets) == TRUTH
 
     # by owner: the customers alternate between two owners
@@ -334,15 +327,16 @@ async def test_the_report_and_csv_for_a_known_scenario(
     buckets = client[database]["analytics_buckets"]
     await publish_all(kafka_settings, topics, twice=False)
     async with analytics(kafka_settings, mongo_settings, topics, database, f"an-{tag}") as svc:
-        await settled(buckets, TRUTH)
+        await consumed(kafka_settings, topics, f"an-{tag}")
+        assert await counters(buckets) == TRUTH
         transport = httpx.ASGITransport(app=svc.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://analytics") as http:
             window = {"from": "2026-11-01T00:00:00Z", "to": "2026-11-03T00:00:00Z"}
             report = (await http.get("/v1/report", params=window)).json()
             csv_text = (await http.get("/v1/series.csv", params=window)).text
             rows = (await http.get("/v1/series", params={**window, "dim": "rule"})).json()
-            pages = {
-                path: await http.get(path)
+            pages = {  # the scenario's window: the pages' default is the last 31 days
+                path: await http.get(path, params=window)
                 for path in ("/", "/?lang=zh", "/owners", "/rules", "/channels?lang=zh")
             }
             weekly = await http.get(
@@ -458,12 +452,14 @@ async def test_a_conversion_counts_once_whichever_side_arrives_first(
 
     async with analytics(kafka_settings, mongo_settings, topics, database, f"an-{tag}"):
         await send(renewal("K-A"), reminder("K-B"))
-        await settled_on(figures, {"renewals.renewed": 1, "renewals.reminded": 1})
+        await consumed(kafka_settings, topics, f"an-{tag}")
+        assert await figures() == {"renewals.renewed": 1, "renewals.reminded": 1}
         await send(reminder("K-A"), renewal("K-B"))
+        await consumed(kafka_settings, topics, f"an-{tag}")
         expected = {"renewals.renewed": 2, "renewals.reminded": 2, "renewals.converted": 2}
-        await settled_on(figures, expected)
+        assert await figures() == expected
         await send(renewal("K-A"), reminder("K-A"), reminder("K-B"), renewal("K-B"))
-        await asyncio.sleep(3)
+        await consumed(kafka_settings, topics, f"an-{tag}")
         assert await figures() == expected
     # the conversions are counted on the renewal's day (the later of the two)
     converted_days = [
@@ -472,11 +468,3 @@ async def test_a_conversion_counts_once_whichever_side_arrives_first(
     ]
     assert converted_days == [datetime(2026, 11, 5, tzinfo=UTC)]
     await client.close()
-
-
-async def settled_on(read: Any, expected: dict[str, int]) -> None:
-    for _ in range(200):  # up to a minute
-        if await read() == expected:
-            break
-        await asyncio.sleep(0.3)
-    assert await read() == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -23,6 +24,7 @@ from shared.mongo import make_client
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
 from tests.integration.ingest_fixtures import wait_assigned
 from tests.kafka_helpers import header, ids_of, produce, read_topic
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -112,7 +114,7 @@ async def test_a_failing_dependency_is_retried_and_nothing_is_dead_lettered(
     published = await read_topic(kafka_settings, topics.events, expect=50, settle=2)
     loop.stop()
     await task
-    dead = await read_topic(kafka_settings, topics.dlq, expect=0, timeout=1, settle=0.5)
+    dead = await read_topic(kafka_settings, topics.dlq, expect=0, timeout=30, settle=0.5)
 
     assert sorted(ids_of(published)) == sorted(f"e-{n}" for n in range(50))
     assert dead == []
@@ -151,10 +153,12 @@ async def test_stopping_mid_stream_commits_and_a_new_consumer_resumes_exactly(
     task = asyncio.create_task(first.run())
     await wait_assigned(first)
     await produce(kafka_settings, topics.raw_customer, [event(n) for n in range(total)])
-    await asyncio.sleep(0.3)  # let it take a few batches, then stop in the middle
+    # let it commit a batch (of at most 100 records), then stop in the middle
+    consumed = metrics.MESSAGES_CONSUMED.labels(topics.raw_customer, "ok")
+    await eventually(lambda: consumed._value.get() > 0, what="no batch was committed")
     first.stop()
     await task
-    partial = await read_topic(kafka_settings, topics.events, expect=1, timeout=5, settle=0.5)
+    partial = await read_topic(kafka_settings, topics.events, expect=1, timeout=30, settle=0.5)
 
     second = make_loop(kafka_settings, topics, ingest_handler(topics, store), "g-resume")
     task = asyncio.create_task(second.run())
@@ -251,24 +255,29 @@ async def read_partitions(kafka: KafkaSettings, topic: str) -> set[int]:
 
 class DueNow:
     """A handler and ticker: a record saying "due now" asks for a tick; the first ``more``
-    ticks say they stopped at their limit."""
+    ticks say they stopped at their limit. Each tick notes how many records had been handled
+    before it, so the order of ticks and batches shows in ``ticks`` whatever the timing."""
 
     def __init__(self, more: int = 0) -> None:
-        self.ticks: list[float] = []
+        self.ticks: list[int] = []
+        self.handled = 0
+        self.failed_clean_ups = 0
         self.more = more
         self.clean_up_fails = False
 
     async def handle(self, records: Sequence[Record]) -> HandlerResult:
+        self.handled += len(records)
         return HandlerResult(tick_soon=any(b"due now" in (r.value or b"") for r in records))
 
     async def tick(self, partitions: set[TopicPartition]) -> HandlerResult:
-        self.ticks.append(asyncio.get_running_loop().time())
+        self.ticks.append(self.handled)
         result = HandlerResult(tick_soon=len(self.ticks) <= self.more)
         if self.clean_up_fails:  # like rules' removal of fired timers failing after the commit
             result.after_commit.append(self.fail)
         return result
 
     async def fail(self) -> None:
+        self.failed_clean_ups += 1
         raise AutoReconnect("the clean-up could not reach MongoDB (simulated)")
 
     def revoked(self, partitions: set[TopicPartition]) -> None:
@@ -283,24 +292,36 @@ async def test_work_due_now_is_ticked_at_once_not_at_the_next_interval(
     # an hour between ticks: only the first tick and requests make it tick
     loop = make_loop(kafka_settings, topics, due, group, ticker=due, tick_interval_s=3600)
     task = asyncio.create_task(loop.run())
+
+    async def send(note: str, handled: int) -> None:
+        """One record, in a batch of its own: handled as record number ``handled``."""
+        await produce(kafka_settings, topics.raw_customer, [{"note": note}])
+        await eventually(lambda: due.handled >= handled, what=f"{note!r} was not handled")
+
     try:
         await wait_assigned(loop)
-        await asyncio.sleep(1)
-        assert len(due.ticks) == 4  # the first tick, then 3 more: each stopped at its limit
-        await produce(kafka_settings, topics.raw_customer, [{"note": "later"}])
-        await asyncio.sleep(2)
-        assert len(due.ticks) == 4  # nothing due now: the interval holds
-        await produce(kafka_settings, topics.raw_customer, [{"note": "due now"}])
-        for _ in range(50):
-            if len(due.ticks) == 5:
-                break
-            await asyncio.sleep(0.1)
-        assert len(due.ticks) == 5, "a tick should follow the batch that made work due"
+        # the first tick, then 3 more: each stopped at its limit (a 5th would come before the
+        # next record is handled, and show in the list as a tick after 0 records)
+        await eventually(
+            lambda: len(due.ticks) >= 4,
+            what=lambda: (
+                f"ticks: {due.ticks}; the host's monotonic clock (time since boot) is "
+                f"at {time.monotonic():.0f} s, the tick interval {loop._tick_interval_s:.0f} s"
+            ),
+        )
+        await send("later", 1)  # nothing due now: the interval holds (no tick after 1 record)
+        await send("due now", 2)
+        await eventually(lambda: len(due.ticks) >= 5, what=lambda: f"ticks: {due.ticks}")
+        assert due.ticks == [0, 0, 0, 0, 2], "a tick should follow the batch that made work due"
         # a tick at its limit whose clean-up failed would redo the same work: no early tick
         due.more, due.clean_up_fails = 100, True
-        await produce(kafka_settings, topics.raw_customer, [{"note": "due now"}])
-        await asyncio.sleep(2)
-        assert len(due.ticks) == 6
+        await send("due now", 3)
+        await eventually(lambda: due.failed_clean_ups >= 1, what=lambda: f"ticks: {due.ticks}")
+        # an early tick would run in the loop's next round, before the round that handles the
+        # second of two later records
+        await send("later", 4)
+        await send("later", 5)
+        assert due.ticks == [0, 0, 0, 0, 2, 3]
     finally:
         loop.stop()
         await task

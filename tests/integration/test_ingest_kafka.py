@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import orjson
 import pytest
@@ -11,6 +9,7 @@ import pytest
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
 from tests.integration.ingest_fixtures import API_KEY, ingest_settings, running_ingest
 from tests.kafka_helpers import header, ids_of, produce, read_topic
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -168,10 +167,11 @@ async def test_http_batches_reach_the_canonical_topic_once_even_when_retried(
     async with running_ingest(settings) as service:
         transport = httpx.ASGITransport(app=service.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
-            for _ in range(50):  # the HTTP producer connects in the background
-                if (await client.get("/readyz")).status_code == 200:
-                    break
-                await asyncio.sleep(0.2)
+
+            async def ready() -> bool:  # the HTTP producer connects in the background
+                return (await client.get("/readyz")).status_code == 200
+
+            await eventually(ready, what="ingest is not ready")
             answers = [
                 await client.post("/v1/events", json=batch, headers={"X-API-Key": API_KEY})
                 for _ in range(2)  # a client retrying the same request
@@ -193,11 +193,12 @@ async def test_readiness_reports_each_dependency(
     async with running_ingest(ok) as service:
         transport = httpx.ASGITransport(app=service.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
-            for _ in range(50):
+
+            async def ready() -> httpx.Response | None:
                 answer = await client.get("/readyz")
-                if answer.status_code == 200:
-                    break
-                await asyncio.sleep(0.2)
+                return answer if answer.status_code == 200 else None
+
+            answer = await eventually(ready, what="ingest is not ready")
             assert answer.json()["checks"] == {"kafka": "ok", "mongodb": "ok", "consumer": "ok"}
             metrics = (await client.get("/metrics")).text
             assert "upkeep_consumer_lag_messages" in metrics

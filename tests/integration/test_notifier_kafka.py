@@ -21,17 +21,20 @@ import pytest
 from deploy.local.mailsink import MailSink
 from services.notifier.channels.email import message_id
 from services.notifier.channels.webhook import verify
+from services.notifier.directory import MongoDirectory
 from services.notifier.service import build
 from services.notifier.settings import NotifierSettings
 from services.notifier.templates import Templates
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import resolve_type
 from shared.metrics import DEAD_LETTERS, PRODUCED
+from shared.mongo import database, make_client
 from shared.runtime import Service
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
 from tests.integration.ingest_fixtures import wait_assigned
-from tests.kafka_helpers import produce, publish_events, read_topic, wait_until
+from tests.kafka_helpers import produce, publish_events, read_topic
 from tests.receivers import HttpReceiver
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -59,17 +62,40 @@ class Harness:
     service: Service | None = None
 
     async def contacts(self, *events: CanonicalEvent) -> None:
+        """Publish profiles and wait until the notifier knows them (else an action sent next
+        would be deferred as "unknown_recipient")."""
         await publish_events(self.kafka, self.topics.events, list(events))
+        client = make_client(self.settings.mongo, "test")
+        directory = MongoDirectory(database(client, self.settings.mongo)["contacts"])
+        wanted = {e.subject for e in events}
+
+        async def known() -> bool:
+            return len(await directory.get(wanted)) == len(wanted)
+
+        try:
+            await eventually(known, what=f"the notifier does not know all of {sorted(wanted)}")
+        finally:
+            await client.close()
 
     async def actions(self, *actions: dict[str, Any]) -> None:
         for a in actions:
             await produce(self.kafka, self.topics.actions, [a], key=a["subject"].encode())
 
     async def outcomes(self, expect: int, settle: float = 1.5) -> list[dict[str, Any]]:
-        records = await read_topic(
-            self.kafka, self.topics.deliveries, expect=expect, timeout=40, settle=settle
-        )
+        records = await read_topic(self.kafka, self.topics.deliveries, expect=expect, settle=settle)
         return [orjson.loads(r.value) for r in records]
+
+    async def final_outcomes(self, keys: set[str]) -> list[dict[str, Any]]:
+        """Every outcome, once each of ``keys`` has one that is not a deferral (how many
+        deferrals come first depends on timing); then ``settle`` for any repeated outcome."""
+        found: list[dict[str, Any]] = []
+
+        async def complete() -> bool:
+            found[:] = await self.outcomes(expect=0, settle=0)
+            return {o["key"] for o in found if o["outcome"] != "deferred"} >= keys
+
+        await eventually(complete, what=lambda: f"{len(found)} outcomes: {found[-5:]}")
+        return await self.outcomes(expect=len(found))
 
     def mails(self) -> list[EmailMessage]:
         return [
@@ -188,9 +214,8 @@ async def test_an_email_as_received_and_a_one_click_unsubscribe(
 ) -> None:
     async with notifier(kafka_settings, mongo_settings, topics) as h:
         await h.contacts(customer("C-1", "李雷", "li.lei@example.com"))
-        await asyncio.sleep(0.5)
         await h.actions(action("birthday:C-1:2026"), action("birthday:C-1:2026"))  # twice
-        await wait_until(lambda: len(h.sink.messages) >= 1, timeout=30)
+        await eventually(lambda: len(h.sink.messages) >= 1)
         (mail,) = h.mails()
         assert str(mail["To"]) == "李雷 <li.lei@example.com>"
         assert mail["Message-ID"] == message_id("birthday:C-1:2026", "upkeep.localhost")
@@ -232,7 +257,6 @@ async def test_transactional_mail_has_no_unsubscribe_and_webhooks_are_signed(
 ) -> None:
     async with notifier(kafka_settings, mongo_settings, topics) as h:
         await h.contacts(customer("C-1", "Ada Lovelace", "ada@example.com"))
-        await asyncio.sleep(0.5)
         renewal = action(
             "renewal:K-1:2026-05-31:30d",
             kind="webhook",
@@ -263,7 +287,6 @@ async def test_a_dingtalk_bot_gets_a_signed_markdown_message(
     async with notifier(kafka_settings, mongo_settings, topics) as h:
         bot = f"{h.receiver_url}/robot/send?access_token=t0k3n"
         await h.contacts(staff("S-1", chat_webhook_url=bot, chat_platform="dingtalk"))
-        await asyncio.sleep(0.5)
         alert = action(
             "churn:C-9:alert",
             "S-1",
@@ -299,7 +322,6 @@ async def test_quiet_hours_defer_and_the_cap_suppresses_marketing(
         # 22:30 in Shanghai (later than the actions' due time): quiet until 08:00 there
         h.clock.now = datetime(2027, 6, 1, 14, 30, tzinfo=UTC)
         await h.contacts(customer("C-1", "李雷", "li.lei@example.com", tz="Asia/Shanghai"))
-        await asyncio.sleep(0.5)
         await h.actions(*(action(f"promo:C-1:{n}") for n in range(5)))
         deferred = await h.outcomes(expect=5)
         assert {(o["outcome"], o["reason"]) for o in deferred} == {("deferred", "quiet_hours")}
@@ -318,10 +340,9 @@ async def test_a_template_error_fails_the_action_and_dead_letters_it(
 ) -> None:
     async with notifier(kafka_settings, mongo_settings, topics) as h:
         await h.contacts(customer("C-1", "李雷", "li.lei@example.com"))
-        await asyncio.sleep(0.5)
         await h.actions(action("birthday:C-1:2026", data={"customer_id": "C-1"}))
         outcomes = await h.outcomes(expect=1)
-        dead = await read_topic(kafka_settings, topics.dlq, expect=1, timeout=20)
+        dead = await read_topic(kafka_settings, topics.dlq, expect=1)
     assert outcomes[0]["outcome"] == "failed"
     assert outcomes[0]["reason"] == "template_error"
     assert h.sink.messages == []
@@ -337,13 +358,13 @@ async def test_a_provider_that_is_down_and_comes_back_gets_every_message_once(
         kafka_settings, mongo_settings, topics, breaker_failures=3, breaker_cooldown_s=3
     ) as h:
         await h.contacts(*(customer(f"C-{n}", f"客户{n}", f"c{n}@example.com") for n in range(20)))
-        await asyncio.sleep(0.5)
         h.sink.mode = "tempfail"
         await h.actions(*(action(f"birthday:C-{n}:2026", f"C-{n}") for n in range(20)))
-        await wait_until(lambda: h.sink.refused >= 6, timeout=30)
+        await eventually(lambda: h.sink.refused >= 6)
         h.sink.mode = "accept"
-        await wait_until(lambda: len(h.sink.messages) >= 20, timeout=60)
-        outcomes = await h.outcomes(expect=40)  # deferrals, then one final outcome each
+        await eventually(lambda: len(h.sink.messages) >= 20, 120)
+        # deferrals, then one final outcome each
+        outcomes = await h.final_outcomes({f"birthday:C-{n}:2026" for n in range(20)})
     ids = [m["Message-ID"] for m in h.mails()]
     assert len(ids) == len(set(ids)) == 20
     final = [o for o in outcomes if o["outcome"] != "deferred"]
@@ -360,14 +381,13 @@ async def test_a_permanent_refusal_fails_dead_letters_and_suppresses_the_address
     produced = PRODUCED.labels(topics.deliveries)._value.get()
     async with notifier(kafka_settings, mongo_settings, topics) as h:
         await h.contacts(customer("C-1", "李雷", "li.lei@example.com"))
-        await asyncio.sleep(0.5)
         h.sink.mode = "reject"
         await h.actions(action("birthday:C-1:2026"))
         outcomes = await h.outcomes(expect=1)
         h.sink.mode = "accept"
         await h.actions(action("birthday:C-1:2027", priority="transactional"))
         later = await h.outcomes(expect=2)
-        dead = await read_topic(kafka_settings, topics.dlq, expect=1, timeout=20)
+        dead = await read_topic(kafka_settings, topics.dlq, expect=1)
     assert (outcomes[0]["outcome"], outcomes[0]["reason"]) == ("failed", "smtp_550")
     assert (later[1]["outcome"], later[1]["reason"]) == ("suppressed", "suppressed_address")
     assert len(dead) == 1

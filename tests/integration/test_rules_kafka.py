@@ -30,7 +30,8 @@ from shared.events.types import resolve_type
 from shared.mongo import make_client
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
 from tests.integration.ingest_fixtures import wait_assigned
-from tests.kafka_helpers import publish_events, read_topic
+from tests.kafka_helpers import publish_events, read_topic, wait_consumed
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -137,8 +138,9 @@ async def test_timers_survive_a_restart_and_fire_once(
     settings = settings_for(kafka_settings, mongo_settings, topics, db, group, "a")
     async with running(settings, clock):
         await publish_events(kafka_settings, topics.events, HISTORY)
-        await asyncio.sleep(2)  # state and timers stored; nothing due yet
-    assert await read_topic(kafka_settings, topics.actions, expect=0, timeout=1, settle=0.5) == []
+        await wait_consumed(kafka_settings, group, [topics.events])  # state and timers stored
+    # nothing due yet: nothing fired
+    assert await read_topic(kafka_settings, topics.actions, expect=0, timeout=30, settle=0.5) == []
 
     clock.now = datetime(2026, 5, 2, tzinfo=UTC)  # past the 60d and 30d reminders
     async with running(settings, clock):  # a new process: timers come from MongoDB
@@ -162,7 +164,7 @@ async def test_a_renewal_cancels_the_pending_reminders(
     clock = Clock(datetime(2026, 3, 1, tzinfo=UTC))
     async with running(settings_for(kafka_settings, mongo_settings, topics, db, group, "a"), clock):
         await publish_events(kafka_settings, topics.events, HISTORY)
-        await asyncio.sleep(2)
+        await wait_consumed(kafka_settings, group, [topics.events])
         clock.now = datetime(2026, 4, 15, tzinfo=UTC)  # the 60d reminder comes due
         first = await read_keys(kafka_settings, topics.actions, expect=1)
         await publish_events(
@@ -176,14 +178,24 @@ async def test_a_renewal_cancels_the_pending_reminders(
                     customer_id="C-1",
                     renewed_at="2026-04-20T00:00:00Z",
                     new_end_date="2027-05-31",
-                )
+                ),
+                # a marker: its 60d reminder (16 June) comes due with the old term's ones
+                event(
+                    5,
+                    "contract.upserted",
+                    contract_id="K-2",
+                    customer_id="C-1",
+                    start_date="2025-08-16",
+                    end_date="2026-08-15",
+                ),
             ],
         )
-        await asyncio.sleep(2)
+        await wait_consumed(kafka_settings, group, [topics.events])
         clock.now = datetime(2026, 6, 30, tzinfo=UTC)  # the old term's reminders would be due
-        await asyncio.sleep(2)
-        after = await read_keys(kafka_settings, topics.actions, expect=1)
-    assert first == after == ["renewal:K-1:2026-05-31:60d"]
+        # the marker fired: a tick ran with the old term's reminders due (they are earlier)
+        after = await read_keys(kafka_settings, topics.actions, expect=2)
+    assert first == ["renewal:K-1:2026-05-31:60d"]
+    assert after == ["renewal:K-1:2026-05-31:60d", "renewal:K-2:2026-08-15:60d"]
 
 
 async def test_two_replicas_and_a_rebalance_fire_each_timer_once(
@@ -221,7 +233,7 @@ async def test_two_replicas_and_a_rebalance_fire_each_timer_once(
     b = settings_for(kafka_settings, mongo_settings, topics, db, group, "b")
     async with running(a, clock):
         await publish_events(kafka_settings, topics.events, history)
-        await asyncio.sleep(3)
+        await wait_consumed(kafka_settings, group, [topics.events])
         async with running(b, clock):  # b joins: partitions move while timers come due
             clock.now = datetime(2026, 3, 5, tzinfo=UTC)  # 60d and 30d reminders of all
             await asyncio.sleep(1)
@@ -256,7 +268,7 @@ async def test_a_crash_between_commit_and_removal_does_not_fire_a_timer_again(
         task = asyncio.create_task(loop.run())
         await wait_assigned(loop)
         await publish_events(kafka_settings, topics.events, HISTORY)
-        await asyncio.sleep(2)
+        await wait_consumed(kafka_settings, group, [topics.events])
         clock.now = datetime(2026, 5, 2, tzinfo=UTC)  # the 60d and 30d reminders come due
         first = await read_keys(kafka_settings, topics.actions, expect=2)
         task.cancel()
@@ -269,9 +281,12 @@ async def test_a_crash_between_commit_and_removal_does_not_fire_a_timer_again(
 
     monkeypatch.setattr(MongoTimerStore, "remove_fired", remove_fired)
     async with running(settings_for(kafka_settings, mongo_settings, topics, db, group, "b"), clock):
-        await asyncio.sleep(3)  # several ticks on the partition
+        # b's ticks find the fired timers in the tick log and remove them (without firing)
+        async def removed() -> bool:
+            return await timers.count_documents({"due_at": {"$lte": clock.now}}) == 0
+
+        await eventually(removed, what="the timers fired before the crash are still stored")
         keys = await read_keys(kafka_settings, topics.actions, expect=2)
-        assert await timers.count_documents({"due_at": {"$lte": clock.now}}) == 0
         clock.now = datetime(2026, 5, 25, 2, tzinfo=UTC)  # the 7d reminder still fires
         keys = await read_keys(kafka_settings, topics.actions, expect=3)
     await client.close()
@@ -293,7 +308,7 @@ async def test_replay_dry_run_prints_what_would_have_fired_and_publishes_nothing
     keys = [json.loads(line)["key"] for line in out.getvalue().splitlines()]
     assert count == len(keys) == 5
     assert keys == [f"renewal:K-1:2026-05-31:{s}" for s in ("60d", "30d", "7d", "1d", "overdue")]
-    assert await read_topic(kafka_settings, topics.actions, expect=0, timeout=1, settle=0.5) == []
+    assert await read_topic(kafka_settings, topics.actions, expect=0, timeout=30, settle=0.5) == []
 
 
 async def test_the_churn_model_is_refitted_from_stored_customers(
