@@ -21,10 +21,10 @@ Guarantees, in order of importance:
 from __future__ import annotations
 
 import asyncio
-import math
 import contextlib
 import inspect
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 
