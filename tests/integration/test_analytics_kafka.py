@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
@@ -335,10 +336,12 @@ async def test_the_report_and_csv_for_a_known_scenario(
             report = (await http.get("/v1/report", params=window)).json()
             csv_text = (await http.get("/v1/series.csv", params=window)).text
             rows = (await http.get("/v1/series", params={**window, "dim": "rule"})).json()
-            pages = {  # the scenario's window: the pages' default is the last 31 days
-                path: await http.get(path, params=window)
-                for path in ("/", "/?lang=zh", "/owners", "/rules", "/channels?lang=zh")
-            }
+            # the pages show the last 31 days by default: ask for 31 days around the scenario
+            month = {"from": "2026-10-26T00:00:00Z", "to": "2026-11-26T00:00:00Z"}
+            pages = {}
+            for path in ("/", "/?lang=zh", "/owners", "/rules", "/channels?lang=zh"):
+                route, _, query = path.partition("?")
+                pages[path] = await http.get(route, params={**month, **dict(parse_qsl(query))})
             weekly = await http.get(
                 "/v1/series",
                 params={
