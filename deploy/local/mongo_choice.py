@@ -171,8 +171,7 @@ def _refuse_recent_failure() -> None:
         if time.time() - marker.stat().st_mtime < RETRY_FAILED_BUILD_S:
             raise RuntimeError(
                 f"the last build failed less than an hour ago (delete {marker} to try again "
-                "now, or set UPKEEP_LOCAL_MONGO=rust):\n"
-                + marker.read_text(errors="replace")
+                "now, or set UPKEEP_LOCAL_MONGO=rust):\n" + marker.read_text(errors="replace")
             )
 
 
