@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 from pymongo import MongoClient
 
-from bench.summary import requests_in
+from bench.summary import metric_sum
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -61,21 +61,17 @@ async def metrics_of(http: httpx.AsyncClient, url: str) -> str | None:
         return None
 
 
-def lag_in(text: str) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("upkeep_consumer_lag_messages{")
-    )
-
-
 async def mongo_requests(urls: dict[str, str]) -> dict[str, float]:
     """MongoDB commands each service has sent so far."""
     async with httpx.AsyncClient(timeout=5) as http:
         found = {}
         for service, url in urls.items():
             text = await metrics_of(http, url)
-            found[service] = requests_in(text) if text is not None else float("nan")
+            found[service] = (
+                metric_sum(text, "upkeep_mongo_requests_total")
+                if text is not None
+                else float("nan")
+            )
         return found
 
 
@@ -86,18 +82,10 @@ async def max_lag(urls: dict[str, str], stop: asyncio.Event, into: dict[str, flo
             for service, url in urls.items():
                 text = await metrics_of(http, url)
                 if text is not None:
-                    into[service] = max(into.get(service, 0.0), lag_in(text))
+                    into[service] = max(
+                        into.get(service, 0.0), metric_sum(text, "upkeep_consumer_lag_messages")
+                    )
             await asyncio.sleep(0.5)
-
-
-def consumed_in(text: str, topic: str) -> float:
-    """Records of ``topic`` a service has consumed and committed (any outcome)."""
-    label = f'topic="{topic}"'
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("upkeep_consumer_messages_total{") and label in line
-    )
 
 
 async def consumed(urls: dict[str, str], topic: str) -> dict[str, float]:
@@ -105,7 +93,11 @@ async def consumed(urls: dict[str, str], topic: str) -> dict[str, float]:
         found = {}
         for service, url in urls.items():
             text = await metrics_of(http, url)
-            found[service] = consumed_in(text, topic) if text is not None else 0.0
+            found[service] = (
+                metric_sum(text, "upkeep_consumer_messages_total", f'topic="{topic}"')
+                if text is not None
+                else 0.0
+            )
         return found
 
 

@@ -36,12 +36,13 @@ def requests_here() -> float:
     )
 
 
-def requests_in(metrics_text: str) -> float:
-    """MongoDB commands a service has sent, from its ``/metrics`` page."""
+def metric_sum(metrics_text: str, name: str, label: str = "") -> float:
+    """The sum of a metric's series on a ``/metrics`` page (those with ``label``, if given,
+    e.g. ``topic="upkeep.events.v1"``)."""
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in metrics_text.splitlines()
-        if line.startswith("upkeep_mongo_requests_total{")
+        if line.startswith(name + "{") and label in line
     )
 
 

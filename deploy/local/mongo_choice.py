@@ -180,10 +180,15 @@ def _home_cargo() -> str | None:
     return str(cargo) if cargo.exists() else None
 
 
+def wanted_server() -> str:
+    """``UPKEEP_LOCAL_MONGO``, normalised: ``rust``, ``python`` or empty (the default)."""
+    return os.environ.get("UPKEEP_LOCAL_MONGO", "").strip().lower()
+
+
 def choose() -> ServerChoice:
     """The server the local stack starts, per ``UPKEEP_LOCAL_MONGO`` (``rust`` | ``python`` |
     unset: the compiled one, else the Python one with the reason)."""
-    wanted = os.environ.get("UPKEEP_LOCAL_MONGO", "").strip().lower()
+    wanted = wanted_server()
     if wanted == "python":
         return python_server("secantusdb (pure Python), chosen by UPKEEP_LOCAL_MONGO=python")
     if wanted not in ("", "rust"):
@@ -201,19 +206,13 @@ def choose() -> ServerChoice:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy.local.mongo_choice")
-    parser.add_argument("command", choices=["build", "which"])
+    parser.add_argument("command", choices=["build"])
     parser.add_argument(
         "--background", action="store_true", help="start the build detached and return"
     )
     args = parser.parse_args(argv)
-    if args.command == "which":
-        sys.stdout.write(f"{binary_path()}\n")
-        return 0
-    if os.environ.get("UPKEEP_LOCAL_MONGO", "").strip().lower() == "python":
-        sys.stdout.write("MongoDB-wire server: secantusdb (UPKEEP_LOCAL_MONGO=python)\n")
-        return 0
-    if binary_path().exists():
-        sys.stdout.write(f"MongoDB-wire server: {binary_path()} (cached)\n")
+    if wanted_server() == "python" or binary_path().exists():  # nothing to build
+        sys.stdout.write(f"MongoDB-wire server: {choose().why}\n")
         return 0
     if args.background:
         build_dir().mkdir(parents=True, exist_ok=True)
