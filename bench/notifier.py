@@ -2,7 +2,9 @@
 with the MongoDB ledger on, against the same notifier with an in-memory ledger ("ledger off":
 no durable record, nothing exactly-once), in the same run on the same broker.
 
-The notifier runs in this process with its real consumer loop and Kafka transactions; the
+The notifier runs in this process with its real consumer loop and Kafka transactions (the SMTP
+server and webhook receiver in another, :mod:`bench.sinks`); a delivery counts once it is
+accepted and its outcome committed. The
 actions (80% e-mail, 20% webhook) and their recipients are on the topics before it starts, so
 the figure is the notifier's own pace: consume, record, decide, render, send, record, publish.
 """
@@ -16,9 +18,10 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+from bench.sinks import Sinks, sinks_process
 from bench.summary import per_1000, requests_here, write_summary
-from deploy.local.mailsink import MailSink
 from deploy.local.stack import ephemeral_stack
+from services.notifier.dispatcher import OUTCOMES
 from services.notifier.ledger import InMemoryLedger, MongoLedger
 from services.notifier.service import build
 from services.notifier.settings import NotifierSettings
@@ -29,7 +32,6 @@ from shared.kafka.topics import ensure_topics
 from shared.mongo import database, make_client
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
 from tests.kafka_helpers import publish_events
-from tests.receivers import HttpReceiver
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -105,18 +107,28 @@ async def run_once(
     await ensure_topics(kafka, topics)
     await publish_events(kafka, topics.events, contacts(n))
     await publish(kafka, actions(n, topics.actions))
-    sink, receiver = MailSink(), HttpReceiver()
-    port = await sink.start(port=0)
-    url = await receiver.start()
+    with sinks_process() as sinks:
+        return await _measure(kafka, mongo, n, ledger, tag, topics, sinks)
+
+
+async def _measure(
+    kafka: KafkaSettings,
+    mongo: MongoSettings,
+    n: int,
+    ledger: str,
+    tag: str,
+    topics: TopicSettings,
+    sinks: Sinks,
+) -> tuple[float, float]:
     settings = NotifierSettings(
         kafka=kafka,
         mongo=mongo.model_copy(update={"database": f"bench_{tag}"}),
         topics=topics,
         consumer_group=f"bench-{tag}",
         instance_id=tag,
-        smtp_port=port,
+        smtp_port=sinks.smtp_port,
         smtp_pool_size=8,
-        webhook_url=f"{url}/hook",
+        webhook_url=f"{sinks.http_url}/hook",
         webhook_secrets=[SECRET],
         allow_private_destinations=True,
         quiet_hours_start=None,
@@ -137,11 +149,11 @@ async def run_once(
     try:
         async with build(settings, ledger=chosen) as service:
             (loop,) = service.loops
-            requests_before = requests_here()
+            requests_before, sent_before = requests_here(), sent()
             started = time.perf_counter()
             task = asyncio.create_task(loop.run())
             try:
-                while len(sink.messages) + len(receiver.received) < n:
+                while sent() - sent_before < n:  # accepted by the sinks and committed
                     await asyncio.sleep(0.02)
                     if time.perf_counter() - started > 600:
                         raise TimeoutError("deliveries did not finish")
@@ -151,10 +163,18 @@ async def run_once(
                 loop.stop()
                 await task
     finally:
-        await sink.stop()
-        await receiver.stop()
         await baseline_client.close()
     return n / elapsed, per_1000(requests, n)
+
+
+def sent() -> float:
+    """Deliveries this process has sent and published (the notifier's own counter)."""
+    return sum(
+        sample.value
+        for metric in OUTCOMES.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels.get("outcome") == "sent"
+    )
 
 
 async def main_async(n: int, repeat: int) -> None:

@@ -6,20 +6,27 @@ flight, the operations that arrive queue up and go together in the next one, so 
 round trip carries many writes, and with a single caller nothing waits: there is no timer and
 no batching delay. Operations are applied in arrival order (``ordered=True``), so two writes of
 the same document end in the later one's state.
+
+An operation can also be *carried*: queued without a caller waiting, it rides with the next
+write (or an explicit :meth:`GroupCommit.flush`), for writes whose loss only repeats work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
-from pymongo import UpdateOne
+from pymongo import UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import AutoReconnect, BulkWriteError
 
 from shared.mongo import Document
 
-Queued = list[tuple[UpdateOne, asyncio.Future[None]]]  # an operation and its caller's future
+Operation = UpdateOne | UpdateMany
+log = logging.getLogger(__name__)
+
+Queued = list[tuple[Operation, asyncio.Future[None]]]  # an operation and its caller's future
 
 
 class GroupCommit:
@@ -30,7 +37,7 @@ class GroupCommit:
         self._in_flight: asyncio.Future[None] | None = None
         self.round_trips = 0  # bulk writes sent (for benchmarks and tests)
 
-    async def write(self, op: UpdateOne) -> None:
+    async def write(self, op: Operation) -> None:
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((op, mine))
         try:
@@ -45,6 +52,24 @@ class GroupCommit:
                 self._queue.remove((op, mine))
             raise
         mine.result()  # raises what the bulk write carrying this operation raised
+
+    def carry(self, op: Operation) -> asyncio.Future[None]:
+        """Queue an operation nobody waits for: it rides with the next write (or :meth:`flush`).
+        For writes whose loss only repeats work, e.g. clearing a flag that a crash would leave
+        set; a failure is logged, not raised. Returns the future that settles once it is
+        written (or failed)."""
+        carried: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        carried.add_done_callback(_log_failure)
+        self._queue.append((op, carried))
+        return carried
+
+    async def flush(self) -> None:
+        """Write everything queued (carried operations included) before returning."""
+        while self._queue:
+            if self._in_flight is None:
+                await self._flush()
+            else:
+                await asyncio.shield(self._in_flight)
 
     async def _flush(self) -> None:
         in_flight = self._in_flight = asyncio.get_running_loop().create_future()
@@ -87,3 +112,8 @@ def _fail(batch: Queued, exc: BaseException) -> None:
         if not waiter.done():
             waiter.set_exception(exc)
             waiter.exception()  # its caller re-raises it; one that was cancelled meanwhile won't
+
+
+def _log_failure(carried: asyncio.Future[None]) -> None:
+    if not carried.cancelled() and carried.exception() is not None:
+        log.warning("a carried write failed: %r", carried.exception())

@@ -246,21 +246,19 @@ class Dispatcher:
         owned = sorted(tp.partition for tp in partitions if tp.topic == self._actions_topic)
         result, now = HandlerResult(), self._clock()
         finished: dict[str, Entry] = {}
-        due: list[Entry] = []
-        limit = self._limits.per_partition
-        # the partitions' queries at once (the driver pools connections), in partition order
-        found = await asyncio.gather(
-            *(self._ledger.unpublished(p, limit) for p in owned),
-            *(self._ledger.due(p, now, limit) for p in owned),
+        limit = self._limits.per_partition * len(owned)
+        # one query each for all the partitions owned, both at once (the driver pools
+        # connections); due entries earliest first across the partitions
+        unpublished, due = await asyncio.gather(
+            self._ledger.unpublished(owned, limit), self._ledger.due(owned, now, limit)
         )
-        for entry in (e for entries in found[: len(owned)] for e in entries):
+        for entry in unpublished:
             finished[entry.key] = entry
-        for due_here in found[len(owned) :]:
-            result.tick_soon |= len(due_here) >= limit  # more are due
-            due += due_here
+        result.tick_soon = len(due) >= limit > 0  # more are due
         if due:
             for entry in await self._dispatch(due, now, result):
                 finished[entry.key] = entry
+        await self._ledger.flush()  # the previous tick's published flags, if no save took them
         for entry in finished.values():
             result.messages.append(self._outcome(entry, entry.state, now))  # type: ignore[arg-type]
             if entry.state == "failed":
@@ -299,10 +297,12 @@ class Dispatcher:
         addresses = {c.email.lower() for c in contacts.values() if c.email}
         suppressed = await self._policy.suppressed(addresses)
         sends: list[tuple[Entry, Contact | None]] = []
+        deferred: list[Entry] = []  # saved with the decided ones, in one group commit
         for entry in due:
             contact = contacts.get(entry.recipient)
             if contact is None and entry.action.kind in ("email", "chat"):
-                await self._unknown(entry, now, result)
+                if self._unknown(entry, now, result):
+                    deferred.append(entry)
                 continue
             if contact is None:  # tasks and webhooks need no contact
                 sends.append((entry, None))
@@ -310,6 +310,7 @@ class Dispatcher:
             if entry.action.kind == "email" and await self._fold(
                 entry, contact, digests, now, result
             ):
+                deferred.append(entry)
                 continue
             marketing = entry.action.priority == MARKETING
             try:
@@ -331,13 +332,14 @@ class Dispatcher:
                 entry.state, entry.reason, entry.unpublished = "suppressed", decision.reason, True
                 entry.updated_at = now
             elif isinstance(decision, Defer):
-                await self._defer(entry, decision.until, decision.reason, now, result)
+                self._defer(entry, decision.until, decision.reason, now, result)
+                deferred.append(entry)
             elif isinstance(decision, Send):
                 if marketing:
                     sent_counts[entry.recipient] = sent_counts.get(entry.recipient, 0) + 1
                 sends.append((entry, contact))
         decided = [e for e in due if e.state != "pending"]
-        await _all(self._ledger.save(e) for e in decided)
+        await _all(self._ledger.save(e) for e in decided + deferred)
         deadline = time.monotonic() + self._limits.tick_budget_s
         halted = asyncio.Event()  # a ledger write failed: start no more sends in this tick
         attempted = await _all(self._attempt(e, c, result, deadline, halted) for e, c in sends)
@@ -347,17 +349,18 @@ class Dispatcher:
         self,
         entry: Entry,
         contact: Contact,
-        digests: Mapping[str, Entry],
+        digests: dict[str, Entry],
         now: datetime,
         result: HandlerResult,
     ) -> bool:
-        """Hold an owner's reminder for their daily digest; True if it is held. ``digests``:
-        the digests the tick's entries were folded into, read at the start of the tick."""
+        """Hold an owner's reminder for their daily digest; True if it is held (the caller
+        saves it). ``digests``: the digests the tick's entries were folded into, read at the
+        start of the tick, and those this tick has recorded."""
         if entry.digest_id is not None and entry.key != entry.digest_id:
             digest = digests.get(entry.digest_id)
             if digest is not None and digest.state == "pending":  # not out yet: keep waiting
                 grace = self._digest.grace if self._digest else timedelta(minutes=5)
-                await self._defer(entry, now + grace, "digest", now, result)
+                self._defer(entry, now + grace, "digest", now, result)
                 return True
             return False  # the digest went out without it: deliver it on its own
         if self._digest is None or not self._digest.applies(entry):
@@ -380,39 +383,40 @@ class Dispatcher:
             context={"owner": owner.id},
             created_at=now,
         )
-        await self._ledger.record(
-            [
-                Entry(
-                    key=digest_id,
-                    action=action,
-                    partition=entry.partition,
-                    offset=entry.offset,
-                    next_at=moment,
-                    created_at=now,
-                    digest_id=digest_id,
-                )
-            ]
-        )
+        if digest_id not in digests:  # once per owner and day in a tick, not per reminder
+            digest = Entry(
+                key=digest_id,
+                action=action,
+                partition=entry.partition,
+                offset=entry.offset,
+                next_at=moment,
+                created_at=now,
+                digest_id=digest_id,
+            )
+            await self._ledger.record([digest])
+            digests[digest_id] = digest
         entry.digest_id = digest_id
-        await self._defer(entry, moment + self._digest.grace, "digest", now, result)
+        self._defer(entry, moment + self._digest.grace, "digest", now, result)
         return True
 
-    async def _unknown(self, entry: Entry, now: datetime, result: HandlerResult) -> None:
-        """The contact has not arrived (yet): its profile event may still be on its way."""
+    def _unknown(self, entry: Entry, now: datetime, result: HandlerResult) -> bool:
+        """The contact has not arrived (yet): its profile event may still be on its way.
+        True if the entry waits for it, False if it failed (waited too long); the caller saves
+        it either way."""
         waiting_since = max(entry.created_at, entry.action.due_at)
         if now - waiting_since < self._limits.unknown_recipient_wait:
             retry = now + self._limits.unknown_recipient_retry
-            await self._defer(entry, retry, "unknown_recipient", now, result)
-        else:
-            entry.state, entry.reason, entry.unpublished = "failed", "unknown_recipient", True
-            entry.updated_at = now
-            await self._ledger.save(entry)
+            self._defer(entry, retry, "unknown_recipient", now, result)
+            return True
+        entry.state, entry.reason, entry.unpublished = "failed", "unknown_recipient", True
+        entry.updated_at = now
+        return False
 
-    async def _defer(
+    def _defer(
         self, entry: Entry, until: datetime, reason: str, now: datetime, result: HandlerResult
     ) -> None:
-        """Move the entry to ``until``. A deferral is published when its reason is new (an
-        entry waiting for its contact does not announce every look)."""
+        """Move the entry to ``until`` (the caller saves it). A deferral is published when its
+        reason is new (an entry waiting for its contact does not announce every look)."""
         announce = entry.reason != reason
         entry.next_at, entry.reason, entry.deferrals = until, reason, entry.deferrals + 1
         entry.updated_at = now
@@ -421,7 +425,6 @@ class Dispatcher:
             result.after_commit.append(
                 lambda: OUTCOMES.labels(entry.action.kind, "deferred", reason).inc()
             )
-        await self._ledger.save(entry)
 
     async def _attempt(
         self,
@@ -465,7 +468,8 @@ class Dispatcher:
         kind = entry.action.kind
         closed_at = self._breakers.closed_at(provider, now) if provider else None
         if closed_at is not None:
-            await self._defer(entry, closed_at, "circuit_open", now, result)
+            self._defer(entry, closed_at, "circuit_open", now, result)
+            await self._ledger.save(entry)
             return entry
         started = time.perf_counter()
         try:

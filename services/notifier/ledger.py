@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING, UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.events.actions import ActionMessage
@@ -78,18 +78,26 @@ class Ledger(abc.ABC):
         """Insert the entries whose keys are new; returns how many were new."""
 
     @abc.abstractmethod
-    async def due(self, partition: int, now: datetime, limit: int) -> list[Entry]:
-        """Pending entries of one partition due at or before ``now``, earliest first."""
+    async def due(self, partitions: Collection[int], now: datetime, limit: int) -> list[Entry]:
+        """Pending entries of these partitions due at or before ``now``, earliest first (one
+        query for all the partitions a tick owns)."""
 
     @abc.abstractmethod
-    async def unpublished(self, partition: int, limit: int) -> list[Entry]: ...
+    async def unpublished(self, partitions: Collection[int], limit: int) -> list[Entry]:
+        """Final entries of these partitions whose outcome is not known to be published."""
 
     @abc.abstractmethod
     async def save(self, entry: Entry) -> None:
         """Write an entry's state after an attempt (one write, right after the attempt)."""
 
     @abc.abstractmethod
-    async def mark_published(self, keys: Collection[str]) -> None: ...
+    async def mark_published(self, keys: Collection[str]) -> None:
+        """Clear the flag of entries whose outcomes are committed. It may be queued to ride
+        with the next write (:meth:`flush` writes it at the latest): until then a crash or a
+        new owner of the partition publishes those outcomes once more, never fewer."""
+
+    async def flush(self) -> None:
+        """Write what :meth:`mark_published` queued, if anything is still queued."""
 
     @abc.abstractmethod
     async def sent_counts(self, recipients: Collection[str], since: datetime) -> dict[str, int]:
@@ -153,6 +161,7 @@ class MongoLedger(Ledger):
         """``keep``: how long a final entry is kept (the service passes its replay horizon)."""
         self._collection = collection
         self._saves = GroupCommit(collection) if group_commit else None  # off: bench baseline
+        self._publishing: set[str] = set()  # flags cleared in memory, write still queued
         self._keep = keep
 
     @property
@@ -188,18 +197,29 @@ class MongoLedger(Ledger):
             )
         return result.upserted_count
 
-    async def due(self, partition: int, now: datetime, limit: int) -> list[Entry]:
+    async def due(self, partitions: Collection[int], now: datetime, limit: int) -> list[Entry]:
+        if not partitions:
+            return []
         cursor = (
             self._collection.find(
-                {"partition": partition, "state": "pending", "next_at": {"$lte": now}}
+                {
+                    "partition": {"$in": sorted(partitions)},
+                    "state": "pending",
+                    "next_at": {"$lte": now},
+                }
             )
             .sort("next_at", ASCENDING)
             .limit(limit)
         )
         return [_entry(doc) async for doc in cursor]
 
-    async def unpublished(self, partition: int, limit: int) -> list[Entry]:
-        cursor = self._collection.find({"partition": partition, "unpublished": True}).limit(limit)
+    async def unpublished(self, partitions: Collection[int], limit: int) -> list[Entry]:
+        if not partitions:
+            return []
+        query: Document = {"partition": {"$in": sorted(partitions)}, "unpublished": True}
+        if self._publishing:  # published, their flags not written yet: not to publish again
+            query["_id"] = {"$nin": sorted(self._publishing)}
+        cursor = self._collection.find(query).limit(limit)
         return [_entry(doc) async for doc in cursor]
 
     async def save(self, entry: Entry) -> None:
@@ -212,10 +232,21 @@ class MongoLedger(Ledger):
             await self._saves.write(UpdateOne({"_id": entry.key}, update))
 
     async def mark_published(self, keys: Collection[str]) -> None:
-        if keys:
-            await self._collection.update_many(
-                {"_id": {"$in": sorted(keys)}}, {"$set": {"unpublished": False}}
-            )
+        if not keys:
+            return
+        update = UpdateMany({"_id": {"$in": sorted(keys)}}, {"$set": {"unpublished": False}})
+        if self._saves is None:
+            await self._collection.bulk_write([update])
+            return
+        # rides with the next tick's saves; until it is written, unpublished() leaves them out
+        self._publishing.update(keys)
+        self._saves.carry(update).add_done_callback(
+            lambda _: self._publishing.difference_update(keys)
+        )
+
+    async def flush(self) -> None:
+        if self._saves is not None:
+            await self._saves.flush()
 
     async def sent_counts(self, recipients: Collection[str], since: datetime) -> dict[str, int]:
         if not recipients:
@@ -273,16 +304,16 @@ class InMemoryLedger(Ledger):
         self.entries.update({e.key: e.model_copy() for e in new})
         return len(new)
 
-    async def due(self, partition: int, now: datetime, limit: int) -> list[Entry]:
+    async def due(self, partitions: Collection[int], now: datetime, limit: int) -> list[Entry]:
         due = [
             e
             for e in self.entries.values()
-            if e.partition == partition and e.state == "pending" and e.next_at <= now
+            if e.partition in partitions and e.state == "pending" and e.next_at <= now
         ]
         return [e.model_copy() for e in sorted(due, key=lambda e: e.next_at)[:limit]]
 
-    async def unpublished(self, partition: int, limit: int) -> list[Entry]:
-        found = [e for e in self.entries.values() if e.partition == partition and e.unpublished]
+    async def unpublished(self, partitions: Collection[int], limit: int) -> list[Entry]:
+        found = [e for e in self.entries.values() if e.partition in partitions and e.unpublished]
         return [e.model_copy() for e in found[:limit]]
 
     async def save(self, entry: Entry) -> None:

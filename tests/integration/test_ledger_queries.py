@@ -110,3 +110,60 @@ async def test_a_repeated_action_keeps_its_final_entry_for_another_horizon(
     finally:
         await collection.drop()
         await client.close()
+
+
+async def test_due_is_one_query_for_the_partitions_owned_earliest_first(ledger: Ledger) -> None:
+    plan = [("p0-late", 0, 5), ("p1-early", 1, 1), ("p2-mid", 2, 3), ("p3-other", 3, 0)]
+    entries = []
+    for key, partition, minutes in plan:
+        e = entry(key, key, "transactional")
+        e.partition, e.next_at = partition, NOW - timedelta(minutes=10 - minutes)
+        entries.append(e)
+    future = entry("p0-future", "F", "transactional")
+    future.next_at = NOW + timedelta(minutes=1)
+    await ledger.record([*entries, future])
+    due = await ledger.due({0, 1, 2}, NOW, limit=10)
+    assert [e.key for e in due] == ["p1-early", "p2-mid", "p0-late"]  # p3 not owned
+    assert [e.key for e in await ledger.due({0, 1, 2}, NOW, limit=2)] == ["p1-early", "p2-mid"]
+    assert await ledger.due(set(), NOW, limit=10) == []
+
+
+async def test_published_flags_are_never_published_twice_while_their_write_is_queued(
+    ledger: Ledger,
+) -> None:
+    entries = [entry(k, k, "transactional") for k in ("a", "b", "c")]
+    await ledger.record(entries)
+    for e in entries:
+        e.state, e.unpublished, e.updated_at = "sent", True, NOW
+        await ledger.save(e)
+    assert {e.key for e in await ledger.unpublished({0}, 10)} == {"a", "b", "c"}
+    await ledger.mark_published({"a", "b"})
+    # queued to ride with the next write, or written at once: either way not "unpublished"
+    assert [e.key for e in await ledger.unpublished({0}, 10)] == ["c"]
+    await ledger.flush()
+    assert [e.key for e in await ledger.unpublished({0}, 10)] == ["c"]
+    if isinstance(ledger, MongoLedger):  # the flags are in the database, not only in memory
+        fresh = MongoLedger(ledger._collection)
+        assert [e.key for e in await fresh.unpublished({0}, 10)] == ["c"]
+
+
+async def test_a_queued_published_flag_rides_with_the_next_save(
+    mongo_settings: MongoSettings,
+) -> None:
+    client = make_client(mongo_settings, "test")
+    collection = database(client, mongo_settings)[f"ledger_{uuid.uuid4().hex[:8]}"]
+    ledger = MongoLedger(collection)
+    try:
+        done, pending = entry("done", "D", "transactional"), entry("next", "N", "transactional")
+        await ledger.record([done, pending])
+        done.state, done.unpublished, done.updated_at = "sent", True, NOW
+        await ledger.save(done)
+        await ledger.mark_published({"done"})
+        assert (await collection.find_one({"_id": "done"}) or {})["unpublished"] is True
+        pending.state, pending.unpublished, pending.updated_at = "sent", True, NOW
+        await ledger.save(pending)  # one bulk write carries both
+        assert (await collection.find_one({"_id": "done"}) or {})["unpublished"] is False
+        assert (await collection.find_one({"_id": "next"}) or {})["unpublished"] is True
+    finally:
+        await collection.drop()
+        await client.close()

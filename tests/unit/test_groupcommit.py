@@ -170,3 +170,41 @@ async def test_an_interrupted_bulk_write_leaves_the_others_it_carried_a_transien
         await leader
     with pytest.raises(AutoReconnect):  # transient: the caller's tick is retried
         await carried
+
+
+async def test_a_carried_write_rides_with_the_next_write_and_waits_for_nothing() -> None:
+    collection = SlowCollection()
+    collection.release.set()
+    commit = GroupCommit(collection)  # type: ignore[arg-type]
+    carried = commit.carry(op("flag"))
+    await settle()
+    assert collection.bulks == []  # nothing is sent for it alone
+    await commit.write(op("a"))
+    assert collection.bulks == [["flag", "a"]]  # in arrival order, one round trip
+    assert carried.done() and carried.exception() is None
+
+
+async def test_flush_writes_what_is_carried_and_is_free_when_nothing_is() -> None:
+    collection = SlowCollection()
+    collection.release.set()
+    commit = GroupCommit(collection)  # type: ignore[arg-type]
+    await commit.flush()
+    assert collection.bulks == []
+    carried = commit.carry(op("flag"))
+    await commit.flush()
+    assert collection.bulks == [["flag"]]
+    assert carried.done()
+
+
+async def test_a_carried_write_that_fails_is_logged_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    collection = SlowCollection()
+    collection.fail_with = AutoReconnect("gone")
+    collection.release.set()
+    commit = GroupCommit(collection)  # type: ignore[arg-type]
+    carried = commit.carry(op("flag"))
+    await commit.flush()  # does not raise
+    assert isinstance(carried.exception(), AutoReconnect)
+    await settle()  # done callbacks run on the loop's next turns
+    assert "a carried write failed" in caplog.text

@@ -112,7 +112,9 @@ def build_message(
     for address in (sender_address, to_address):
         if not address.isascii() or "@" not in address:
             raise ValueError("an address must be ASCII (SMTPUTF8 is not used)")
-    message = MIMEMultipart("alternative")
+    # the boundary from the key: never inside a base64 part, and the generator need not search
+    # the bodies for one (it compiles a fresh regular expression per message to do so)
+    message = MIMEMultipart("alternative", boundary=f"=_{hashlib.sha256(key.encode()).hexdigest()}")
     message["From"] = _address("From", sender_name, sender_address)  # type: ignore[assignment]
     message["To"] = _address("To", to_name or "", to_address)  # type: ignore[assignment]
     charset = "us-ascii" if rendered.subject.isascii() else "utf-8"
