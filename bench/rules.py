@@ -35,7 +35,7 @@ from services.rules.store import (
 )
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import resolve_type
-from shared.kafka.messages import FakeRecord, canonical_message
+from shared.kafka.messages import StoredRecord, canonical_message
 from shared.mongo import make_client
 from shared.settings import MongoSettings
 
@@ -43,7 +43,7 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC)
 PARTITIONS = {TopicPartition("events", p) for p in range(6)}
 
 
-def history(customers: int) -> list[FakeRecord]:
+def history(customers: int) -> list[StoredRecord]:
     records, offset = [], 0
     for n in range(customers):
         for type_name, data in (
@@ -84,7 +84,7 @@ def history(customers: int) -> list[FakeRecord]:
                 event_id=f"e-{offset}", source="bench", payload=payload, time=NOW, source_offset="Z"
             )
             m = canonical_message("events", event)
-            records.append(FakeRecord("events", n % 6, offset, m.value, m.key))
+            records.append(StoredRecord("events", n % 6, offset, m.value, m.key))
             offset += 1
     return records
 

@@ -34,7 +34,7 @@ def sinks_process() -> Iterator[Sinks]:
         text=True,
     )
     try:
-        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout is not None
         ready = json.loads(child.stdout.readline() or "{}")
         if "smtp_port" not in ready:
             raise RuntimeError("the sinks process did not start")

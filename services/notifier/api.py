@@ -18,11 +18,12 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from services.notifier.dispatcher import Unsubscribes
-from services.notifier.ledger import Entry, Ledger
+from services.notifier.entry import Entry
+from services.notifier.ledger import Ledger
 from services.notifier.policy import MARKETING, PolicyStore, Preferences
 from services.notifier.tasks import Task, TaskStore
 from services.notifier.templates import TemplateError, Templates
+from services.notifier.unsubscribe import Unsubscribes
 from shared.apikeys import NOTIFIER_ADMIN, KeyRing, require_scope
 
 

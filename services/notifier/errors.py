@@ -29,3 +29,8 @@ class TransientDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """Trying again cannot help: HTTP 4xx, SMTP 5xx, a refused address, a template error."""
+
+
+class RecipientRefused(PermanentDeliveryError):
+    """The provider refused the address for good (SMTP 550/551/553): a hard bounce; the
+    dispatcher adds the address to the suppressions."""

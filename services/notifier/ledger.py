@@ -2,11 +2,11 @@
 sent. An action published twice, redelivered or replayed finds its key here and is never sent
 again once sent.
 
-States: ``pending`` (to be tried at ``next_at``) → ``sent`` | ``suppressed`` | ``failed``. A final
-state is written right after the attempt that decided it, with ``unpublished`` set; the
-dispatcher publishes the outcome to ``upkeep.deliveries.v1`` in its next transaction and clears
-the flag once that commits. Entries are indexed by (partition, state, next_at) so a dispatch
-tick asks only for what is due in the partitions this replica owns.
+An entry's states are :mod:`services.notifier.entry`'s. A final state is written right after
+the attempt that decided it, with ``unpublished`` set; the dispatcher publishes the outcome to
+``upkeep.deliveries.v1`` in its next transaction, and once that commits the cleared flag rides
+with the next tick's writes. Entries are indexed by (partition, state, next_at) so a dispatch
+tick asks, in one query, only for what is due in the partitions this replica owns.
 
 Retention: the write that makes an entry final also sets ``final_at`` (MongoDB only), and a TTL
 index deletes the entry ``keep`` after it — the replay horizon plus its grace
@@ -21,42 +21,14 @@ import abc
 from collections import Counter
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel
 from pymongo import ASCENDING, UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 
-from shared.events.actions import ActionMessage
+from services.notifier.entry import FINAL, Entry
 from shared.groupcommit import GroupCommit
 from shared.mongo import Document
 from shared.retention import DEFAULT_GUARD, TtlIndex, ensure_ttl_index
-
-State = Literal["pending", "sent", "suppressed", "failed"]
-FINAL: tuple[State, ...] = ("sent", "suppressed", "failed")
-
-
-class Entry(BaseModel):
-    key: str
-    action: ActionMessage
-    partition: int
-    offset: int
-    state: State = "pending"
-    next_at: AwareDatetime
-    attempts: int = 0
-    deferrals: int = 0
-    reason: str | None = None  # why it was suppressed, failed or last deferred
-    detail: str | None = None
-    sent_at: AwareDatetime | None = None
-    unpublished: bool = False  # a final state whose outcome is not yet on the deliveries topic
-    created_at: AwareDatetime
-    updated_at: AwareDatetime | None = None
-    digest_id: str | None = None  # the daily digest this entry is folded into, if any
-
-    @property
-    def recipient(self) -> str:
-        return f"{self.action.recipient.kind}:{self.action.recipient.id}"
-
 
 MUTABLE = {
     "digest_id",
@@ -96,6 +68,7 @@ class Ledger(abc.ABC):
         with the next write (:meth:`flush` writes it at the latest): until then a crash or a
         new owner of the partition publishes those outcomes once more, never fewer."""
 
+    @abc.abstractmethod
     async def flush(self) -> None:
         """Write what :meth:`mark_published` queued, if anything is still queued."""
 
@@ -323,6 +296,9 @@ class InMemoryLedger(Ledger):
         for key in keys:
             if key in self.entries:
                 self.entries[key].unpublished = False
+
+    async def flush(self) -> None:
+        """Nothing is queued: flags are cleared at once."""
 
     async def sent_counts(self, recipients: Collection[str], since: datetime) -> dict[str, int]:
         return dict(

@@ -16,7 +16,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from pymongo.asynchronous.collection import AsyncCollection
 
 from services.notifier.directory import Contact
-from services.notifier.ledger import Entry
+from services.notifier.entry import Entry
 from shared.calendar import at_local, local_date
 from shared.events.fields import zone
 from shared.mongo import Document

@@ -1,5 +1,5 @@
-"""Wires the notifier together: settings → stores and channels → dispatcher → consumer loop
-(actions and profile events in, outcomes out) + HTTP app."""
+"""Wires the notifier together: settings → stores and channels → intake and dispatcher →
+consumer loop (actions and profile events in, outcomes out) + HTTP app."""
 
 from __future__ import annotations
 
@@ -12,24 +12,21 @@ import httpx
 
 from services.notifier.api import admin_router, unsubscribe_router
 from services.notifier.breaker import Breakers
-from services.notifier.channels.chat import ChatSender
-from services.notifier.channels.email import SmtpPool, SmtpServer
-from services.notifier.channels.webhook import WebhookSender
+from services.notifier.channels.chat import ChatChannel, ChatSender
+from services.notifier.channels.email import EmailChannel, SmtpPool, SmtpServer
+from services.notifier.channels.task import TaskChannel
+from services.notifier.channels.webhook import WebhookChannel, WebhookSender
+from services.notifier.digest import Digest
 from services.notifier.directory import MongoDirectory
-from services.notifier.dispatcher import (
-    Channels,
-    Clock,
-    Digest,
-    Dispatcher,
-    Limits,
-    Unsubscribes,
-    utc_now,
-)
+from services.notifier.dispatcher import Clock, Dispatcher, utc_now
+from services.notifier.intake import Intake
 from services.notifier.ledger import Ledger, MongoLedger
+from services.notifier.limits import Limits
 from services.notifier.policy import MongoPolicyStore, Rules
 from services.notifier.settings import NotifierSettings
 from services.notifier.tasks import TaskStore
 from services.notifier.templates import Templates
+from services.notifier.unsubscribe import Unsubscribes
 from shared.apikeys import KeyRing
 from shared.http import create_app
 from shared.kafka.loops import service_loop
@@ -92,27 +89,29 @@ async def build(
         directory,
         policy,
         templates,
-        Channels(
-            email=smtp,
-            webhook=WebhookSender(
-                http,
-                [s.get_secret_value() for s in settings.webhook_secrets],
-                allow_private=settings.allow_private_destinations,
-                timeout_s=settings.http_timeout_s,
-            )
-            if settings.webhook_url
-            else None,
-            chat=ChatSender(
-                http,
-                {url: s.get_secret_value() for url, s in settings.chat_secrets.items()},
-                allow_private=settings.allow_private_destinations,
-                timeout_s=settings.http_timeout_s,
+        [
+            EmailChannel(smtp, settings.mail_from, settings.message_id_domain),
+            WebhookChannel(
+                WebhookSender(
+                    http,
+                    [s.get_secret_value() for s in settings.webhook_secrets],
+                    allow_private=settings.allow_private_destinations,
+                    timeout_s=settings.http_timeout_s,
+                )
+                if settings.webhook_url
+                else None,
+                settings.webhook_url,
             ),
-            tasks=tasks,
-            mail_from=settings.mail_from,
-            message_id_domain=settings.message_id_domain,
-            webhook_url=settings.webhook_url,
-        ),
+            ChatChannel(
+                ChatSender(
+                    http,
+                    {url: s.get_secret_value() for url, s in settings.chat_secrets.items()},
+                    allow_private=settings.allow_private_destinations,
+                    timeout_s=settings.http_timeout_s,
+                )
+            ),
+            TaskChannel(tasks),
+        ],
         unsubscribes,
         actions_topic=topics.actions,
         deliveries_topic=topics.deliveries,
@@ -136,7 +135,7 @@ async def build(
     loop = service_loop(
         settings,
         topics=[topics.actions, topics.events],
-        handler=dispatcher,
+        handler=Intake(ledger, directory, actions_topic=topics.actions, clock=clock),
         progress=MongoProgressStore(db["consumer_progress"]),
         ticker=dispatcher,
         tick_interval_s=settings.dispatch_interval_s,

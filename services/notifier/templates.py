@@ -30,6 +30,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from services.notifier.errors import PermanentDeliveryError
+from shared.events.actions import ActionMessage
 
 DEFAULT_ROOT = Path(__file__).with_name("templates")
 FILES = ("subject.txt", "body.txt", "body.html")
@@ -169,6 +170,17 @@ class Templates:
         context = {**data, **EXTRA_DEFAULTS, **(extra or {})}
         subject, text, html = (self._render_file(name, resolved, f, context) for f in FILES)
         return Rendered(subject=" ".join(subject.split()), text=text, html=html)
+
+    def render_action(
+        self,
+        action: ActionMessage,
+        locale: str,
+        recipient_name: str | None,
+        unsubscribe_url: str | None = None,
+    ) -> Rendered:
+        """An action's message: its template with its data, for its recipient."""
+        extra = {"unsubscribe_url": unsubscribe_url, "recipient_name": recipient_name}
+        return self.render(action.template, locale, action.data, extra)
 
     def sample(self, name: str) -> dict[str, Any]:
         """Sample data for previewing ``name``, from its ``sample.json``."""

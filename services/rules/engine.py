@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from aiokafka import TopicPartition
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
@@ -187,11 +186,13 @@ class RulesEngine:
 
     # -- timers ------------------------------------------------------------------------------
 
-    async def tick(self, partitions: set[TopicPartition]) -> HandlerResult:
+    @property
+    def tick_topic(self) -> str:
+        return self._events_topic
+
+    async def tick(self, partitions: set[int]) -> HandlerResult:
         result = HandlerResult()
-        owned = await self._settle(
-            {tp.partition for tp in partitions if tp.topic == self._events_topic}
-        )
+        owned = await self._settle(partitions)
         now = self._clock()
         weekly_slot = None
         if self._weekly is not None and WEEKLY_PARTITION in owned:
@@ -239,9 +240,9 @@ class RulesEngine:
         result.tick_soon = len(due) >= self._timers_per_tick  # stopped at its limit
         return result
 
-    def revoked(self, partitions: set[TopicPartition]) -> None:
+    def revoked(self, partitions: set[int]) -> None:
         """Another replica may fire timers here before we own them again: reconcile then."""
-        self._settled -= {tp.partition for tp in partitions if tp.topic == self._events_topic}
+        self._settled -= partitions
 
     async def _settle(self, owned: set[int]) -> set[int]:
         """The owned partitions that are reconciled with the tick log: for a newly owned one,

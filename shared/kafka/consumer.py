@@ -26,7 +26,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -195,7 +195,7 @@ class ConsumerLoop:
             self._generation += 1
             self._starts.clear()
             if self._ticker is not None:
-                self._ticker.revoked(revoked)
+                self._ticker.revoked(_partitions_of(revoked, self._ticker.tick_topic))
         metrics.REBALANCES.labels("revoked").inc()
         for tp in revoked:
             with contextlib.suppress(KeyError):
@@ -288,7 +288,8 @@ class ConsumerLoop:
                     async with self._lock:
                         if generation != self._generation:
                             return
-                        result = await self._ticker.tick(set(self._consumer.assignment()))
+                        owned = _partitions_of(self._consumer.assignment(), self._ticker.tick_topic)
+                        result = await self._ticker.tick(owned)
                         messages = await self._commit(result, {})
                         hooks_ok = await _run_hooks(result)
         except RetryError:
@@ -410,6 +411,10 @@ class ConsumerLoop:
             position = await self._consumer.position(tp)
             lag = max(0, ends[tp] - position)
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+
+
+def _partitions_of(partitions: Iterable[TopicPartition], topic: str) -> set[int]:
+    return {tp.partition for tp in partitions if tp.topic == topic}
 
 
 async def _run_hooks(result: HandlerResult) -> bool:

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import orjson
 
 from shared.events.envelope import CONTENT_TYPE, CanonicalEvent
-
-if TYPE_CHECKING:
-    from aiokafka import TopicPartition
 
 CANONICAL_HEADERS: Headers = (("content-type", CONTENT_TYPE.encode()),)
 
@@ -26,7 +23,7 @@ def canonical_message(topic: str, event: CanonicalEvent) -> Outgoing:
 
 class Record(Protocol):
     """The fields of a consumed Kafka record that Upkeep uses (aiokafka's ``ConsumerRecord``
-    has them; unit tests use :class:`FakeRecord`)."""
+    has them; unit tests use :class:`StoredRecord`)."""
 
     @property
     def topic(self) -> str: ...
@@ -45,8 +42,9 @@ class Record(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class FakeRecord:
-    """A consumed record built by hand, for tests and for the HTTP path."""
+class StoredRecord:
+    """A record built by hand rather than consumed: a ledger entry's action dead-lettered, a
+    benchmark's input, a test's."""
 
     topic: str
     partition: int
@@ -119,14 +117,20 @@ class BatchHandler(Protocol):
 
 
 class Ticker(Protocol):
-    """Periodic work owned by whoever holds the partitions (e.g. firing due timers)."""
+    """Periodic work owned by whoever holds the partitions (e.g. firing due timers). Partitions
+    are plain numbers: those of :attr:`tick_topic` this consumer owns."""
 
-    def revoked(self, partitions: set[TopicPartition]) -> None:
+    @property
+    def tick_topic(self) -> str:
+        """The consumed topic whose partitions the ticker works for."""
+        ...
+
+    def revoked(self, partitions: set[int]) -> None:
         """Called under the lock when partitions are taken away: anything the ticker knows
         about them may be stale by the time they come back."""
         ...
 
-    async def tick(self, partitions: set[TopicPartition]) -> HandlerResult:
+    async def tick(self, partitions: set[int]) -> HandlerResult:
         """Called every ``tick_interval_s`` with the partitions this consumer owns, under the
         same lock as batches (never during a rebalance). Its messages are published in a
         transaction of their own; its ``after_commit`` hooks run once they are committed."""

@@ -258,7 +258,9 @@ class DueNow:
     ticks say they stopped at their limit. Each tick notes how many records had been handled
     before it, so the order of ticks and batches shows in ``ticks`` whatever the timing."""
 
-    def __init__(self, more: int = 0) -> None:
+    def __init__(self, more: int = 0, tick_topic: str = "") -> None:
+        self.tick_topic = tick_topic
+        self.owned: list[set[int]] = []  # the partitions each tick was given
         self.ticks: list[int] = []
         self.handled = 0
         self.failed_clean_ups = 0
@@ -269,7 +271,8 @@ class DueNow:
         self.handled += len(records)
         return HandlerResult(tick_soon=any(b"due now" in (r.value or b"") for r in records))
 
-    async def tick(self, partitions: set[TopicPartition]) -> HandlerResult:
+    async def tick(self, partitions: set[int]) -> HandlerResult:
+        self.owned.append(partitions)
         self.ticks.append(self.handled)
         result = HandlerResult(tick_soon=len(self.ticks) <= self.more)
         if self.clean_up_fails:  # like rules' removal of fired timers failing after the commit
@@ -280,7 +283,7 @@ class DueNow:
         self.failed_clean_ups += 1
         raise AutoReconnect("the clean-up could not reach MongoDB (simulated)")
 
-    def revoked(self, partitions: set[TopicPartition]) -> None:
+    def revoked(self, partitions: set[int]) -> None:
         pass
 
 
@@ -288,7 +291,7 @@ async def test_work_due_now_is_ticked_at_once_not_at_the_next_interval(
     kafka_settings: KafkaSettings, topics: TopicSettings
 ) -> None:
     group = f"g-{uuid.uuid4().hex[:6]}"
-    due = DueNow(more=3)
+    due = DueNow(more=3, tick_topic=topics.raw_customer)
     # an hour between ticks: only the first tick and requests make it tick
     loop = make_loop(kafka_settings, topics, due, group, ticker=due, tick_interval_s=3600)
     task = asyncio.create_task(loop.run())
@@ -313,6 +316,9 @@ async def test_work_due_now_is_ticked_at_once_not_at_the_next_interval(
         await send("due now", 2)
         await eventually(lambda: len(due.ticks) >= 5, what=lambda: f"ticks: {due.ticks}")
         assert due.ticks == [0, 0, 0, 0, 2], "a tick should follow the batch that made work due"
+        # a tick is given the numbers of its topic's partitions this consumer owns
+        assigned = loop._consumer.assignment()
+        assert due.owned[-1] == {tp.partition for tp in assigned} != set()
         # a tick at its limit whose clean-up failed would redo the same work: no early tick
         due.more, due.clean_up_fails = 100, True
         await send("due now", 3)

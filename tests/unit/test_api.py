@@ -19,7 +19,7 @@ from shared.apikeys import WRITE_EVENTS, ApiKeySpec, KeyRing, digest
 from shared.errors import TransientError
 from shared.events.envelope import CONTENT_TYPE, CanonicalEvent
 from shared.http import create_app
-from shared.kafka.messages import FakeRecord, Outgoing
+from shared.kafka.messages import Outgoing, StoredRecord
 
 WRITER_KEY = "upk_writer-key-for-tests"
 READER_KEY = "upk_reader-key-for-tests"
@@ -305,7 +305,7 @@ async def test_published_event_passes_the_consumer_path_unchanged(
     assert (await post(client, body)).status_code == 202
     (message,) = publish.messages
     handler = IngestHandler(IngestConfig("events", 65536, CONFIG.context), InMemoryDedupStore())
-    record = FakeRecord(message.topic, 0, 0, message.value, message.key, message.headers)
+    record = StoredRecord(message.topic, 0, 0, message.value, message.key, message.headers)
     result = await handler.handle([record])
     assert result.dead_letters == []
     (canonical,) = result.messages

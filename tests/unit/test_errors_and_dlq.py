@@ -19,7 +19,7 @@ from pymongo.errors import (
 
 from shared.errors import TransientError, is_transient
 from shared.kafka.dlq import MAX_VALUE, dead_letter_message, dlq_headers
-from shared.kafka.messages import DeadLetter, FakeRecord
+from shared.kafka.messages import DeadLetter, StoredRecord
 
 
 @pytest.mark.parametrize(
@@ -60,7 +60,7 @@ def test_failures_that_retrying_cannot_cure_are_not_transient(error: BaseExcepti
 
 
 def test_a_huge_dead_letter_is_truncated_and_says_so() -> None:
-    record = FakeRecord("raw", 2, 41, b"x" * (MAX_VALUE + 10), b"k")
+    record = StoredRecord("raw", 2, 41, b"x" * (MAX_VALUE + 10), b"k")
     message = dead_letter_message(
         DeadLetter(record, "oversized", "too big"), service="ingest", dlq_topic="dlq"
     )
@@ -71,7 +71,7 @@ def test_a_huge_dead_letter_is_truncated_and_says_so() -> None:
 
 
 def test_a_normal_dead_letter_is_kept_whole() -> None:
-    record = FakeRecord("raw", 0, 1, b"{oops", None)
+    record = StoredRecord("raw", 0, 1, b"{oops", None)
     message = dead_letter_message(
         DeadLetter(record, "invalid_json", "bad"), service="ingest", dlq_topic="dlq"
     )

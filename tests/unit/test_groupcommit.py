@@ -181,7 +181,8 @@ async def test_a_carried_write_rides_with_the_next_write_and_waits_for_nothing()
     assert collection.bulks == []  # nothing is sent for it alone
     await commit.write(op("a"))
     assert collection.bulks == [["flag", "a"]]  # in arrival order, one round trip
-    assert carried.done() and carried.exception() is None
+    assert carried.done()
+    assert carried.exception() is None
 
 
 async def test_flush_writes_what_is_carried_and_is_free_when_nothing_is() -> None:

@@ -13,7 +13,7 @@ from services.ingest.normalise import NormaliseContext
 from services.ingest.pipeline import IngestConfig, IngestHandler
 from shared.events.envelope import CONTENT_TYPE, CanonicalEvent
 from shared.kafka.dlq import dead_letter_message, dlq_headers
-from shared.kafka.messages import DeadLetter, FakeRecord
+from shared.kafka.messages import DeadLetter, StoredRecord
 
 RAW = "upkeep.raw.customer"
 EVENTS = "upkeep.events.v1"
@@ -42,9 +42,9 @@ def customer(customer_id: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def record(offset: int, body: Any, *, partition: int = 0, **kw: Any) -> FakeRecord:
+def record(offset: int, body: Any, *, partition: int = 0, **kw: Any) -> StoredRecord:
     value = body if isinstance(body, bytes) or body is None else orjson.dumps(body)
-    return FakeRecord(RAW, partition, offset, value, **kw)
+    return StoredRecord(RAW, partition, offset, value, **kw)
 
 
 async def test_valid_events_become_one_keyed_message_each(handler: IngestHandler) -> None:
@@ -190,7 +190,7 @@ async def test_in_memory_store_claims_per_position() -> None:
 
 
 def test_dead_letter_message_keeps_original_and_adds_headers() -> None:
-    original = FakeRecord(
+    original = StoredRecord(
         RAW,
         4,
         1234,
@@ -218,7 +218,7 @@ def test_dead_letter_message_keeps_original_and_adds_headers() -> None:
 
 
 def test_dead_letter_message_of_empty_record() -> None:
-    dead = DeadLetter(FakeRecord(RAW, 0, 0, None), "invalid_json", "x" * 5000)
+    dead = DeadLetter(StoredRecord(RAW, 0, 0, None), "invalid_json", "x" * 5000)
     message = dead_letter_message(dead, service="ingest", dlq_topic="dlq")
     assert message.value == b""
     assert message.key is None

@@ -21,8 +21,10 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import orjson
 
+from services.notifier.channels.base import Delivery
 from services.notifier.channels.guard import check_destination
 from services.notifier.channels.http import Reply, origin, send_json, status_error
+from services.notifier.directory import Contact
 from services.notifier.errors import PermanentDeliveryError, TransientDeliveryError
 
 Platform = Literal["dingtalk", "wecom", "feishu", "slack"]
@@ -150,6 +152,31 @@ class ChatSender:
         except ValueError:
             return None
         return self._secrets.get(bare)
+
+
+class ChatChannel:
+    """Delivers ``chat`` actions to the recipient's bot (its contact's ``chat_webhook_url``)."""
+
+    kind, needs_contact, concurrency = "chat", True, 8
+
+    def __init__(self, sender: ChatSender) -> None:
+        self._sender = sender
+
+    def provider(self, contact: Contact | None) -> str | None:
+        if contact is None or not contact.chat_webhook_url:
+            return None
+        return f"chat:{urlsplit(contact.chat_webhook_url).hostname}"
+
+    async def send(self, delivery: Delivery) -> None:
+        contact = delivery.contact
+        if contact is None or not contact.chat_webhook_url:
+            raise PermanentDeliveryError("no_chat_webhook", "the recipient has no chat bot")
+        await self._sender.send(
+            contact.chat_webhook_url,
+            contact.chat_platform,  # type: ignore[arg-type]  # an unknown one is refused there
+            delivery.rendered.subject,
+            delivery.rendered.text,
+        )
 
 
 def _check_reply(platform: Platform, reply: Reply, where: str) -> None:

@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import message_from_bytes
+from email.errors import MessageError
 from email.header import Header
 from email.message import EmailMessage
 from email.mime.multipart import MIMEMultipart
@@ -28,17 +29,19 @@ from typing import Literal
 
 import aiosmtplib
 
-from services.notifier.errors import PermanentDeliveryError, TransientDeliveryError
+from services.notifier.channels.base import Delivery
+from services.notifier.directory import Contact
+from services.notifier.errors import (
+    PermanentDeliveryError,
+    RecipientRefused,
+    TransientDeliveryError,
+)
 from services.notifier.templates import Rendered
 from shared.logging import redact
 
 log = logging.getLogger(__name__)
 
 Security = Literal["none", "starttls", "tls"]
-
-
-class RecipientRefused(PermanentDeliveryError):
-    """The server refused the address for good (5xx): a hard bounce, added to suppressions."""
 
 
 def message_id(key: str, domain: str) -> str:
@@ -208,6 +211,41 @@ class SmtpPool:
         for client in idle:
             with contextlib.suppress(Exception):
                 await client.quit()
+
+
+class EmailChannel:
+    """Delivers ``email`` actions through the pool, as ``mail_from``."""
+
+    kind, needs_contact = "email", True
+
+    def __init__(self, pool: SmtpPool, mail_from: str, message_id_domain: str) -> None:
+        self._pool, self._from, self._domain = pool, mail_from, message_id_domain
+
+    @property
+    def concurrency(self) -> int:
+        return self._pool.size
+
+    def provider(self, contact: Contact | None) -> str:
+        return self._pool.server.name
+
+    async def send(self, delivery: Delivery) -> None:
+        contact = delivery.contact
+        if contact is None or not contact.email:
+            raise PermanentDeliveryError("no_address", "the recipient has no e-mail address")
+        try:
+            mail = build_message(
+                key=delivery.key,
+                sender=self._from,
+                to_address=contact.email,
+                to_name=contact.name,
+                rendered=delivery.rendered,
+                domain=self._domain,
+                now=delivery.now,
+                unsubscribe_url=delivery.unsubscribe_url,
+            )
+        except (ValueError, TypeError, MessageError) as exc:  # e.g. a name with a newline
+            raise PermanentDeliveryError("invalid_message", str(exc)[:200]) from exc
+        await self._pool.send(mail)
 
 
 def _by_code(code: int, text: str) -> PermanentDeliveryError | TransientDeliveryError:

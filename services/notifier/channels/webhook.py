@@ -15,12 +15,15 @@ import hmac
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
 
+from services.notifier.channels.base import Delivery
 from services.notifier.channels.guard import check_destination
 from services.notifier.channels.http import post_json
+from services.notifier.directory import Contact
 from services.notifier.errors import PermanentDeliveryError
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
@@ -113,3 +116,26 @@ class WebhookSender:
         }
         reply = await post_json(self._client, url, body, headers=headers, timeout_s=self._timeout_s)
         return reply.status
+
+
+class WebhookChannel:
+    """Delivers ``webhook`` actions to the one endpoint configured
+    (``UPKEEP_NOTIFIER_WEBHOOK_URL``): the action and its rendered message, signed, with the
+    action's key as ``webhook-id``."""
+
+    kind, needs_contact, concurrency = "webhook", False, 8
+
+    def __init__(self, sender: WebhookSender | None, url: str | None) -> None:
+        self._sender, self._url = sender, url
+
+    def provider(self, contact: Contact | None) -> str | None:
+        return f"webhook:{urlsplit(self._url).hostname}" if self._url else None
+
+    async def send(self, delivery: Delivery) -> None:
+        if not self._url or self._sender is None:
+            raise PermanentDeliveryError("no_webhook_endpoint", "UPKEEP_NOTIFIER_WEBHOOK_URL")
+        payload = {
+            "action": delivery.action.model_dump(mode="json"),
+            "message": {"subject": delivery.rendered.subject, "text": delivery.rendered.text},
+        }
+        await self._sender.send(self._url, delivery.key, payload)

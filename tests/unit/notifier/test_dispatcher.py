@@ -23,22 +23,34 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
-from aiokafka import TopicPartition
 
 from services.notifier.breaker import Breakers
-from services.notifier.channels.email import Mail, RecipientRefused, message_id
+from services.notifier.channels.chat import ChatChannel
+from services.notifier.channels.email import EmailChannel, Mail, message_id
+from services.notifier.channels.task import TaskChannel
+from services.notifier.channels.webhook import WebhookChannel
+from services.notifier.digest import Digest
 from services.notifier.directory import Contact, InMemoryDirectory
-from services.notifier.dispatcher import Channels, Digest, Dispatcher, Limits, Unsubscribes
-from services.notifier.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
-from services.notifier.ledger import Entry, InMemoryLedger
+from services.notifier.dispatcher import Dispatcher
+from services.notifier.entry import Entry
+from services.notifier.errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    RecipientRefused,
+    TransientDeliveryError,
+)
+from services.notifier.intake import Intake
+from services.notifier.ledger import InMemoryLedger
+from services.notifier.limits import Limits
 from services.notifier.policy import InMemoryPolicyStore, Preferences, Rules
 from services.notifier.tasks import Task
 from services.notifier.templates import Templates
+from services.notifier.unsubscribe import Unsubscribes
 from shared.events.actions import ActionMessage
 from shared.events.deliveries import DeliveryMessage
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import resolve_type
-from shared.kafka.messages import FakeRecord, HandlerResult, Record
+from shared.kafka.messages import HandlerResult, Record, StoredRecord
 
 ACTIONS, EVENTS, DELIVERIES = "actions", "events", "deliveries"
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)  # noon: outside quiet hours in UTC
@@ -161,14 +173,14 @@ class World:
     tasks: FakeTasks
     clock: Clock
     unsubscribes: Unsubscribes
+    intake: Intake
 
     async def consume(self, *records: Record) -> HandlerResult:
         """One batch, committed."""
-        return await commit(await self.dispatcher.handle(records))
+        return await commit(await self.intake.handle(records))
 
     async def tick(self, *partitions: int, committed: bool = True) -> HandlerResult:
-        owned = {TopicPartition(ACTIONS, p) for p in partitions or (0,)}
-        result = await self.dispatcher.tick(owned)
+        result = await self.dispatcher.tick(set(partitions or (0,)))
         for message in result.messages:
             assert message.topic == DELIVERIES
         return await commit(result) if committed else result
@@ -202,15 +214,12 @@ def make_world(
     fakes = mail or FakeMail(), FakeWebhook(), FakeChat(), FakeTasks()
     clock = Clock()
     unsubscribes = Unsubscribes("https://upkeep.example.com", b"unit-test-unsubscribe-key")
-    channels = Channels(
-        email=fakes[0],  # type: ignore[arg-type]
-        webhook=fakes[1] if webhook_url else None,  # type: ignore[arg-type]
-        chat=fakes[2],  # type: ignore[arg-type]
-        tasks=fakes[3],  # type: ignore[arg-type]
-        mail_from="Upkeep <upkeep@example.com>",
-        message_id_domain="upkeep.example.com",
-        webhook_url=webhook_url,
-    )
+    channels = [
+        EmailChannel(fakes[0], "Upkeep <upkeep@example.com>", "upkeep.example.com"),  # type: ignore[arg-type]
+        WebhookChannel(fakes[1] if webhook_url else None, webhook_url),  # type: ignore[arg-type]
+        ChatChannel(fakes[2]),  # type: ignore[arg-type]
+        TaskChannel(fakes[3]),  # type: ignore[arg-type]
+    ]
     dispatcher = Dispatcher(
         ledger,
         directory,
@@ -226,7 +235,8 @@ def make_world(
         digest=digest,
         clock=clock,
     )
-    return World(dispatcher, ledger, directory, policy, *fakes, clock, unsubscribes)
+    intake = Intake(ledger, directory, actions_topic=ACTIONS, clock=clock)
+    return World(dispatcher, ledger, directory, policy, *fakes, clock, unsubscribes, intake)
 
 
 async def commit(result: HandlerResult) -> HandlerResult:
@@ -276,8 +286,8 @@ def action(
     }
 
 
-def record(body: dict[str, Any], *, partition: int = 0, offset: int | None = None) -> FakeRecord:
-    return FakeRecord(
+def record(body: dict[str, Any], *, partition: int = 0, offset: int | None = None) -> StoredRecord:
+    return StoredRecord(
         ACTIONS,
         partition,
         next(OFFSETS) if offset is None else offset,
@@ -286,7 +296,7 @@ def record(body: dict[str, Any], *, partition: int = 0, offset: int | None = Non
     )
 
 
-def customer_event(cid: str, name: str, mail: str, **extra: Any) -> FakeRecord:
+def customer_event(cid: str, name: str, mail: str, **extra: Any) -> StoredRecord:
     payload = resolve_type("customer.upserted").model_validate(  # type: ignore[union-attr]
         {"customer_id": cid, "name": name, "timezone": "UTC", "email": mail, **extra}
     )
@@ -297,7 +307,7 @@ def customer_event(cid: str, name: str, mail: str, **extra: Any) -> FakeRecord:
         time=T0 - timedelta(days=1),
         source_offset="Z",
     )
-    return FakeRecord(EVENTS, 0, next(OFFSETS), event.to_json(), event.subject.encode())
+    return StoredRecord(EVENTS, 0, next(OFFSETS), event.to_json(), event.subject.encode())
 
 
 def outcome_id(key: str, suffix: str) -> str:
@@ -311,7 +321,7 @@ async def test_contacts_come_from_profile_events_and_the_action_is_mailed_to_the
     w = make_world()
     profile = customer_event("C-1", "李雷", "li.lei@example.com")
     birthday = record({**action("birthday:C-1:2026"), "context": {"owner": "S-7"}})
-    not_a_profile = FakeRecord(EVENTS, 0, next(OFFSETS), b'{"not": "a canonical event"}')
+    not_a_profile = StoredRecord(EVENTS, 0, next(OFFSETS), b'{"not": "a canonical event"}')
     result = await w.consume(profile, not_a_profile, birthday)
     assert result.dead_letters == []  # the events topic is rules' to dead-letter, not ours
     assert result.messages == []  # consuming publishes nothing: outcomes come from ticks
@@ -362,10 +372,10 @@ async def test_a_replayed_batch_is_recorded_once_and_sent_once() -> None:
 
 async def test_an_invalid_action_is_dead_lettered_and_the_rest_of_the_batch_recorded() -> None:
     w = make_world()
-    not_json = FakeRecord(ACTIONS, 0, 1, b"{not json")
+    not_json = StoredRecord(ACTIONS, 0, 1, b"{not json")
     no_key = record({k: v for k, v in action("birthday:C-1:2026").items() if k != "key"})
     unknown_kind = record(action("birthday:C-1:2027", kind="fax"))
-    empty = FakeRecord(ACTIONS, 0, 4, None)
+    empty = StoredRecord(ACTIONS, 0, 4, None)
     good = record(action("birthday:C-1:2028"))
     result = await w.consume(not_json, no_key, unknown_kind, empty, good)
     assert [(d.record, d.reason) for d in result.dead_letters] == [
@@ -952,8 +962,7 @@ async def test_only_the_partitions_given_to_the_tick_are_dispatched() -> None:
     await w.consume(
         *(record(action(f"birthday:C-{n}:2026", f"C-{n}"), partition=n) for n in range(3))
     )
-    ours = {TopicPartition(ACTIONS, 1), TopicPartition(EVENTS, 0), TopicPartition(EVENTS, 2)}
-    result = await commit(await w.dispatcher.tick(ours))
+    result = await commit(await w.dispatcher.tick({1}))
     assert summary(result) == [("birthday:C-1:2026", "sent", None)]
     assert [a for _, a in w.mail.delivered] == ["c-1@example.com"]
     assert w.entry("birthday:C-0:2026").state == "pending"

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.notifier.directory import Contact
-from services.notifier.ledger import Entry
+from services.notifier.entry import Entry
 from services.notifier.policy import (
     Decision,
     Defer,

@@ -8,7 +8,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import TopicPartition
 
 from services.rules.builtin.renewal import ContractRenewal
 from services.rules.engine import LAST_TICK, OVERDUE, RulesEngine
@@ -18,7 +17,7 @@ from services.rules.ticklog import TickEntry
 from shared.events.actions import ActionMessage
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import resolve_type
-from shared.kafka.messages import FakeRecord, Outgoing
+from shared.kafka.messages import Outgoing, StoredRecord
 
 NOW = [datetime(2026, 5, 1, tzinfo=UTC)]
 EVENTS = "events"
@@ -34,12 +33,12 @@ class Broken:
         raise RuntimeError("bug in a rule")
 
 
-def record(offset: int, type_name: str, partition: int = 3, **data: Any) -> FakeRecord:
+def record(offset: int, type_name: str, partition: int = 3, **data: Any) -> StoredRecord:
     payload = resolve_type(type_name).model_validate(data)  # type: ignore[union-attr]
     event = CanonicalEvent.build(
         event_id=f"e-{offset}", source="t", payload=payload, time=NOW[0], source_offset="Z"
     )
-    return FakeRecord(EVENTS, partition, offset, event.to_json(), event.subject.encode())
+    return StoredRecord(EVENTS, partition, offset, event.to_json(), event.subject.encode())
 
 
 @pytest.fixture
@@ -103,8 +102,8 @@ async def test_events_plan_timers_and_due_timers_become_actions(engine: RulesEng
         "K-1:2026-05-31:overdue",
     ]
     NOW[0] = datetime(2026, 6, 2, tzinfo=UTC)
-    assert (await engine.tick({TopicPartition(EVENTS, 0)})).messages == []  # not our partition
-    fired = await engine.tick({TopicPartition(EVENTS, 3)})
+    assert (await engine.tick({0})).messages == []  # not our partition
+    fired = await engine.tick({3})
     actions = [ActionMessage.model_validate_json(m.value) for m in fired.messages]
     assert [a.key for a in actions] == [
         "renewal:K-1:2026-05-31:30d",
@@ -117,7 +116,7 @@ async def test_events_plan_timers_and_due_timers_become_actions(engine: RulesEng
     earliest = min(a.due_at for a in actions)
     assert OVERDUE._value.get() == (NOW[0] - earliest).total_seconds() > 0
     assert LAST_TICK._value.get() == NOW[0].timestamp()
-    await engine.tick({TopicPartition(EVENTS, 3)})  # the same timers again, until committed
+    await engine.tick({3})  # the same timers again, until committed
     assert OVERDUE._value.get() > 0
     # each carries whom the customer belonged to when decided (analytics attributes by it)
     assert {tuple(sorted(a.context.items())) for a in actions} == {
@@ -130,7 +129,7 @@ async def test_events_plan_timers_and_due_timers_become_actions(engine: RulesEng
         if outcome is not None:
             await outcome
     assert await engine._timers.pending("customer:C-1") == []
-    await engine.tick({TopicPartition(EVENTS, 3)})
+    await engine.tick({3})
     assert OVERDUE._value.get() == 0  # nothing due any more
 
 
@@ -144,8 +143,8 @@ async def test_a_redelivered_batch_decides_the_same_again(engine: RulesEngine) -
 
 async def test_bad_events_are_dead_lettered_and_the_rest_flow(engine: RulesEngine) -> None:
     good = record(9, HISTORY[2][0], **HISTORY[2][1])
-    bad = FakeRecord(EVENTS, 3, 10, b"{not json")
-    alien = FakeRecord(
+    bad = StoredRecord(EVENTS, 3, 10, b"{not json")
+    alien = StoredRecord(
         EVENTS,
         3,
         11,
@@ -174,7 +173,7 @@ async def test_renewal_event_cancels_the_pending_reminders(engine: RulesEngine) 
     )
     NOW[0] += timedelta(days=60)
     assert await engine._timers.pending("customer:C-1") == []
-    assert (await engine.tick({TopicPartition(EVENTS, 3)})).messages == []
+    assert (await engine.tick({3})).messages == []
 
 
 class FakeTickLog:
@@ -229,7 +228,7 @@ async def test_a_new_owner_does_not_fire_what_the_last_committed_tick_fired() ->
     first = engine_with(ticklog, timers, weekly)
     await first.handle([record(n, t, **d) for n, (t, d) in enumerate(HISTORY)])
     NOW[0] = datetime(2026, 5, 25, 2, tzinfo=UTC)  # the 30d and 7d reminders are due
-    owned = {TopicPartition(EVENTS, 0), TopicPartition(EVENTS, 3)}
+    owned = {0, 3}
     fired = await first.tick(owned)
     tick_records = [m for m in fired.messages if m.topic == "ticks"]
     assert sorted(m.partition for m in tick_records) == [0, 3]  # 0: the weekly job ran
@@ -260,7 +259,7 @@ async def test_an_undecided_partition_is_not_ticked_until_it_settles() -> None:
     await engine.handle([record(n, t, **d) for n, (t, d) in enumerate(HISTORY)])
     NOW[0] = datetime(2026, 5, 25, 2, tzinfo=UTC)
     ticklog.undecided = {3}
-    owned = {TopicPartition(EVENTS, 3)}
+    owned = {3}
     assert (await engine.tick(owned)).messages == []
     ticklog.undecided = set()
     fired = await engine.tick(owned)
@@ -275,7 +274,7 @@ async def test_an_undecided_partition_is_not_ticked_until_it_settles() -> None:
 async def test_revoked_partitions_are_settled_again_when_they_come_back() -> None:
     ticklog = FakeTickLog()
     engine = engine_with(ticklog, InMemoryTimerStore(), Weekly())
-    owned = {TopicPartition(EVENTS, 3)}
+    owned = {3}
     await engine.tick(owned)
     await engine.tick(owned)
     engine.revoked(owned)
@@ -320,10 +319,10 @@ async def test_work_due_now_asks_for_a_tick_and_a_tick_at_its_limit_for_another(
     planned = await engine.handle([record(n, t, **d) for n, (t, d) in enumerate(HISTORY)])
     assert not planned.tick_soon  # the reminders are weeks away: the interval will do
     NOW[0] = datetime(2026, 6, 2, tzinfo=UTC)  # all four are due now, three fire per tick
-    first = await engine.tick({TopicPartition(EVENTS, 3)})
+    first = await engine.tick({3})
     assert (len(first.messages), first.tick_soon) == (3, True)  # stopped at its limit
     await run_hooks(first)
-    second = await engine.tick({TopicPartition(EVENTS, 3)})
+    second = await engine.tick({3})
     assert (len(second.messages), second.tick_soon) == (1, False)  # all done: back to pacing
 
     now_engine = in_memory(FollowUpNow())
