@@ -55,7 +55,7 @@ from bench.summary import per_1000, write_summary
 from deploy.local.mailsink import MailSink
 from deploy.local.processes import Managed
 from deploy.local.stack import LocalStack, ephemeral_stack
-from services.rules.testing import follow_up_at_once
+from services.rules.builtin.followup import settings_to_follow_up_at_once
 from shared.settings import KafkaSettings, TopicSettings
 
 SERVICES = ("ingest", "rules", "notifier", "analytics")
@@ -296,7 +296,7 @@ async def steady(
 
 
 async def run(args: argparse.Namespace) -> int:
-    followup = follow_up_at_once(datetime.now(UTC))
+    followup = settings_to_follow_up_at_once(datetime.now(UTC))
     if followup is None:
         sys.stderr.write("too close to midnight UTC for same-day follow-ups; try later\n")
         return 2

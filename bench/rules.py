@@ -15,8 +15,6 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from aiokafka import TopicPartition
-
 from deploy.local.stack import ephemeral_stack
 from services.rules.engine import RulesEngine
 from services.rules.registry import load_rules, read_config
@@ -40,7 +38,7 @@ from shared.mongo import make_client
 from shared.settings import MongoSettings
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
-PARTITIONS = {TopicPartition("events", p) for p in range(6)}
+PARTITIONS = set(range(6))
 
 
 def history(customers: int) -> list[StoredRecord]:

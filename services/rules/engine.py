@@ -24,10 +24,9 @@ from typing import Any, Protocol
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
-from services.rules.sdk import Action, Decision, Rule, RuleContext, Timer
+from services.rules.sdk import Action, Decision, Outcome, Rule, RuleContext, Timer, apply_decisions
 from services.rules.state import StaffState, SubjectState, apply
 from services.rules.store import PlacedTimer, SubjectStore, TimerChanges, TimerStore
-from services.rules.testing import Outcome, apply_decisions
 from services.rules.ticklog import TickLog, tick_entries
 from shared.events.actions import ActionMessage, ActionRecipient
 from shared.events.envelope import CanonicalEvent

@@ -142,3 +142,36 @@ class Rule(Protocol):
     def on_timer(self, timer: Timer, subject: SubjectState, ctx: RuleContext) -> Iterable[Decision]:
         """Called when a timer this rule set for this subject is due."""
         ...
+
+
+@dataclass
+class Outcome:
+    """What one rule decided for one subject, ready to be stored and published."""
+
+    rule: str = ""
+    subject: str = ""
+    set_timers: list[Timer] = field(default_factory=list)
+    cancel_prefixes: list[str] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+    emits: list[Emit] = field(default_factory=list)
+
+
+def apply_decisions(rule: str, subject: str, decisions: Iterable[Decision]) -> Outcome:
+    """Sort a rule's decisions by kind, keeping their order (a cancel before a set of the same
+    timer leaves the new timer in place)."""
+    outcome = Outcome(rule=rule, subject=subject)
+    for decision in decisions:
+        if isinstance(decision, SetTimer):
+            outcome.set_timers.append(
+                Timer(rule, subject, decision.name, decision.due_at, dict(decision.data))
+            )
+        elif isinstance(decision, CancelTimers):
+            outcome.cancel_prefixes.append(decision.prefix)
+            outcome.set_timers = [
+                t for t in outcome.set_timers if not t.name.startswith(decision.prefix)
+            ]
+        elif isinstance(decision, Action):
+            outcome.actions.append(decision)
+        else:
+            outcome.emits.append(decision)
+    return outcome

@@ -6,64 +6,29 @@
     actions = harness.advance(to=datetime(2026, 2, 5, tzinfo=UTC))
 
 State is updated with the same :func:`~services.rules.state.apply` the service uses, and
-decisions are applied with the same :func:`apply_decisions`; timers fire in due order with the
-clock set to their due time.
+decisions are applied with the same :func:`~services.rules.sdk.apply_decisions`; timers fire
+in due order with the clock set to their due time.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from services.rules.sdk import (
     Action,
-    CancelTimers,
     Decision,
     Emit,
     Rule,
     RuleContext,
-    SetTimer,
     Timer,
+    apply_decisions,
 )
 from services.rules.state import StaffState, SubjectState, apply
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import resolve_type
-
-
-@dataclass
-class Outcome:
-    """What one rule decided for one subject, ready to be stored and published."""
-
-    rule: str = ""
-    subject: str = ""
-    set_timers: list[Timer] = field(default_factory=list)
-    cancel_prefixes: list[str] = field(default_factory=list)
-    actions: list[Action] = field(default_factory=list)
-    emits: list[Emit] = field(default_factory=list)
-
-
-def apply_decisions(rule: str, subject: str, decisions: Iterable[Decision]) -> Outcome:
-    """Sort a rule's decisions by kind, keeping their order (a cancel before a set of the same
-    timer leaves the new timer in place)."""
-    outcome = Outcome(rule=rule, subject=subject)
-    for decision in decisions:
-        if isinstance(decision, SetTimer):
-            outcome.set_timers.append(
-                Timer(rule, subject, decision.name, decision.due_at, dict(decision.data))
-            )
-        elif isinstance(decision, CancelTimers):
-            outcome.cancel_prefixes.append(decision.prefix)
-            outcome.set_timers = [
-                t for t in outcome.set_timers if not t.name.startswith(decision.prefix)
-            ]
-        elif isinstance(decision, Action):
-            outcome.actions.append(decision)
-        else:
-            outcome.emits.append(decision)
-    return outcome
 
 
 class RuleHarness:
@@ -174,17 +139,3 @@ class RuleHarness:
             )
             produced += self.deliver(event, at=self._now)
         return produced
-
-
-def follow_up_at_once(now: datetime) -> dict[str, Any] | None:
-    """rules.yaml settings under which every order is followed up by e-mail at the next tick
-    (today, at a moment already past), for process tests and benchmarks on the real clock;
-    ``None`` when ``now`` is too close to midnight UTC for a same-day follow-up."""
-    if (now + timedelta(minutes=20)).date() != now.date():
-        return None
-    past = (now - timedelta(hours=1)).time() if now.hour >= 1 else time(0, 0)
-    return {
-        "local_time": past.replace(microsecond=0).isoformat(),
-        "catch_up_hours": 23,
-        "by_tier": {tier: {"after_days": 0, "kind": "email"} for tier in "ABC"},
-    }

@@ -40,7 +40,7 @@ import pytest
 from deploy.local.mailsink import MailSink
 from deploy.local.processes import Managed
 from deploy.local.stack import DEV_API_KEY, LocalStack, ephemeral_stack
-from services.rules.testing import follow_up_at_once
+from services.rules.builtin.followup import settings_to_follow_up_at_once
 from shared.settings import KafkaSettings, TopicSettings
 from tests.e2e.replicas import Replicas
 from tests.kafka_helpers import produce
@@ -281,7 +281,7 @@ async def test_the_system_survives_kills_outages_and_refusals_losing_and_repeati
     tmp_path: Path,
 ) -> None:
     now = datetime.now(UTC)
-    followup = follow_up_at_once(now)
+    followup = settings_to_follow_up_at_once(now)
     if followup is None:
         pytest.skip("too close to midnight UTC for same-day follow-ups")
     webhooks, webhook_url = receiver

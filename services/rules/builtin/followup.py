@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import time, timedelta
+from datetime import datetime, time, timedelta
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -132,3 +133,17 @@ class AfterSalesFollowUp:
                 due_at=timer.due_at,
                 data=data,
             )
+
+
+def settings_to_follow_up_at_once(now: datetime) -> dict[str, Any] | None:
+    """rules.yaml settings under which every order is followed up by e-mail at the next tick
+    (today, at a moment already past), for process tests and benchmarks on the real clock;
+    ``None`` when ``now`` is too close to midnight UTC for a same-day follow-up."""
+    if (now + timedelta(minutes=20)).date() != now.date():
+        return None
+    past = (now - timedelta(hours=1)).time() if now.hour >= 1 else time(0, 0)
+    return {
+        "local_time": past.replace(microsecond=0).isoformat(),
+        "catch_up_hours": 23,
+        "by_tier": {tier: {"after_days": 0, "kind": "email"} for tier in "ABC"},
+    }

@@ -5,9 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from services.rules.builtin.channel_health import ChannelHealth
-from services.rules.builtin.followup import AfterSalesFollowUp, FollowUpConfig
+from services.rules.builtin.followup import (
+    AfterSalesFollowUp,
+    FollowUpConfig,
+    settings_to_follow_up_at_once,
+)
 from services.rules.builtin.tiering import Tiering, TieringConfig
-from services.rules.testing import RuleHarness, follow_up_at_once
+from services.rules.testing import RuleHarness
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
@@ -201,7 +205,7 @@ def test_the_follow_up_at_once_settings_follow_up_at_the_next_tick_or_decline_ne
     None
 ):
     now = datetime(2026, 11, 22, 15, 30, tzinfo=UTC)
-    settings = follow_up_at_once(now)
+    settings = settings_to_follow_up_at_once(now)
     assert settings is not None
     h = RuleHarness(AfterSalesFollowUp(FollowUpConfig.model_validate(settings)))
     h.send(
@@ -223,4 +227,4 @@ def test_the_follow_up_at_once_settings_follow_up_at_the_next_tick_or_decline_ne
         occurred_at=now.isoformat(),
     )
     assert [a.key for a in h.advance(to=now)] == ["followup:I-1"]  # due already: fires at once
-    assert follow_up_at_once(datetime(2026, 11, 22, 23, 50, tzinfo=UTC)) is None
+    assert settings_to_follow_up_at_once(datetime(2026, 11, 22, 23, 50, tzinfo=UTC)) is None
