@@ -31,8 +31,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from services.notifier.errors import PermanentDeliveryError
 from shared.events.actions import ActionMessage
+from shared.templates import TEMPLATE_ROOT
 
-DEFAULT_ROOT = Path(__file__).with_name("templates")
+DEFAULT_ROOT = TEMPLATE_ROOT
 FILES = ("subject.txt", "body.txt", "body.html")
 SAMPLE_FILE = "sample.json"
 # the notifier's own variables: None unless it passes them in ``extra``, never taken from data

@@ -24,7 +24,16 @@ from typing import Any, Protocol
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
-from services.rules.sdk import Action, Decision, Outcome, Rule, RuleContext, Timer, apply_decisions
+from services.rules.sdk import (
+    Action,
+    Decision,
+    Event,
+    Outcome,
+    Rule,
+    RuleContext,
+    Timer,
+    apply_decisions,
+)
 from services.rules.state import StaffState, SubjectState, apply
 from services.rules.store import PlacedTimer, SubjectStore, TimerChanges, TimerStore
 from services.rules.ticklog import TickLog, tick_entries
@@ -165,9 +174,10 @@ class RulesEngine:
             _count_later(result, EVENTS_APPLIED, "applied" if changed else "repeat")
             if state.staff is not None:
                 staff[state.staff.staff_id] = state.staff
+            incoming = Event.of(event, payload)
             for rule in self.rules.values():
                 ctx = RuleContext(now=now, config=self._config.get(rule.name, {}), staff=staff)
-                outcome = self._ask(rule, event.subject, rule.on_event, event, state, ctx)
+                outcome = self._ask(rule, event.subject, rule.on_event, incoming, state, ctx)
                 self._collect(
                     outcome,
                     state,

@@ -14,7 +14,7 @@ its own rule service from the same image.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from services.rules.builtin.renewal import ContractRenewal, RenewalConfig
 from services.rules.builtin.tiering import Tiering, TieringConfig
 from services.rules.churn.rule import ChurnConfig, ChurnRisk
 from services.rules.sdk import Rule
+from shared.templates import missing_templates
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "upkeep.rules"
@@ -82,3 +83,15 @@ def load_rules(
             raise ValueError(f"rule registered as {name!r} calls itself {rule.name!r}")
         rules.append(rule)
     return rules
+
+
+def check_templates(rules: Iterable[Rule], root: Path) -> None:
+    """Refuse rules whose templates are not in the template store (at start-up, not at the
+    first reminder a year from now)."""
+    for rule in rules:
+        declared = getattr(rule, "templates", None)
+        if declared is None:
+            raise ValueError(f"rule {rule.name!r} declares no templates (see docs/rules.md)")
+        missing = missing_templates(declared, root)
+        if missing:
+            raise ValueError(f"rule {rule.name!r} uses templates missing from {root}: {missing}")

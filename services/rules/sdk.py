@@ -6,22 +6,26 @@ with *decisions*: actions to send, timers to set, timers to cancel. Everything a
 its arguments — the event or timer, the subject's state, and a :class:`RuleContext` with the
 clock, the rule's configuration and the staff who own the subject.
 
-Worked example — "call the customer a week after their first order"::
+Worked example — "call the customer a week after their first order" (``docs/rules.md`` runs
+it as a test)::
 
     @dataclass
     class FirstOrderCall:
         name: str = "first-order-call"
+        templates: Mapping[str, frozenset[str]] = field(
+            default_factory=lambda: {"first_order_call": frozenset({"customer_name"})}
+        )
 
         def on_event(self, event, subject, ctx):
-            if event.type == "upkeep.customer.interaction.v1" and subject.customer \\
-                    and subject.customer.orders == 1 and event.data["kind"] == "order":
-                yield SetTimer("call", ctx.now + timedelta(days=7))
+            match event.payload:
+                case CustomerInteraction(kind="order") if subject.customer.orders == 1:
+                    yield SetTimer("call", event.time + timedelta(days=7))
 
         def on_timer(self, timer, subject, ctx):
-            owner = subject.customer.owner_id if subject.customer else None
-            if owner:
-                yield Action.task(self.name, subject.id, "call", owner=owner,
-                                  template="first_order_call", locale="en", due_at=ctx.now)
+            if (owner := subject.owner_id) is not None:
+                yield Action.task(self.name, subject, f"{self.name}:{subject.id}", owner, ctx,
+                                  template="first_order_call", due_at=timer.due_at,
+                                  data={"customer_name": subject.customer.name})
 
 Identity rules: a timer is identified by (rule, subject, name) — setting it again moves it;
 an action's ``key`` identifies the occurrence it is about (``renewal:contract-42:2027-01-31:30d``),
@@ -37,6 +41,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from services.rules.state import StaffState, SubjectState
 from shared.events.envelope import CanonicalEvent
+from shared.events.types import EventPayload
 
 ActionKind = Literal["email", "chat", "webhook", "task"]
 Priority = Literal["transactional", "marketing"]
@@ -52,7 +57,8 @@ class Recipient:
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """Something to deliver. ``key`` is deterministic per occurrence (see module doc)."""
+    """Something to deliver. ``key`` is deterministic per occurrence (see module doc). Build it
+    with :meth:`to_staff`, :meth:`task` or :meth:`to_customer`, which read like the sentence."""
 
     key: str
     rule: str
@@ -64,6 +70,98 @@ class Action:
     due_at: datetime
     priority: Priority = "transactional"
     data: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def to_staff(
+        cls,
+        rule: str,
+        subject: SubjectState,
+        key: str,
+        staff_id: str,
+        ctx: RuleContext,
+        *,
+        template: str,
+        due_at: datetime,
+        kind: ActionKind = "email",
+        data: Mapping[str, Any] | None = None,
+    ) -> Action:
+        """A message to a member of staff (an owner, a manager), in their own language."""
+        member = ctx.staff.get(staff_id)
+        return cls(
+            key=key,
+            rule=rule,
+            subject=subject.id,
+            kind=kind,
+            recipient=Recipient("staff", staff_id),
+            template=template,
+            locale=member.locale if member else "en",
+            due_at=due_at,
+            data=dict(data or {}),
+        )
+
+    @classmethod
+    def task(
+        cls,
+        rule: str,
+        subject: SubjectState,
+        key: str,
+        owner: str,
+        ctx: RuleContext,
+        *,
+        template: str,
+        due_at: datetime,
+        data: Mapping[str, Any] | None = None,
+    ) -> Action:
+        """A task for a member of staff (a call to make, a visit to pay)."""
+        return cls.to_staff(
+            rule, subject, key, owner, ctx, template=template, due_at=due_at, kind="task", data=data
+        )
+
+    @classmethod
+    def to_customer(
+        cls,
+        rule: str,
+        subject: SubjectState,
+        key: str,
+        *,
+        template: str,
+        due_at: datetime,
+        kind: ActionKind = "email",
+        priority: Priority = "transactional",
+        data: Mapping[str, Any] | None = None,
+    ) -> Action:
+        """A message to the subject's customer, in the customer's language. Raises
+        ``ValueError`` for a subject that is not a known customer."""
+        customer = subject.customer
+        if customer is None:
+            raise ValueError(f"{subject.id} is not a known customer")
+        return cls(
+            key=key,
+            rule=rule,
+            subject=subject.id,
+            kind=kind,
+            recipient=Recipient("customer", customer.customer_id),
+            template=template,
+            locale=customer.locale,
+            due_at=due_at,
+            priority=priority,
+            data=dict(data or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event as a rule sees it: its typed payload (match on its class, read its fields),
+    the moment it happened, its type and its identity."""
+
+    payload: EventPayload
+    time: datetime
+    type: str
+    id: str  # the event's de-duplication key: the same for every copy of it
+
+    @classmethod
+    def of(cls, event: CanonicalEvent, payload: EventPayload) -> Event:
+        return cls(payload=payload, time=event.time, type=event.type, id=event.dedup_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +227,14 @@ class RuleContext:
 @runtime_checkable
 class Rule(Protocol):
     """What the engine calls. ``name`` is stable: it appears in metrics, timer ids, action keys
-    and ``rules.yaml``."""
+    and ``rules.yaml``. ``templates`` names every template its actions use, with the keys of
+    the ``data`` each receives: the rules service refuses to start when one is missing from
+    the template store, and the template tests are generated from it."""
 
     name: str
+    templates: Mapping[str, frozenset[str]]
 
-    def on_event(
-        self, event: CanonicalEvent, subject: SubjectState, ctx: RuleContext
-    ) -> Iterable[Decision]:
+    def on_event(self, event: Event, subject: SubjectState, ctx: RuleContext) -> Iterable[Decision]:
         """Called for every event about a subject, after its state was updated."""
         ...
 

@@ -14,7 +14,7 @@ from services.rules.churn.jobs import refit_forever
 from services.rules.churn.rule import ChurnConfig, ChurnRisk
 from services.rules.churn.weekly import last_slot, weekly_lists
 from services.rules.engine import Clock, RulesEngine, utc_now
-from services.rules.registry import load_rules, read_config
+from services.rules.registry import check_templates, load_rules, read_config
 from services.rules.sdk import Action
 from services.rules.settings import RulesSettings
 from services.rules.store import MongoSubjectStore, MongoTimerStore
@@ -41,6 +41,7 @@ class WeeklyAtRiskLists:
 async def build(settings: RulesSettings, clock: Clock = utc_now) -> AsyncIterator[Service]:
     config = read_config(settings.config_file)
     rules = load_rules(config, settings.enabled_rules())
+    check_templates(rules, settings.template_dir)
     mongo = make_client(settings.mongo, settings.service_name)
     db = database(mongo, settings.mongo)
     subjects, timers = MongoSubjectStore(db["subjects"]), MongoTimerStore(db["timers"])

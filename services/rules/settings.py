@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
+from shared.templates import TEMPLATE_ROOT
 
 DEFAULT_RULES_FILE = Path(__file__).with_name("rules.yaml")
 
@@ -21,6 +22,7 @@ class RulesSettings(ServiceSettings):
     enabled: str | None = None  # comma-separated subset of rule names (RULES_ENABLED)
     tick_interval_s: float = Field(default=1.0, gt=0)
     timers_per_tick: int = Field(default=1000, ge=1)
+    template_dir: Path = TEMPLATE_ROOT  # the notifier's templates: every rule's must be there
 
     def enabled_rules(self) -> set[str] | None:
         if not self.enabled:

@@ -21,6 +21,7 @@ from services.rules.sdk import (
     Action,
     Decision,
     Emit,
+    Event,
     Rule,
     RuleContext,
     Timer,
@@ -72,8 +73,9 @@ class RuleHarness:
         if not changed:
             return []
         produced: list[Action] = []
+        incoming = Event.of(event, event.payload())
         for rule in self.rules.values():
-            decisions = rule.on_event(event, state, self.context(rule, at))
+            decisions = rule.on_event(incoming, state, self.context(rule, at))
             produced += self._record(rule.name, event.subject, decisions)
         return produced
 

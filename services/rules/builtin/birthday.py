@@ -8,7 +8,7 @@ greeted by their owner instead (a task).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from typing import Any
@@ -17,19 +17,11 @@ from pydantic import Field
 
 from services.rules.builtin.catchup import CatchUp
 from services.rules.calendar import Feb29Policy, anniversary_in, at_local, next_anniversary_moment
-from services.rules.sdk import (
-    Action,
-    CancelTimers,
-    Decision,
-    Recipient,
-    RuleContext,
-    SetTimer,
-    Timer,
-)
+from services.rules.sdk import Action, CancelTimers, Decision, Event, RuleContext, SetTimer, Timer
 from services.rules.state import CustomerState, SubjectState
-from shared.events.envelope import CanonicalEvent
+from shared.events.types import CustomerUpserted
 
-CUSTOMER_UPSERTED = "upkeep.customer.upserted.v1"
+_CUSTOMER = frozenset({"customer_id", "customer_name"})
 
 
 class BirthdayConfig(CatchUp):
@@ -44,11 +36,18 @@ class BirthdayConfig(CatchUp):
 class BirthdaysAndAnniversaries:
     config: BirthdayConfig = field(default_factory=BirthdayConfig)
     name: str = "birthday"
+    # a customer without an e-mail address is greeted by their owner: the ``_task`` variants
+    templates: Mapping[str, frozenset[str]] = field(
+        default_factory=lambda: {
+            "birthday_greeting": _CUSTOMER | {"year"},
+            "birthday_greeting_task": _CUSTOMER | {"year"},
+            "customer_anniversary": _CUSTOMER | {"years"},
+            "customer_anniversary_task": _CUSTOMER | {"years"},
+        }
+    )
 
-    def on_event(
-        self, event: CanonicalEvent, subject: SubjectState, ctx: RuleContext
-    ) -> Iterator[Decision]:
-        if event.type != CUSTOMER_UPSERTED or subject.customer is None:
+    def on_event(self, event: Event, subject: SubjectState, ctx: RuleContext) -> Iterator[Decision]:
+        if not isinstance(event.payload, CustomerUpserted) or subject.customer is None:
             return
         yield CancelTimers(prefix="birthday:")
         yield CancelTimers(prefix="anniversary:")
@@ -92,6 +91,7 @@ class BirthdaysAndAnniversaries:
                 "birthday_greeting",
                 customer,
                 subject,
+                ctx,
                 timer,
                 {"year": year},
             )
@@ -103,6 +103,7 @@ class BirthdaysAndAnniversaries:
                 "customer_anniversary",
                 customer,
                 subject,
+                ctx,
                 timer,
                 {"years": years},
             )
@@ -114,30 +115,27 @@ class BirthdaysAndAnniversaries:
         template: str,
         customer: CustomerState,
         subject: SubjectState,
+        ctx: RuleContext,
         timer: Timer,
         extra: dict[str, Any],
     ) -> Action:
         data = {"customer_id": customer.customer_id, "customer_name": customer.name, **extra}
         if customer.email is None and customer.owner_id is not None:
-            return Action(
-                key=key,
-                rule=self.name,
-                subject=subject.id,
-                kind="task",
-                recipient=Recipient("staff", customer.owner_id),
+            return Action.task(
+                self.name,
+                subject,
+                key,
+                customer.owner_id,
+                ctx,
                 template=f"{template}_task",
-                locale=customer.locale,
                 due_at=timer.due_at,
                 data=data,
             )
-        return Action(
-            key=key,
-            rule=self.name,
-            subject=subject.id,
-            kind="email",
-            recipient=Recipient("customer", customer.customer_id),
+        return Action.to_customer(
+            self.name,
+            subject,
+            key,
             template=template,
-            locale=customer.locale,
             due_at=timer.due_at,
             priority="marketing",
             data=data,

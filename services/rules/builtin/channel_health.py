@@ -9,7 +9,7 @@ each situation is reported once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, time, timedelta
 from decimal import Decimal
@@ -17,9 +17,11 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.rules.calendar import at_local, local_date
-from services.rules.sdk import Action, ActionKind, Decision, Recipient, RuleContext, SetTimer, Timer
+from services.rules.sdk import Action, ActionKind, Decision, Event, RuleContext, SetTimer, Timer
 from services.rules.state import ChannelState, SubjectState
-from shared.events.envelope import CanonicalEvent
+from shared.events.types import ChannelOrder, ChannelUpserted
+
+_CHANNEL = frozenset({"channel_id", "channel_name"})
 
 
 class ChannelHealthConfig(BaseModel):
@@ -54,12 +56,18 @@ def window_totals(
 class ChannelHealth:
     config: ChannelHealthConfig = field(default_factory=ChannelHealthConfig)
     name: str = "channel-health"
+    templates: Mapping[str, frozenset[str]] = field(
+        default_factory=lambda: {
+            "channel_inactive": _CHANNEL | {"last_order_date", "days_without_orders"},
+            "channel_declining": _CHANNEL | {"recent", "baseline", "drop_percent"},
+        }
+    )
 
-    def on_event(
-        self, event: CanonicalEvent, subject: SubjectState, ctx: RuleContext
-    ) -> Iterator[Decision]:
-        channel = subject.channel
-        if channel is None or not event.type.startswith("upkeep.channel.") or not channel.active:
+    def on_event(self, event: Event, subject: SubjectState, ctx: RuleContext) -> Iterator[Decision]:
+        channel, payload = subject.channel, event.payload
+        if not isinstance(payload, ChannelUpserted | ChannelOrder):
+            return
+        if channel is None or not channel.active:
             return
         tz, cfg = channel.timezone, self.config
         if channel.last_order_at is not None:
@@ -69,7 +77,7 @@ class ChannelHealth:
                 at_local(quiet, cfg.local_time, tz),
                 {"last_order": local_date(channel.last_order_at, tz).isoformat()},
             )
-        if event.type == "upkeep.channel.upserted.v1":
+        if isinstance(payload, ChannelUpserted):
             first = local_date(ctx.now, tz) + timedelta(days=cfg.review_every_days)
             yield SetTimer("review", at_local(first, cfg.local_time, tz))
 
@@ -90,6 +98,8 @@ class ChannelHealth:
                 f"inactive:{last}",
                 "channel_inactive",
                 channel,
+                subject,
+                ctx,
                 timer,
                 {
                     **base,
@@ -106,6 +116,8 @@ class ChannelHealth:
                     f"decline:{today}",
                     "channel_declining",
                     channel,
+                    subject,
+                    ctx,
                     timer,
                     {
                         **base,
@@ -124,18 +136,20 @@ class ChannelHealth:
         occurrence: str,
         template: str,
         channel: ChannelState,
+        subject: SubjectState,
+        ctx: RuleContext,
         timer: Timer,
         data: dict[str, object],
     ) -> Action:
         assert channel.manager_id is not None
-        return Action(
-            key=f"{self.name}:{channel.channel_id}:{occurrence}",
-            rule=self.name,
-            subject=f"channel:{channel.channel_id}",
-            kind=self.config.kind,
-            recipient=Recipient("staff", channel.manager_id),
+        return Action.to_staff(
+            self.name,
+            subject,
+            f"{self.name}:{channel.channel_id}:{occurrence}",
+            channel.manager_id,
+            ctx,
             template=template,
-            locale=channel.locale,
             due_at=timer.due_at,
+            kind=self.config.kind,
             data=data,
         )

@@ -5,7 +5,7 @@ automated e-mail after 14). One timer per interaction, named after it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -14,11 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.rules.builtin.catchup import CatchUp
 from services.rules.calendar import at_local, local_date
-from services.rules.sdk import Action, ActionKind, Decision, Recipient, RuleContext, SetTimer, Timer
+from services.rules.sdk import Action, ActionKind, Decision, Event, RuleContext, SetTimer, Timer
 from services.rules.state import SubjectState
-from shared.events.envelope import CanonicalEvent
+from shared.events.types import CustomerInteraction
 
-INTERACTION = "upkeep.customer.interaction.v1"
+_DATA = frozenset({"customer_id", "customer_name", "interaction_id", "tier"})
 
 
 class FollowUpStep(BaseModel):
@@ -52,18 +52,25 @@ class FollowUpConfig(CatchUp):
 class AfterSalesFollowUp:
     config: FollowUpConfig = field(default_factory=FollowUpConfig)
     name: str = "followup"
+    # ``followup_<trigger>`` to the customer, its ``_task`` variant to the owner
+    templates: Mapping[str, frozenset[str]] = field(
+        default_factory=lambda: {
+            f"followup_{trigger}{variant}": _DATA
+            for trigger in ("order", "ticket")
+            for variant in ("", "_task")
+        }
+    )
 
-    def on_event(
-        self, event: CanonicalEvent, subject: SubjectState, ctx: RuleContext
-    ) -> Iterator[Decision]:
-        if event.type != INTERACTION or subject.customer is None:
+    def on_event(self, event: Event, subject: SubjectState, ctx: RuleContext) -> Iterator[Decision]:
+        interaction = event.payload
+        if not isinstance(interaction, CustomerInteraction) or subject.customer is None:
             return
-        kind, status = event.data.get("kind"), event.data.get("ticket_status")
+        closed_ticket = interaction.kind == "ticket" and interaction.ticket_status == "closed"
         trigger = (
             "order"
-            if kind == "order" and self.config.after_orders
+            if interaction.kind == "order" and self.config.after_orders
             else "ticket"
-            if kind == "ticket" and status == "closed" and self.config.after_closed_tickets
+            if closed_ticket and self.config.after_closed_tickets
             else None
         )
         if trigger is None:
@@ -74,12 +81,11 @@ class AfterSalesFollowUp:
         day = local_date(event.time, tz) + timedelta(days=step.after_days)
         due = at_local(day, self.config.local_time, tz)
         if due > self.config.plan_after(ctx.now):
-            interaction = str(event.data["interaction_id"])
             yield SetTimer(
-                interaction,
+                interaction.interaction_id,
                 due,
                 {
-                    "interaction_id": interaction,
+                    "interaction_id": interaction.interaction_id,
                     "trigger": trigger,
                     "kind": step.kind,
                     "tier": tier,
@@ -110,26 +116,17 @@ class AfterSalesFollowUp:
         template = f"followup_{timer.data['trigger']}"
         key = f"followup:{timer.data['interaction_id']}"
         if kind == "email" and customer.email is not None:
-            yield Action(
-                key=key,
-                rule=self.name,
-                subject=subject.id,
-                kind="email",
-                recipient=Recipient("customer", customer.customer_id),
-                template=template,
-                locale=customer.locale,
-                due_at=timer.due_at,
-                data=data,
+            yield Action.to_customer(
+                self.name, subject, key, template=template, due_at=timer.due_at, data=data
             )
         elif customer.owner_id is not None:  # a task, or an e-mail we cannot send
-            yield Action(
-                key=key,
-                rule=self.name,
-                subject=subject.id,
-                kind="task",
-                recipient=Recipient("staff", customer.owner_id),
+            yield Action.task(
+                self.name,
+                subject,
+                key,
+                customer.owner_id,
+                ctx,
                 template=f"{template}_task",
-                locale=customer.locale,
                 due_at=timer.due_at,
                 data=data,
             )

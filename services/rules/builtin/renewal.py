@@ -8,7 +8,7 @@ so a renewal (new end date) or a cancellation stops the remaining reminders of t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -22,15 +22,18 @@ from services.rules.sdk import (
     ActionKind,
     CancelTimers,
     Decision,
-    Recipient,
+    Event,
     RuleContext,
     SetTimer,
     Timer,
 )
 from services.rules.state import ContractState, SubjectState
-from shared.events.envelope import CanonicalEvent
+from shared.events.types import ContractCancelled, ContractRenewed, ContractUpserted
 
 PLANNED_STATUSES = ("active", "renewed")
+_CONTRACT = frozenset(
+    {"contract_id", "end_date", "customer_id", "customer_name", "value", "currency"}
+)
 
 
 class RenewalConfig(CatchUp):
@@ -47,13 +50,18 @@ class RenewalConfig(CatchUp):
 class ContractRenewal:
     config: RenewalConfig = field(default_factory=RenewalConfig)
     name: str = "renewal"
+    templates: Mapping[str, frozenset[str]] = field(
+        default_factory=lambda: {
+            "renewal_reminder": _CONTRACT | {"days_left"},  # to the owner
+            "renewal_customer_notice": _CONTRACT | {"days_left"},  # notify_customer
+            "renewal_overdue": _CONTRACT,  # to the owner's manager
+        }
+    )
 
-    def on_event(
-        self, event: CanonicalEvent, subject: SubjectState, ctx: RuleContext
-    ) -> Iterator[Decision]:
-        if not event.type.startswith("upkeep.contract."):
+    def on_event(self, event: Event, subject: SubjectState, ctx: RuleContext) -> Iterator[Decision]:
+        if not isinstance(event.payload, ContractUpserted | ContractRenewed | ContractCancelled):
             return
-        contract_id = str(event.data["contract_id"])
+        contract_id = event.payload.contract_id
         yield CancelTimers(prefix=f"{contract_id}:")
         contract = subject.contracts.get(contract_id)
         if contract is None or contract.status not in PLANNED_STATUSES:
@@ -110,14 +118,11 @@ class ContractRenewal:
                 f"{key}:{days}d", owner, "renewal_reminder", data, subject, ctx, timer.due_at
             )
         if self.config.notify_customer and customer is not None:
-            yield Action(
-                key=f"{key}:{days}d:customer",
-                rule=self.name,
-                subject=subject.id,
-                kind="email",
-                recipient=Recipient("customer", customer.customer_id),
+            yield Action.to_customer(
+                self.name,
+                subject,
+                f"{key}:{days}d:customer",
                 template="renewal_customer_notice",
-                locale=customer.locale,
                 due_at=timer.due_at,
                 data=data,
             )
@@ -132,15 +137,15 @@ class ContractRenewal:
         ctx: RuleContext,
         due: datetime,
     ) -> Action:
-        member = ctx.staff.get(staff_id)
-        return Action(
-            key=key,
-            rule=self.name,
-            subject=subject.id,
-            kind=self.config.owner_kind,
-            recipient=Recipient("staff", staff_id),
+        kind = self.config.owner_kind
+        return Action.to_staff(
+            self.name,
+            subject,
+            key,
+            staff_id,
+            ctx,
             template=template,
-            locale=member.locale if member else "en",
             due_at=due,
+            kind=kind,
             data=data,
         )

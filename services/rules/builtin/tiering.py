@@ -9,18 +9,16 @@ the moment the recency score would next drop — no periodic scan of customers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.rules.sdk import Decision, Emit, RuleContext, SetTimer, Timer
+from services.rules.sdk import Decision, Emit, Event, RuleContext, SetTimer, Timer
 from services.rules.state import CustomerState, SubjectState
-from shared.events.envelope import CanonicalEvent
-
-TRIGGERS = ("upkeep.customer.interaction.v1", "upkeep.customer.upserted.v1")
+from shared.events.types import CustomerInteraction, CustomerUpserted
 
 
 class TieringConfig(BaseModel):
@@ -56,11 +54,11 @@ def rfm(customer: CustomerState, now: datetime, cfg: TieringConfig) -> tuple[int
 class Tiering:
     config: TieringConfig = field(default_factory=TieringConfig)
     name: str = "tiering"
+    templates: Mapping[str, frozenset[str]] = field(default_factory=dict)  # it only emits
 
-    def on_event(
-        self, event: CanonicalEvent, subject: SubjectState, ctx: RuleContext
-    ) -> Iterator[Decision]:
-        if event.type in TRIGGERS and subject.customer is not None:
+    def on_event(self, event: Event, subject: SubjectState, ctx: RuleContext) -> Iterator[Decision]:
+        triggers = CustomerInteraction | CustomerUpserted
+        if isinstance(event.payload, triggers) and subject.customer is not None:
             yield from self._evaluate(subject.customer, ctx.now)
 
     def on_timer(self, timer: Timer, subject: SubjectState, ctx: RuleContext) -> Iterator[Decision]:

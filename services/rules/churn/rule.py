@@ -13,7 +13,7 @@ moment the risk will cross ``enter_risk`` — no periodic re-scoring of every cu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -25,16 +25,16 @@ from services.rules.sdk import (
     ActionKind,
     Decision,
     Emit,
-    Recipient,
+    Event,
     RuleContext,
     SetTimer,
     Timer,
 )
 from services.rules.state import CustomerState, SubjectState
-from shared.events.envelope import CanonicalEvent
+from shared.events.types import CustomerInteraction, CustomerUpserted
 
 DAY = 86_400.0
-TRIGGERS = ("upkeep.customer.interaction.v1", "upkeep.customer.upserted.v1")
+_CUSTOMER = frozenset({"customer_id", "customer_name"})
 
 
 class ChurnConfig(BaseModel):
@@ -91,20 +91,26 @@ class ChurnRisk:
     config: ChurnConfig = field(default_factory=ChurnConfig)
     model: ChurnModel = field(default_factory=ChurnModel)
     name: str = "churn"
+    templates: Mapping[str, frozenset[str]] = field(
+        default_factory=lambda: {
+            "churn_risk_alert": _CUSTOMER | {"risk", "p_alive", "orders", "last_order_at"},
+            "churn_weekly_list": frozenset({"week", "count", "customers"}),  # the weekly job
+        }
+    )
 
-    def on_event(
-        self, event: CanonicalEvent, subject: SubjectState, ctx: RuleContext
-    ) -> Iterator[Decision]:
-        if event.type in TRIGGERS and subject.customer is not None:
-            yield from self._evaluate(subject, subject.customer, ctx.now)
+    def on_event(self, event: Event, subject: SubjectState, ctx: RuleContext) -> Iterator[Decision]:
+        triggers = CustomerInteraction | CustomerUpserted
+        if isinstance(event.payload, triggers) and subject.customer is not None:
+            yield from self._evaluate(subject, subject.customer, ctx)
 
     def on_timer(self, timer: Timer, subject: SubjectState, ctx: RuleContext) -> Iterator[Decision]:
         if subject.customer is not None:
-            yield from self._evaluate(subject, subject.customer, ctx.now)
+            yield from self._evaluate(subject, subject.customer, ctx)
 
     def _evaluate(
-        self, subject: SubjectState, customer: CustomerState, now: datetime
+        self, subject: SubjectState, customer: CustomerState, ctx: RuleContext
     ) -> Iterator[Decision]:
+        now = ctx.now
         params = self.model.params
         found = score(customer, params, now) if params is not None else None
         if params is None or found is None:
@@ -123,15 +129,15 @@ class ChurnRisk:
             if customer.owner_id is not None:
                 assert customer.last_order_at is not None
                 episode = customer.last_order_at.date().isoformat()
-                yield Action(
-                    key=f"churn:{customer.customer_id}:at-risk:{episode}",
-                    rule=self.name,
-                    subject=subject.id,
-                    kind=cfg.kind,
-                    recipient=Recipient("staff", customer.owner_id),
+                yield Action.to_staff(
+                    self.name,
+                    subject,
+                    f"churn:{customer.customer_id}:at-risk:{episode}",
+                    customer.owner_id,
+                    ctx,
                     template="churn_risk_alert",
-                    locale=customer.locale,
                     due_at=now,
+                    kind=cfg.kind,
                     data={
                         "customer_id": customer.customer_id,
                         "customer_name": customer.name,

@@ -19,40 +19,21 @@ from services.rules.builtin.birthday import BirthdaysAndAnniversaries
 from services.rules.builtin.channel_health import ChannelHealth
 from services.rules.builtin.followup import AfterSalesFollowUp
 from services.rules.builtin.renewal import ContractRenewal, RenewalConfig
+from services.rules.registry import BUILTIN
 from services.rules.sdk import Action
 from services.rules.testing import RuleHarness
 
-_CUSTOMER = frozenset({"customer_id", "customer_name"})
-_FOLLOWUP = _CUSTOMER | {"interaction_id", "tier"}
-_CONTRACT = frozenset(
-    {"contract_id", "end_date", "customer_id", "customer_name", "value", "currency"}
-)
-_CHANNEL = frozenset({"channel_id", "channel_name"})
 
-# Every template name the built-in rules can publish, with the keys of its ``data``, as read from
-# services/rules/builtin/*.py and services/rules/churn/{rule,weekly}.py.
-RULE_TEMPLATES: dict[str, frozenset[str]] = {
-    # birthday.py: _greeting(template) and f"{template}_task" when there is no e-mail address
-    "birthday_greeting": _CUSTOMER | {"year"},
-    "birthday_greeting_task": _CUSTOMER | {"year"},
-    "customer_anniversary": _CUSTOMER | {"years"},
-    "customer_anniversary_task": _CUSTOMER | {"years"},
-    # followup.py: f"followup_{trigger}" (trigger: order, ticket) and f"{template}_task"
-    "followup_order": _FOLLOWUP,
-    "followup_ticket": _FOLLOWUP,
-    "followup_order_task": _FOLLOWUP,
-    "followup_ticket_task": _FOLLOWUP,
-    # renewal.py: the owner, the customer (notify_customer) and the escalation
-    "renewal_reminder": _CONTRACT | {"days_left"},
-    "renewal_customer_notice": _CONTRACT | {"days_left"},
-    "renewal_overdue": _CONTRACT,
-    # channel_health.py
-    "channel_inactive": _CHANNEL | {"last_order_date", "days_without_orders"},
-    "channel_declining": _CHANNEL | {"recent", "baseline", "drop_percent"},
-    # churn/rule.py and churn/weekly.py
-    "churn_risk_alert": _CUSTOMER | {"risk", "p_alive", "orders", "last_order_at"},
-    "churn_weekly_list": frozenset({"week", "count", "customers"}),
-}
+def _declared() -> dict[str, frozenset[str]]:
+    """Every template the built-in rules declare, with the keys of its ``data``."""
+    found: dict[str, frozenset[str]] = {}
+    for rule in (factory({}) for factory in BUILTIN.values()):
+        for name, keys in rule.templates.items():
+            assert found.setdefault(name, keys) == keys, f"{name}: declared twice, differently"
+    return found
+
+
+RULE_TEMPLATES = _declared()
 WEEKLY_LIST_CUSTOMER = frozenset({"customer_id", "customer_name", "risk", "last_order_at"})
 LOCALES = ("en", "zh-CN")
 CJK = re.compile(r"[\u4e00-\u9fff]")
