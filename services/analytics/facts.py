@@ -6,10 +6,13 @@ are integers: money is counted in minor units per currency (``order_value.EUR`` 
 
 * ``upkeep.events.v1`` — events by type; orders and order value; new customers; renewals
   renewed and lost; customers at risk and recovered; tier changes.
-* ``upkeep.actions.v1`` — actions by rule and kind; renewals due (one per contract term);
-  channels flagged.
+* ``upkeep.actions.v1`` — actions by rule and kind; renewals due (one per contract term named
+  by an action's ``term``); channels flagged (``purpose`` ``channel_alert``).
 * ``upkeep.deliveries.v1`` — final outcomes by kind and rule; automated and manual touches;
-  follow-ups done; contract terms reminded.
+  follow-ups done (``purpose`` ``follow_up``); contract terms reminded (``term``).
+
+Records written before actions carried ``purpose`` and ``term`` are read by
+:mod:`services.analytics.legacy`.
 
 A record may also be a :class:`Touch` of a contract term (a reminder sent, a renewal), from
 which :mod:`services.analytics.conversions` finds reminders followed by a renewal.
@@ -17,7 +20,6 @@ which :mod:`services.analytics.conversions` finds reminders followed by a renewa
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -25,7 +27,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 import orjson
 from pydantic import ValidationError
 
-from shared.events.actions import ActionMessage
+from services.analytics import legacy
+from shared.events.actions import ActionMessage, ContractTerm
 from shared.events.deliveries import DeliveryMessage
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import (
@@ -42,8 +45,7 @@ from shared.events.types import (
 
 FINAL = ("sent", "suppressed", "failed")
 CONTEXT = ("owner", "channel", "tier")  # what an action's context may attribute it by
-# renewal:<contract>:<end date>:<which>[:customer] (a contract id may itself contain ":")
-RENEWAL_KEY = re.compile(r"^renewal:(?P<contract>.+):(?P<end>\d{4}-\d{2}-\d{2}):[^:]+(:customer)?$")
+FOLLOW_UP, CHANNEL_ALERT = "follow_up", "channel_alert"  # purposes counted on their own
 
 
 # Identities that *distinct* records claim — the same customer upserted again, a term reminded
@@ -78,15 +80,16 @@ class Touch:
     subject: str
 
 
-def renewal_term(key: str) -> tuple[str, date] | None:
-    """The contract and end date a renewal action's key is about."""
-    found = RENEWAL_KEY.match(key)
-    if found is None:
-        return None
-    try:
-        return found["contract"], date.fromisoformat(found["end"])
-    except ValueError:
-        return None
+def purpose_of(message: ActionMessage | DeliveryMessage) -> str | None:
+    """What maintenance an action (or its outcome) did; older records by their rule."""
+    return message.purpose if message.purpose is not None else legacy.purpose_of(message.rule)
+
+
+def term_of(message: ActionMessage | DeliveryMessage) -> ContractTerm | None:
+    """The contract term an action (or its outcome) is about; older records by their key."""
+    if message.purpose is not None:
+        return message.term
+    return legacy.term_of(message.rule, message.key)
 
 
 class Unreadable(ValueError):
@@ -146,11 +149,11 @@ def action_facts(action: ActionMessage) -> list[Fact]:
             dims,
         )
     ]
-    term = renewal_term(action.key) if action.rule == "renewal" else None
+    term = term_of(action)
     if term is not None:
-        identity = "due:renewal:{}:{}".format(*term)
+        identity = f"due:renewal:{term.contract_id}:{term.end_date}"
         facts.append(Fact(identity, action.due_at, {"renewals.due": 1}, subject, context))
-    if action.rule == "channel-health":
+    if purpose_of(action) == CHANNEL_ALERT:
         facts.append(
             Fact(f"flagged:{action.key}", action.due_at, {"channels.flagged": 1}, subject, dims)
         )
@@ -167,7 +170,7 @@ def delivery_facts(delivery: DeliveryMessage) -> list[Fact]:
         automated = delivery.kind != "task"
         counters["touches.automated" if automated else "touches.manual"] = 1
         counters[f"touches.{delivery.kind}"] = 1
-        if delivery.rule == "followup":
+        if purpose_of(delivery) == FOLLOW_UP:
             counters["followups.done"] = 1
     facts = [Fact(f"delivery:{delivery.key}", delivery.at, counters, delivery.subject, dims)]
     term = reminded_term(delivery)
@@ -184,12 +187,10 @@ def _context(context: dict[str, str]) -> dict[str, str]:
 
 def reminded_term(delivery: DeliveryMessage) -> Touch | None:
     """A renewal reminder that reached someone: the term it reminded of."""
-    if delivery.outcome != "sent" or delivery.rule != "renewal":
-        return None
-    term = renewal_term(delivery.key)
+    term = term_of(delivery) if delivery.outcome == "sent" else None
     if term is None:
         return None
-    return Touch("reminded", term[0], term[1], delivery.at, delivery.subject)
+    return Touch("reminded", term.contract_id, term.end_date, delivery.at, delivery.subject)
 
 
 def attribution_of(payload: EventPayload) -> tuple[str, dict[str, str]] | None:

@@ -62,6 +62,8 @@ def outcome_message(entry: Entry, outcome: Outcome, now: datetime, topic: str) -
         next_at=entry.next_at if outcome == "deferred" else None,
         data=dict(action.data),
         context=dict(action.context),
+        purpose=action.purpose,
+        term=action.term,
     )
     return Outgoing(topic, message.model_dump_json().encode(), action.subject.encode())
 

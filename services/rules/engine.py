@@ -37,7 +37,7 @@ from services.rules.sdk import (
 from services.rules.state import StaffState, SubjectState, apply
 from services.rules.store import PlacedTimer, SubjectStore, TimerChanges, TimerStore
 from services.rules.ticklog import TickLog, tick_entries
-from shared.events.actions import ActionMessage, ActionRecipient
+from shared.events.actions import ActionMessage, ActionRecipient, ContractTerm
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import EventPayload, resolve_type
 from shared.kafka.messages import DeadLetter, HandlerResult, Outgoing, Record, canonical_message
@@ -354,6 +354,10 @@ class RulesEngine:
             priority=action.priority,
             data=dict(action.data),
             context=dict(context),
+            purpose=action.purpose,
+            term=ContractTerm(contract_id=action.term[0], end_date=action.term[1])
+            if action.term is not None
+            else None,
             created_at=now,
         )
         return Outgoing(

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from services.rules.state import StaffState, SubjectState
@@ -70,6 +70,10 @@ class Action:
     due_at: datetime
     priority: Priority = "transactional"
     data: Mapping[str, Any] = field(default_factory=dict)
+    # for reporting: what maintenance it does (``follow_up``, ``renewal_reminder``,
+    # ``channel_alert`` …) and the contract term (contract id, end date) it is about
+    purpose: str | None = None
+    term: tuple[str, date] | None = None
 
     @classmethod
     def to_staff(
@@ -84,6 +88,8 @@ class Action:
         due_at: datetime,
         kind: ActionKind = "email",
         data: Mapping[str, Any] | None = None,
+        purpose: str | None = None,
+        term: tuple[str, date] | None = None,
     ) -> Action:
         """A message to a member of staff (an owner, a manager), in their own language."""
         member = ctx.staff.get(staff_id)
@@ -97,6 +103,8 @@ class Action:
             locale=member.locale if member else "en",
             due_at=due_at,
             data=dict(data or {}),
+            purpose=purpose,
+            term=term,
         )
 
     @classmethod
@@ -111,10 +119,20 @@ class Action:
         template: str,
         due_at: datetime,
         data: Mapping[str, Any] | None = None,
+        purpose: str | None = None,
     ) -> Action:
         """A task for a member of staff (a call to make, a visit to pay)."""
         return cls.to_staff(
-            rule, subject, key, owner, ctx, template=template, due_at=due_at, kind="task", data=data
+            rule,
+            subject,
+            key,
+            owner,
+            ctx,
+            template=template,
+            due_at=due_at,
+            kind="task",
+            data=data,
+            purpose=purpose,
         )
 
     @classmethod
@@ -129,6 +147,8 @@ class Action:
         kind: ActionKind = "email",
         priority: Priority = "transactional",
         data: Mapping[str, Any] | None = None,
+        purpose: str | None = None,
+        term: tuple[str, date] | None = None,
     ) -> Action:
         """A message to the subject's customer, in the customer's language. Raises
         ``ValueError`` for a subject that is not a known customer."""
@@ -146,6 +166,8 @@ class Action:
             due_at=due_at,
             priority=priority,
             data=dict(data or {}),
+            purpose=purpose,
+            term=term,
         )
 
 

@@ -7,11 +7,28 @@ ledger de-duplicates on: an action published twice is delivered once.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 ACTION_TYPE = "upkeep.action.v1"
+
+
+class ContractTerm(BaseModel):
+    """The contract term an action is about: analytics counts each term's reminders and
+    renewals once, whichever rule or reminder speaks of it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    contract_id: str = Field(min_length=1, max_length=128)
+    end_date: date
+
+
+PURPOSE_DESCRIPTION = (
+    "what maintenance the action does, for reporting (e.g. follow_up, renewal_reminder, "
+    "channel_alert, greeting, churn_alert): analytics counts by it, never by rule name"
+)
 
 
 class ActionRecipient(BaseModel):
@@ -42,4 +59,6 @@ class ActionMessage(BaseModel):
         description="whom the subject belonged to when the action was decided: owner, channel, "
         "tier (for reporting; analytics attributes the action and its outcome by it)",
     )
+    purpose: str | None = Field(None, max_length=64, description=PURPOSE_DESCRIPTION)
+    term: ContractTerm | None = Field(None, description="the contract term it is about, if any")
     created_at: AwareDatetime

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from shared.events.actions import ActionRecipient
+from shared.events.actions import PURPOSE_DESCRIPTION, ActionRecipient, ContractTerm
 
 DELIVERY_TYPE = "upkeep.delivery.v1"
 Outcome = Literal["sent", "deferred", "suppressed", "failed"]
@@ -43,3 +43,5 @@ class DeliveryMessage(BaseModel):
     context: dict[str, str] = Field(
         default_factory=dict, description="the action's context: owner, channel, tier"
     )
+    purpose: str | None = Field(None, max_length=64, description=PURPOSE_DESCRIPTION)
+    term: ContractTerm | None = Field(None, description="the action's contract term, if any")

@@ -130,6 +130,7 @@ class BirthdaysAndAnniversaries:
                 template=f"{template}_task",
                 due_at=timer.due_at,
                 data=data,
+                purpose="greeting",
             )
         return Action.to_customer(
             self.name,
@@ -139,4 +140,5 @@ class BirthdaysAndAnniversaries:
             due_at=timer.due_at,
             priority="marketing",
             data=data,
+            purpose="greeting",
         )

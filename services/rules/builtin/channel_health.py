@@ -152,4 +152,5 @@ class ChannelHealth:
             due_at=timer.due_at,
             kind=self.config.kind,
             data=data,
+            purpose="channel_alert",
         )

@@ -117,7 +117,13 @@ class AfterSalesFollowUp:
         key = f"followup:{timer.data['interaction_id']}"
         if kind == "email" and customer.email is not None:
             yield Action.to_customer(
-                self.name, subject, key, template=template, due_at=timer.due_at, data=data
+                self.name,
+                subject,
+                key,
+                template=template,
+                due_at=timer.due_at,
+                data=data,
+                purpose="follow_up",
             )
         elif customer.owner_id is not None:  # a task, or an e-mail we cannot send
             yield Action.task(
@@ -129,6 +135,7 @@ class AfterSalesFollowUp:
                 template=f"{template}_task",
                 due_at=timer.due_at,
                 data=data,
+                purpose="follow_up",
             )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import date, time, timedelta
 from typing import Any
 
 from pydantic import Field
@@ -103,19 +103,20 @@ class ContractRenewal:
             "currency": contract.currency,
         }
         key = f"renewal:{contract.contract_id}:{contract.end_date}"
+        term = (contract.contract_id, contract.end_date)
         if timer.data.get("overdue"):
             # escalate to the owner's manager; without one, the owner hears it themselves
             manager = ctx.manager_of(owner) or owner
             if manager:
                 yield self._to_staff(
-                    f"{key}:overdue", manager, "renewal_overdue", data, subject, ctx, timer.due_at
+                    f"{key}:overdue", manager, "renewal_overdue", data, subject, ctx, timer, term
                 )
             return
         days = int(timer.data["days"])
         data["days_left"] = days
         if owner:
             yield self._to_staff(
-                f"{key}:{days}d", owner, "renewal_reminder", data, subject, ctx, timer.due_at
+                f"{key}:{days}d", owner, "renewal_reminder", data, subject, ctx, timer, term
             )
         if self.config.notify_customer and customer is not None:
             yield Action.to_customer(
@@ -125,6 +126,8 @@ class ContractRenewal:
                 template="renewal_customer_notice",
                 due_at=timer.due_at,
                 data=data,
+                purpose="renewal_notice",
+                term=term,
             )
 
     def _to_staff(
@@ -135,9 +138,11 @@ class ContractRenewal:
         data: dict[str, Any],
         subject: SubjectState,
         ctx: RuleContext,
-        due: datetime,
+        timer: Timer,
+        term: tuple[str, date],
     ) -> Action:
-        kind = self.config.owner_kind
+        """A reminder (``renewal_reminder``) or an escalation (``renewal_overdue``) to staff:
+        the template names its purpose."""
         return Action.to_staff(
             self.name,
             subject,
@@ -145,7 +150,9 @@ class ContractRenewal:
             staff_id,
             ctx,
             template=template,
-            due_at=due,
-            kind=kind,
+            due_at=timer.due_at,
+            kind=self.config.owner_kind,
             data=data,
+            purpose=template,
+            term=term,
         )

@@ -138,6 +138,7 @@ class ChurnRisk:
                     template="churn_risk_alert",
                     due_at=now,
                     kind=cfg.kind,
+                    purpose="churn_alert",
                     data={
                         "customer_id": customer.customer_id,
                         "customer_name": customer.name,

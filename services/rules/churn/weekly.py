@@ -62,6 +62,7 @@ async def weekly_lists(
                     "count": len(customers),
                     "customers": customers[:limit_per_owner],
                 },
+                purpose="churn_list",
             )
         )
     return actions

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from services.analytics import legacy
 from services.analytics.facts import (
     Fact,
     Touch,
@@ -19,7 +20,6 @@ from services.analytics.facts import (
     delivery_facts,
     read,
     reminded_term,
-    renewal_term,
 )
 from shared.events.deliveries import DeliveryMessage
 from shared.events.envelope import CanonicalEvent
@@ -737,6 +737,12 @@ def test_a_renewal_key_names_its_contract_and_term(key: str, term: tuple[str, da
     assert renewal_term(key) == term
 
 
+def renewal_term(key: str) -> tuple[str, date] | None:
+    """What a record written before actions carried their term is read as."""
+    found = legacy.term_of("renewal", key)
+    return (found.contract_id, found.end_date) if found is not None else None
+
+
 @pytest.mark.parametrize(
     "key",
     [
@@ -1024,3 +1030,42 @@ def test_a_context_that_is_not_text_is_unreadable() -> None:
     body = action("birthday:C-1:2026", "birthday", context={"owner": ["S-1", "S-2"]})
     with pytest.raises(Unreadable):
         read("actions", orjson.dumps(body))
+
+
+# -- what actions and outcomes say of themselves (purpose, term) --------------------------------
+
+TERM = {"contract_id": "K-9", "end_date": "2027-03-31"}
+
+
+def test_an_action_of_any_rule_with_a_term_counts_that_term_due_once() -> None:
+    facts = by_identity(
+        read_json(
+            "actions",
+            action("acme:K-9:soon", "acme-renewals", term=TERM, purpose="renewal_reminder"),
+        )
+    )
+    assert facts["due:renewal:K-9:2027-03-31"].counters == {"renewals.due": 1}
+
+
+def test_a_sent_outcome_with_a_term_reminds_of_it_whatever_its_key() -> None:
+    sent = DeliveryMessage.model_validate(
+        delivery("sent", "acme:K-9:soon", "acme-renewals", term=TERM, purpose="renewal_reminder")
+    )
+    assert reminded_term(sent) == Touch("reminded", "K-9", date(2027, 3, 31), T, "customer:C-1")
+
+
+def test_a_follow_up_of_a_plug_in_rule_counts_as_a_follow_up_by_its_purpose() -> None:
+    facts = delivery_facts(
+        DeliveryMessage.model_validate(
+            delivery("sent", "calls:C-1:1", "calls", purpose="follow_up")
+        )
+    )
+    assert facts[0].counters["followups.done"] == 1
+
+
+def test_an_action_that_says_its_purpose_is_not_read_by_its_rule_name_or_key() -> None:
+    # named like the built-in rule, keyed like its reminders, but it says what it is
+    body = action("renewal:K-1:2026-11-30:30d", "renewal", purpose="greeting")
+    assert "due:renewal:K-1:2026-11-30" not in by_identity(read_json("actions", body))
+    flagged = action("channel-health:P-1:inactive:2026-11-01", "channel-health", purpose="other")
+    assert not any(i.startswith("flagged:") for i in by_identity(read_json("actions", flagged)))
