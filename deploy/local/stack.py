@@ -40,7 +40,7 @@ DEV_API_KEY = "upk_local_development_key_do_not_deploy"
 
 
 def existing_services() -> list[str]:
-    """Services that have an entry point yet (later issues add the rest)."""
+    """The services with an entry point (``services/<name>/__main__.py``)."""
     return [name for name in SERVICE_PORTS if (ROOT / "services" / name / "__main__.py").exists()]
 
 

@@ -1,1 +1,8 @@
-"""The analytics service (see its issue); the directory is reserved so the layout is final."""
+"""Analytics: exact aggregates of events, actions and deliveries in MongoDB, and what they show
+— the report, the API, the dashboard and the gauges.
+
+Domain (no Kafka, MongoDB or HTTP): :mod:`.facts` (what each record counts for),
+:mod:`.legacy` (records written before actions said their purpose), :mod:`.conversions`,
+:mod:`.report`. Stores and wiring: :mod:`.aggregates`, :mod:`.handler`, :mod:`.gauges`,
+:mod:`.service`; HTTP: :mod:`.api`, :mod:`.dashboard`.
+"""
