@@ -3,17 +3,22 @@ nothing to download — in English or Chinese (``?lang=zh`` or the browser's lan
 
 Pages: overview (the maintenance report, daily activity, manual work saved by month), channels
 (with their health week by week), owners, rules, and the customers at risk.
+
+Python shapes the data into plain values; the HTML is in ``templates/`` (see ``base.html``),
+rendered with autoescaping: every value from data is escaped by Jinja, none by hand.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from html import escape
+from pathlib import Path
 from typing import Any
 
+import jinja2
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from services.analytics.aggregates import Attribution, totals
 from services.analytics.report import Reporting
@@ -127,15 +132,30 @@ COLUMNS = {
     "owner": ["actions", "deliveries.sent", "renewals.due", "renewals.renewed", "followups.done"],
     "rule": ["actions", "deliveries.sent", "deliveries.failed", "touches.automated"],
 }
-STYLE = (
-    "body{font-family:system-ui,'PingFang SC','Microsoft YaHei',sans-serif;margin:0;"
-    "color:#1f2933;background:#f5f7fa}header{background:#243b53;color:#fff;padding:12px 24px}"
-    "header a{color:#d9e2ec;margin-right:16px;text-decoration:none}header a.on{color:#fff;"
-    "font-weight:bold}main{padding:24px;max-width:1100px}.cards{display:flex;flex-wrap:wrap;"
-    "gap:12px}.card{background:#fff;border:1px solid #d9e2ec;border-radius:6px;padding:12px 16px;"
-    "min-width:150px}.card b{display:block;font-size:22px}table{border-collapse:collapse;"
-    "background:#fff;margin-top:12px}td,th{border:1px solid #d9e2ec;padding:6px 10px;"
-    "text-align:right}td:first-child,th:first-child{text-align:left}"
+NAV = [("overview", "/"), *((key, f"/{key}") for key in ("channels", "owners", "rules", "at-risk"))]
+HTML_LANG = {"en": "en", "zh": "zh-CN"}
+SWITCH = {"en": ("zh", "中文"), "zh": ("en", "English")}  # the other language, in its own words
+CARDS = [
+    "renewal_rate",
+    "reminder_conversion",
+    "churn_recoveries",
+    "delivery_success_rate",
+    "automation_coverage",
+    "hours_saved",
+    "money_saved",
+]
+COLORS = ["#2680c2", "#3ebd93", "#e12d39", "#f0b429"]
+
+# One environment for the process, as the notifier's: the immutable sandbox, strict undefined
+# variables (a template that names a missing value fails instead of printing nothing), and
+# autoescaping of everything a template prints; the templates only ever receive plain values.
+ENVIRONMENT = ImmutableSandboxedEnvironment(
+    loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates"), encoding="utf-8"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    auto_reload=False,
 )
 
 
@@ -145,59 +165,42 @@ def language(request: Request) -> str:
 
 
 def bars(
-    days: Sequence[Mapping[str, Any]],
+    periods: Sequence[Mapping[str, Any]],
     names: Sequence[str],
     t: Mapping[str, str],
     label_format: str = "%m-%d",
-) -> str:
-    """A grouped bar chart as inline SVG: one group per period, one bar per counter."""
-    width, height, colors = 900, 220, ["#2680c2", "#3ebd93", "#e12d39", "#f0b429"]
-    if not days:
-        return f"<p>{escape(t['none'])}</p>"
-    peak = max([1, *(d["counters"].get(n, 0) for d in days for n in names)])
-    step = width / len(days)
+) -> dict[str, Any] | None:
+    """The ``bars`` macro's chart, None when there is no period: one group of bars per period,
+    one bar per counter of ``names``, scaled to the highest; coordinates formatted for SVG."""
+    if not periods:
+        return None
+    width, height = 900, 220
+    peak = max([1, *(p["counters"].get(n, 0) for p in periods for n in names)])
+    step = width / len(periods)
     bar = min(48.0, max(2.0, step / (len(names) + 1)))  # one period alone: no giant bars
-    parts = [f'<svg role="img" viewBox="0 0 {width} {height + 40}" width="100%">']
-    for i, day in enumerate(days):
-        for j, name in enumerate(names):
-            value = day["counters"].get(name, 0)
+    legend = [(COLORS[j % len(COLORS)], t.get(n, n)) for j, n in enumerate(names)]
+    drawn = []
+    for i, period in enumerate(periods):
+        for j, (name, (color, label)) in enumerate(zip(names, legend, strict=True)):
+            value = period["counters"].get(name, 0)
             h = height * value / peak
-            x, y = i * step + j * bar, height - h
-            parts.append(
-                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar * 0.9:.1f}" height="{h:.1f}" '
-                f'fill="{colors[j % len(colors)]}"><title>{escape(t.get(name, name))}: '
-                f"{value}</title></rect>"
-            )
-        label = day["start"].strftime(label_format)
-        parts.append(f'<text x="{i * step:.1f}" y="{height + 16}" font-size="11">{label}</text>')
-    legend = "".join(
-        f'<tspan fill="{colors[j % len(colors)]}">■ {escape(t.get(n, n))}  </tspan>'
-        for j, n in enumerate(names)
-    )
-    parts.append(f'<text x="0" y="{height + 34}" font-size="12">{legend}</text></svg>')
-    return "".join(parts)
+            x, y = f"{i * step + j * bar:.1f}", f"{height - h:.1f}"
+            drawn.append(dict(x=x, y=y, height=f"{h:.1f}", color=color, label=label, value=value))
+    labels = [(f"{i * step:.1f}", p["start"].strftime(label_format)) for i, p in enumerate(periods)]
+    return {
+        "width": width,
+        "height": height,
+        "bar_width": f"{bar * 0.9:.1f}",
+        "bars": drawn,
+        "labels": labels,
+        "legend": legend,
+    }
 
 
-def page(t: Mapping[str, str], lang: str, current: str, body: str) -> HTMLResponse:
-    links = "".join(
-        f'<a class="{"on" if key == current else ""}" href="{href}?lang={lang}">'
-        f"{escape(t[key])}</a>"
-        for key, href in (
-            ("overview", "/"),
-            ("channels", "/channels"),
-            ("owners", "/owners"),
-            ("rules", "/rules"),
-            ("at-risk", "/at-risk"),
-        )
-    )
-    other = "en" if lang == "zh" else "zh"
-    html = (
-        f'<!doctype html><html lang="{"zh-CN" if lang == "zh" else "en"}"><head>'
-        f'<meta charset="utf-8"><title>{escape(t["title"])}</title><style>{STYLE}</style>'
-        f"</head><body><header><strong>{escape(t['title'])}</strong> &nbsp; {links}"
-        f'<a href="?lang={other}">{"English" if other == "en" else "中文"}</a></header>'
-        f"<main>{body}</main></body></html>"
-    )
+def render(template: jinja2.Template, lang: str, current: str, **values: Any) -> HTMLResponse:
+    """A page in ``lang``: its template with the chrome's values and the page's own."""
+    chrome = {"t": TEXT[lang], "lang": lang, "html_lang": HTML_LANG[lang], "nav": NAV}
+    html = template.render(**chrome, current=current, switch=SWITCH[lang], **values)
     return HTMLResponse(html)
 
 
@@ -208,6 +211,11 @@ def dashboard_router(
 ) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     aggregates = reporting.aggregates
+    # compiled once, here: a template that does not compile stops the service at start-up
+    overview_page, dimension_page, channels_page, at_risk_page = (
+        ENVIRONMENT.get_template(f"{name}.html")
+        for name in ("overview", "dimension", "channels", "at_risk")
+    )
 
     def window(request: Request) -> tuple[datetime, datetime]:
         """The last 30 days, or ``?from=…&to=…`` (ISO 8601)."""
@@ -221,41 +229,23 @@ def dashboard_router(
         t = TEXT[lang]
         since, until = window(request)
         figures = (await reporting.report(since, until)).model_dump()
-        cards = "".join(
-            f'<div class="card">{escape(t[k])}<b>{_figure(figures[k], k)}</b></div>'
-            for k in (
-                "renewal_rate",
-                "reminder_conversion",
-                "churn_recoveries",
-                "delivery_success_rate",
-                "automation_coverage",
-                "hours_saved",
-                "money_saved",
-            )
-        )
         days = await aggregates.series("day", "all", since, until)
-        counters = figures["counters"]
-        table = _table(t, [("", counters)], OVERVIEW, "")
-        chart = bars(days[-14:], ["actions", "deliveries.sent", "deliveries.failed"], t)
         months = await reporting.savings("month", "all", since, until)
-        saved = _rows(
-            [t["month"], t["hours_saved"], f"{t['money_saved']} ({reporting.currency})"],
-            [
-                [
-                    f"{m.start.astimezone(zone(aggregates.timezone)):%Y-%m}",
-                    m.hours_saved,
-                    m.money_saved,
-                ]
-                for m in months
-            ],
-            t,
+        tz = zone(aggregates.timezone)
+        return render(
+            overview_page,
+            lang,
+            "overview",
+            since=f"{since:%Y-%m-%d}",
+            until=f"{until:%Y-%m-%d}",
+            cards=[(t[k], _figure(figures[k], k)) for k in CARDS],
+            chart=bars(days[-14:], ["actions", "deliveries.sent", "deliveries.failed"], t),
+            counters=_counters(t, [("", figures["counters"])], OVERVIEW, ""),
+            saved=_table(
+                [t["month"], t["hours_saved"], f"{t['money_saved']} ({reporting.currency})"],
+                [[f"{m.start.astimezone(tz):%Y-%m}", m.hours_saved, m.money_saved] for m in months],
+            ),
         )
-        body = (
-            f"<h2>{since:%Y-%m-%d} &ndash; {until:%Y-%m-%d}</h2><div class=cards>{cards}</div>"
-            f"<h2>{escape(t['daily'])}</h2>{chart}{table}"
-            f"<h2>{escape(t['saved_by_month'])}</h2>{saved}"
-        )
-        return page(t, lang, "overview", body)
 
     async def by_dimension(request: Request, key: str) -> HTMLResponse:
         lang = language(request)
@@ -267,17 +257,16 @@ def dashboard_router(
         for row in rows:
             grouped.setdefault(row["value"], []).append(row)
         summary = sorted(((v, totals(rs)) for v, rs in grouped.items()), key=lambda x: x[0])
-        body = f"<h2>{escape(t[key])} · {since:%Y-%m-%d} &ndash; {until:%Y-%m-%d}</h2>" + _table(
-            t, summary, COLUMNS[dim], t["name"]
-        )
-        return page(t, lang, key, body + await extra(key, since, until, t))
-
-    async def extra(key: str, since: datetime, until: datetime, t: Mapping[str, str]) -> str:
+        values: dict[str, Any] = {"since": f"{since:%Y-%m-%d}", "until": f"{until:%Y-%m-%d}"}
+        values["summary"] = _counters(t, summary, COLUMNS[dim], t["name"])
         if key != "channels":
-            return ""
-        return await channel_health(since, until, t)
+            return render(dimension_page, lang, key, **values)
+        chart, health = await channel_health(since, until, t)
+        return render(channels_page, lang, key, **values, chart=chart, health=health)
 
-    async def channel_health(since: datetime, until: datetime, t: Mapping[str, str]) -> str:
+    async def channel_health(
+        since: datetime, until: datetime, t: Mapping[str, str]
+    ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         """Per channel, week by week: its orders, and whether it was flagged."""
         weeks = await aggregates.series("week", "all", since, until)
         chart = bars(weeks[-12:], ["channel_orders", "orders", "channels.flagged"], t, "%m-%d")
@@ -294,15 +283,14 @@ def dashboard_router(
             return f"{orders}{' ⚠' if counters.get('channels.flagged') else ''}"
 
         tz = zone(aggregates.timezone)
-        grid = _rows(
+        grid = _table(
             [t["name"], *(f"{s.astimezone(tz):%m-%d}" for s in starts)],
             [
                 [channel, *(cell(weeks_of.get(s)) for s in starts)]
                 for channel, weeks_of in sorted(cells.items())
             ],
-            t,
         )
-        return f"<h2>{escape(t['health'])}</h2>{chart}<p>{escape(t['health_note'])}</p>{grid}"
+        return chart, grid
 
     @router.get("/channels", response_class=HTMLResponse)
     async def channels(request: Request) -> HTMLResponse:
@@ -321,14 +309,15 @@ def dashboard_router(
         lang = language(request)
         t = TEXT[lang]
         found = await attribution.at_risk()
-        rows = "".join(
-            f"<tr><td>{escape(s.removeprefix('customer:'))}</td><td>{escape(d.get('owner', ''))}"
-            f"</td><td>{escape(d.get('risk', ''))}</td></tr>"
-            for s, d in sorted(found.items(), key=lambda kv: kv[1].get("risk", ""), reverse=True)
+        riskiest = sorted(found.items(), key=lambda kv: kv[1].get("risk", ""), reverse=True)
+        customers = _table(
+            [t["customer"], t["owner"], t["risk"]],
+            [
+                [s.removeprefix("customer:"), d.get("owner", ""), d.get("risk", "")]
+                for s, d in riskiest
+            ],
         )
-        head = f"<tr><th>{t['customer']}</th><th>{t['owner']}</th><th>{t['risk']}</th></tr>"
-        table = f"<table>{head}{rows}</table>" if rows else f"<p>{escape(t['none'])}</p>"
-        return page(t, lang, "at-risk", f"<h2>{escape(t['at-risk'])}</h2>{table}")
+        return render(at_risk_page, lang, "at-risk", customers=customers)
 
     return router
 
@@ -353,37 +342,18 @@ def _figure(value: Any, key: str) -> str:
     return f"{value:,.1f}"
 
 
-def _rows(head: Sequence[str], rows: Sequence[Sequence[Any]], t: Mapping[str, str]) -> str:
-    """A plain table: a header and rows of cells (numbers formatted, text escaped)."""
-    if not rows:
-        return f"<p>{escape(t['none'])}</p>"
-    th = "".join(f"<th>{escape(h)}</th>" for h in head)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f"<td>{v:,.2f}</td>" if isinstance(v, float) else f"<td>{escape(str(v))}</td>"
-            for v in row
-        )
-        + "</tr>"
-        for row in rows
-    )
-    return f'<div style="overflow-x:auto"><table><tr>{th}</tr>{body}</table></div>'
+def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    """The ``table`` macro's table: cells as shown, floats with two decimals."""
+    cells = [[f"{v:,.2f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    return {"head": list(head), "rows": cells}
 
 
-def _table(
+def _counters(
     t: Mapping[str, str],
     rows: Sequence[tuple[str, Mapping[str, int]]],
     columns: Sequence[str],
     first: str,
-) -> str:
-    if not rows:
-        return f"<p>{escape(t['none'])}</p>"
-    head = "".join(f"<th>{escape(t.get(c, c))}</th>" for c in columns)
-    body = "".join(
-        f"<tr><td>{escape(name)}</td>"
-        + "".join(f"<td>{counters.get(c, 0):,}</td>" for c in columns)
-        + "</tr>"
-        for name, counters in rows
-    )
-    table = f"<table><tr><th>{escape(first)}</th>{head}</tr>{body}</table>"
-    return f'<div style="overflow-x:auto">{table}</div>'
+) -> dict[str, Any]:
+    """A table of the ``columns`` counters (0 when absent) of each named row."""
+    head = [first, *(t.get(c, c) for c in columns)]
+    return _table(head, [[name, *(f"{n.get(c, 0):,}" for c in columns)] for name, n in rows])
