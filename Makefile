@@ -106,7 +106,7 @@ dashboards: $(STAMP) ## regenerate deploy/grafana/dashboards/*.json
 lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared services deploy
+	$(BIN)/mypy shared services deploy tests bench
 
 audit: $(STAMP) ## pip-audit the pinned dependencies (needs PyPI's per-release JSON API)
 	$(BIN)/pip-audit --requirement constraints.txt --no-deps --disable-pip --strict \
@@ -117,7 +117,7 @@ fmt: $(STAMP) ## format and auto-fix
 	$(BIN)/ruff check --fix .
 
 typecheck: $(STAMP) ## mypy --strict
-	$(BIN)/mypy shared services deploy
+	$(BIN)/mypy shared services deploy tests bench
 
 schemas: $(STAMP) ## regenerate docs/schemas from the event models
 	$(BIN)/python -m shared.events.schema docs/schemas

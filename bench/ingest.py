@@ -194,7 +194,9 @@ async def run(total: int, repeat: int, dedup: str, batch: int) -> None:
     with ephemeral_stack("bench", kafka_heap="768m") as stack:
         kafka = KafkaSettings(bootstrap_servers=stack.kafka_node.bootstrap)
         mongo = MongoSettings(uri=stack.mongo_uri)
-        topics = TopicSettings(**{k: f"bench.{v}" for k, v in TopicSettings().model_dump().items()})
+        topics = TopicSettings.model_validate(
+            {k: f"bench.{v}" for k, v in TopicSettings().model_dump().items()}
+        )
         await ensure_topics(kafka, topics)
         await fill(kafka, topics.raw_customer, events(total))
         print(

@@ -9,6 +9,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pymongo import MongoClient
@@ -49,9 +50,10 @@ def quantiles_ms(values: list[float]) -> dict[str, float | None]:
 
 
 def show(latency: dict[str, float | None]) -> str:
-    if latency["p50_ms"] is None:
+    p50, p95, p99 = latency["p50_ms"], latency["p95_ms"], latency["p99_ms"]
+    if p50 is None or p95 is None or p99 is None:  # quantiles_ms gives all three or none
         return "n/a"
-    return "p50 {p50_ms:6.0f} ms  p95 {p95_ms:6.0f} ms  p99 {p99_ms:6.0f} ms".format(**latency)
+    return f"p50 {p50:6.0f} ms  p95 {p95:6.0f} ms  p99 {p99:6.0f} ms"
 
 
 async def metrics_of(http: httpx.AsyncClient, url: str) -> str | None:
@@ -118,7 +120,8 @@ async def wait_consumed(
 
 def mongo_bytes(uri: str, database: str) -> dict[str, int]:
     """What the database holds: data (uncompressed BSON), storage on disk and indexes."""
-    with MongoClient(uri) as client:
+    client: MongoClient[dict[str, Any]] = MongoClient(uri)
+    with client:
         stats = client[database].command("dbStats")
     return {
         "data_bytes": int(stats.get("dataSize", 0)),

@@ -43,7 +43,7 @@ def rate(ops: int, seconds: float) -> float:
     return round(ops / seconds, 1)
 
 
-def timed(fn: Callable[[], None], repeat: int) -> float:
+def timed(fn: Callable[[], object], repeat: int) -> float:
     started = time.perf_counter()
     for _ in range(repeat):
         fn()

@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from bench.sinks import Sinks, sinks_process
 from bench.summary import per_1000, requests_here, write_summary
 from deploy.local.stack import ephemeral_stack
-from services.notifier.dispatcher import OUTCOMES
 from services.notifier.ledger import InMemoryLedger, MongoLedger
+from services.notifier.outcomes import OUTCOMES
 from services.notifier.service import build
 from services.notifier.settings import NotifierSettings
 from shared.events.envelope import CanonicalEvent
@@ -101,8 +101,8 @@ async def run_once(
 ) -> tuple[float, float]:
     """``ledger``: "grouped" (the service), "single" (one update_one per save) or "memory"."""
     tag = uuid.uuid4().hex[:8]
-    topics = TopicSettings(
-        **{k: f"bench.{v}.{tag}" for k, v in TopicSettings().model_dump().items()}
+    topics = TopicSettings.model_validate(
+        {k: f"bench.{v}.{tag}" for k, v in TopicSettings().model_dump().items()}
     )
     await ensure_topics(kafka, topics)
     await publish_events(kafka, topics.events, contacts(n))

@@ -218,7 +218,7 @@ async def backfill(p: Pipeline, customers: int, orders: int, within: float) -> d
     delivered = await deliveries
     last = max(delivered.values(), default=first)
     elapsed = (done or time.time()) - first
-    result = {
+    result: dict[str, Any] = {
         "customers": customers,
         "orders": orders,
         "events": len(records),
@@ -269,7 +269,7 @@ async def steady(
     to_delivery = [outcomes[k] - t for k, t in keyed.items() if k in outcomes]
     last_action = max(actions.values(), default=time.time())
     last_outcome = max(outcomes.values(), default=time.time())
-    step = {
+    step: dict[str, Any] = {
         "rate": rate,
         "events": len(records),
         "sustained_events_per_s": round(len(actions) / max(last_action - first, 1e-9)),

@@ -20,6 +20,12 @@ from shared.kafka.topics import ensure_topics
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
 from tests.kafka_helpers import wait_for_topics
 
+# Pytest rewrites the asserts of test modules and conftests only: the unit tests' shared worlds
+# and builders assert too, and keep pytest's failure messages this way.
+pytest.register_assert_rewrite(
+    "tests.unit.notifier.dispatch_world", "tests.unit.analytics.fact_builders"
+)
+
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[LocalStack]:
@@ -40,8 +46,8 @@ def mongo_settings(stack: LocalStack) -> MongoSettings:
 def unique_topics() -> TopicSettings:
     tag = uuid.uuid4().hex[:8]
     defaults = TopicSettings()
-    return TopicSettings(
-        **{name: f"{value}.{tag}" for name, value in defaults.model_dump().items()}
+    return TopicSettings.model_validate(
+        {name: f"{value}.{tag}" for name, value in defaults.model_dump().items()}
     )
 
 

@@ -188,7 +188,8 @@ def ids_of(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[str]:
 
 
 def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
-    for key, value in record.headers:
+    headers: Sequence[tuple[str, bytes]] = record.headers  # aiokafka ships no type hints
+    for key, value in headers:
         if key == name:
             return value.decode()
     return None

@@ -12,18 +12,39 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
 
+# What ``check`` gives back is returned only once it is truthy, so never as None.
+@overload
 async def eventually(
-    check: Callable[[], T | Awaitable[T]],
+    check: Callable[[], Awaitable[T | None]],
     timeout: float = 60,
     *,
     interval: float = 0.1,
     what: str | Callable[[], object] = "",
-) -> T:
+) -> T: ...
+
+
+@overload
+async def eventually(
+    check: Callable[[], T | None],
+    timeout: float = 60,
+    *,
+    interval: float = 0.1,
+    what: str | Callable[[], object] = "",
+) -> T: ...
+
+
+async def eventually(
+    check: Callable[[], Any],
+    timeout: float = 60,
+    *,
+    interval: float = 0.1,
+    what: str | Callable[[], object] = "",
+) -> Any:
     """Call ``check`` (plain or async) every ``interval`` seconds until it returns something
     truthy, and return that. After ``timeout`` seconds the test fails with an AssertionError
     naming ``what`` (a text, or a function called then, to show the state that was reached)."""
@@ -33,7 +54,7 @@ async def eventually(
         if inspect.isawaitable(found):
             found = await found
         if found:
-            return found  # type: ignore[return-value]
+            return found
         if time.monotonic() >= deadline:
             detail = what() if callable(what) else what
             name = getattr(check, "__qualname__", repr(check))

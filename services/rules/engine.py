@@ -19,7 +19,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
@@ -31,12 +31,13 @@ from services.rules.sdk import (
     Outcome,
     Rule,
     RuleContext,
+    ScheduledRule,
     Timer,
     apply_decisions,
 )
 from services.rules.state import StaffState, SubjectState, apply
 from services.rules.store import PlacedTimer, SubjectStore, TimerChanges, TimerStore
-from services.rules.ticklog import TickLog, tick_entries
+from services.rules.ticklog import TickLog, job_key, tick_entries
 from shared.events.actions import ActionMessage, ActionRecipient, ContractTerm
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import EventPayload, resolve_type
@@ -47,23 +48,13 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 
-class WeeklyJob(Protocol):
-    """A weekly job of the service (not a rule): run by the owner of partition 0."""
-
-    def slot(self, now: datetime) -> datetime:
-        """The most recent scheduled moment at or before ``now``."""
-        ...
-
-    async def run(self, slot: datetime) -> list[Action]: ...
-
-
-WEEKLY_PARTITION = 0  # the owner of this events partition runs the weekly jobs
+SCHEDULE_PARTITION = 0  # the owner of this events partition runs the scheduled jobs
 EMIT_SOURCE = "urn:upkeep:rules"
 EMIT_NAMESPACE = uuid.UUID("0f8a3c55-3d5e-4a9e-9a35-7c4b0e6c2b11")
 
 DECISIONS = Counter(
     "upkeep_rules_actions_total",
-    "Actions decided, by rule and trigger (event, timer).",
+    "Actions decided, by rule and trigger (event, timer, schedule).",
     ["rule", "trigger"],
 )
 RULE_ERRORS = Counter(
@@ -125,7 +116,6 @@ class RulesEngine:
         config: Mapping[str, Mapping[str, Any]] | None = None,
         clock: Clock = utc_now,
         timers_per_tick: int = 1000,
-        weekly: WeeklyJob | None = None,
         ticklog: TickLog | None = None,
     ) -> None:
         self.rules = {rule.name: rule for rule in rules}
@@ -136,12 +126,17 @@ class RulesEngine:
         self._config = config or {}
         self._clock = clock
         self._timers_per_tick = timers_per_tick
-        self._weekly = weekly
-        self._weekly_done: datetime | None = None
+        self._jobs = [
+            (rule, job)
+            for rule in rules
+            if isinstance(rule, ScheduledRule)
+            for job in rule.schedules
+        ]
+        self._jobs_done: dict[str, datetime] = {}  # the last slot published, by job
         self._ticklog = ticklog
         self._settled: set[int] = set()  # owned partitions reconciled with the tick log
         for name in self.rules:
-            preinit(DECISIONS, [(name, "event"), (name, "timer")])
+            preinit(DECISIONS, [(name, "event"), (name, "timer"), (name, "schedule")])
             preinit(RULE_ERRORS, [(name,)])
             preinit(TIMERS_FIRED, [(name,)])
 
@@ -203,9 +198,9 @@ class RulesEngine:
         result = HandlerResult()
         owned = await self._settle(partitions)
         now = self._clock()
-        weekly_slot = None
-        if self._weekly is not None and WEEKLY_PARTITION in owned:
-            weekly_slot = await self._run_weekly(now, result)
+        ran: dict[str, datetime] = {}
+        if self._jobs and SCHEDULE_PARTITION in owned:
+            ran = await self._run_schedules(now, result)
         due = await self._timers.due(owned, self.rules.keys(), now, self._timers_per_tick)
         OVERDUE.set((now - due[0].timer.due_at).total_seconds() if due else 0)  # earliest first
         states = await self._subjects.load({p.timer.subject for p in due})
@@ -233,10 +228,7 @@ class RulesEngine:
         await self._timers.apply(changes)
         if self._ticklog is not None:
             for entry in tick_entries(
-                fired,
-                WEEKLY_PARTITION,
-                weekly_slot or self._weekly_done,
-                weekly_ran=bool(weekly_slot),
+                fired, SCHEDULE_PARTITION, {**self._jobs_done, **ran}, scheduled_ran=bool(ran)
             ):
                 result.messages.append(self._ticklog.entry(entry))
 
@@ -266,29 +258,35 @@ class RulesEngine:
             for partition, entry in entries.items():
                 if entry is not None:
                     await self._timers.remove_fired(entry.timers())
-                    if partition == WEEKLY_PARTITION and entry.weekly_slot is not None:
-                        done = self._weekly_done or entry.weekly_slot
-                        self._weekly_done = max(done, entry.weekly_slot)
+                    if partition == SCHEDULE_PARTITION:
+                        for job, slot in entry.slots().items():
+                            self._jobs_done[job] = max(self._jobs_done.get(job, slot), slot)
                 self._settled.add(partition)
         return owned & self._settled
 
-    async def _run_weekly(self, now: datetime, result: HandlerResult) -> datetime | None:
-        """The owner of partition 0 publishes the weekly lists once per slot; returns the slot
-        if it published this time."""
-        assert self._weekly is not None
-        slot = self._weekly.slot(now)
-        if self._weekly_done is not None and self._weekly_done >= slot:
-            return None
-        context: dict[str, str] = {}
-        for action in await self._weekly.run(slot):
-            _count_later(result, DECISIONS, action.rule, "schedule")
-            result.messages.append(self._action_message(action, now, context))
+    async def _run_schedules(self, now: datetime, result: HandlerResult) -> dict[str, datetime]:
+        """The owner of partition 0 runs each rule's scheduled jobs once per slot; returns the
+        slots it published this time, by job."""
+        ran: dict[str, datetime] = {}
+        for rule, job in self._jobs:
+            key, slot = job_key(rule.name, job.name), job.slot(now)
+            last = self._jobs_done.get(key)
+            if last is not None and last >= slot:
+                continue
+            subjects = await self._subjects.find(job.kind, job.where)
+            ctx = RuleContext(now=slot, config=self._config.get(rule.name, {}))
+            outcome = self._ask(rule, f"schedule:{key}", rule.on_schedule, job, slot, subjects, ctx)
+            for action in outcome.actions:
+                _count_later(result, DECISIONS, action.rule, "schedule")
+                result.messages.append(self._action_message(action, now, {}))
+            ran[key] = slot
 
         def done() -> None:
-            self._weekly_done = slot
+            self._jobs_done.update(ran)
 
-        result.after_commit.append(done)
-        return slot
+        if ran:
+            result.after_commit.append(done)
+        return ran
 
     # -- helpers -----------------------------------------------------------------------------
 

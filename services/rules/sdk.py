@@ -34,9 +34,9 @@ so replaying history yields the same keys and the notifier sends each occurrence
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from services.rules.state import StaffState, SubjectState
@@ -233,6 +233,29 @@ def timer_id(rule: str, subject: str, name: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Schedule:
+    """A job a rule runs on the calendar rather than per subject (e.g. every Monday at 01:00
+    UTC, a list for each owner of their customers at risk). The engine runs it once per slot, on
+    one replica, with the subjects of ``kind`` whose state matches ``where`` (dotted paths into
+    the state, equality: ``{"customer.at_risk": True}``), and publishes the actions it returns
+    in the tick's transaction — exactly once per slot, like a timer occurrence."""
+
+    name: str
+    hour_utc: int
+    kind: Literal["customer", "channel", "staff"]
+    where: Mapping[str, Any] = field(default_factory=dict)
+    weekday: int | None = None  # 0 is Monday; None: every day
+
+    def slot(self, now: datetime) -> datetime:
+        """The most recent scheduled moment at or before ``now`` (UTC)."""
+        moment = now.astimezone(UTC).replace(hour=self.hour_utc, minute=0, second=0, microsecond=0)
+        if self.weekday is None:
+            return moment if moment <= now else moment - timedelta(days=1)
+        moment -= timedelta(days=(moment.weekday() - self.weekday) % 7)
+        return moment if moment <= now else moment - timedelta(days=7)
+
+
+@dataclass(frozen=True, slots=True)
 class RuleContext:
     """What a rule may know besides the subject: the time, its settings and the staff directory
     entries the engine loaded for this subject (its owner or manager and their managers)."""
@@ -262,6 +285,21 @@ class Rule(Protocol):
 
     def on_timer(self, timer: Timer, subject: SubjectState, ctx: RuleContext) -> Iterable[Decision]:
         """Called when a timer this rule set for this subject is due."""
+        ...
+
+
+@runtime_checkable
+class ScheduledRule(Rule, Protocol):
+    """A rule that also runs jobs on the calendar (:class:`Schedule`)."""
+
+    @property
+    def schedules(self) -> Sequence[Schedule]: ...
+
+    def on_schedule(
+        self, job: Schedule, slot: datetime, subjects: Sequence[SubjectState], ctx: RuleContext
+    ) -> Iterable[Action]:
+        """Called once per slot of ``job`` with the subjects it asked for; ``ctx.now`` is the
+        slot. Only actions are taken from it."""
         ...
 
 

@@ -5,36 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime
-
-from pymongo.asynchronous.collection import AsyncCollection
 
 from services.rules.api import rules_router
 from services.rules.churn.jobs import refit_forever
-from services.rules.churn.rule import ChurnConfig, ChurnRisk
-from services.rules.churn.weekly import last_slot, weekly_lists
+from services.rules.churn.rule import ChurnRisk
 from services.rules.engine import Clock, RulesEngine, utc_now
 from services.rules.registry import check_templates, load_rules, read_config
-from services.rules.sdk import Action
 from services.rules.settings import RulesSettings
 from services.rules.store import MongoSubjectStore, MongoTimerStore
 from services.rules.ticklog import KafkaTickLog
 from shared.http import create_app
 from shared.kafka.loops import service_loop
 from shared.kafka.progress import MongoProgressStore
-from shared.mongo import Document, can_use, database, make_client, retry_until_done
+from shared.mongo import can_use, database, make_client, retry_until_done
 from shared.runtime import Service
-
-
-class WeeklyAtRiskLists:
-    def __init__(self, subjects: AsyncCollection[Document], config: ChurnConfig) -> None:
-        self._subjects, self._config = subjects, config
-
-    def slot(self, now: datetime) -> datetime:
-        return last_slot(now, self._config)
-
-    async def run(self, slot: datetime) -> list[Action]:
-        return await weekly_lists(self._subjects, slot)
 
 
 @contextlib.asynccontextmanager
@@ -61,7 +45,6 @@ async def build(settings: RulesSettings, clock: Clock = utc_now) -> AsyncIterato
         config=config,
         clock=clock,
         timers_per_tick=settings.timers_per_tick,
-        weekly=WeeklyAtRiskLists(db["subjects"], churn.config) if churn is not None else None,
         ticklog=ticklog,
     )
     loop = service_loop(

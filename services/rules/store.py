@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from pymongo import ASCENDING, DeleteOne, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
@@ -45,6 +46,11 @@ class SubjectStore(abc.ABC):
 
     @abc.abstractmethod
     async def save(self, states: Iterable[SubjectState]) -> None: ...
+
+    @abc.abstractmethod
+    async def find(self, kind: str, where: Mapping[str, Any]) -> list[SubjectState]:
+        """The subjects of one kind whose state has these values (dotted paths into the
+        state, equality only): what a scheduled job reads, never a per-tick cost."""
 
 
 class TimerStore(abc.ABC):
@@ -101,6 +107,12 @@ class MongoSubjectStore(SubjectStore):
         async for doc in self._collection.find({"_id": {"$in": sorted(ids)}}):
             found[doc["_id"]] = SubjectState.model_validate(doc["state"])
         return found
+
+    async def find(self, kind: str, where: Mapping[str, Any]) -> list[SubjectState]:
+        query = {"kind": kind, **{f"state.{path}": value for path, value in where.items()}}
+        return [
+            SubjectState.model_validate(doc["state"]) async for doc in self._collection.find(query)
+        ]
 
     async def save(self, states: Iterable[SubjectState]) -> None:
         ops = [
@@ -198,6 +210,20 @@ class InMemorySubjectStore(SubjectStore):
 
     async def save(self, states: Iterable[SubjectState]) -> None:
         self.states.update({s.id: s for s in states})
+
+    async def find(self, kind: str, where: Mapping[str, Any]) -> list[SubjectState]:
+        return [
+            s.model_copy(deep=True)
+            for _, s in sorted(self.states.items())
+            if s.kind == kind
+            and all(_at(s.model_dump(mode="json"), p) == v for p, v in where.items())
+        ]
+
+
+def _at(doc: Any, path: str) -> Any:
+    for part in path.split("."):
+        doc = doc.get(part) if isinstance(doc, dict) else None
+    return doc
 
 
 class InMemoryTimerStore(TimerStore):

@@ -4,8 +4,8 @@ A tick publishes the actions of the timers it fired in one Kafka transaction, th
 timers from MongoDB. The deletion cannot join the transaction, so a crash between the commit
 and the deletion would leave fired timers behind to fire again. To close that gap, the same
 transaction writes one record per events partition to ``upkeep.rules.ticks.v1`` (compacted,
-partition *p* for events partition *p*): the timers the tick fired there and the weekly slot
-last published. The record is visible exactly when the actions are.
+partition *p* for events partition *p*): the timers the tick fired there and the last slot
+published of each scheduled job. The record is visible exactly when the actions are.
 
 When a replica is given a partition, it reads that partition's last committed record before
 its first tick there and deletes the timers listed (those still pending at the same due time):
@@ -22,7 +22,7 @@ partition is settled: ticks of that partition pause for at most the transaction 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -46,16 +46,31 @@ class FiredTimer(BaseModel):
     due_at: AwareDatetime
 
 
+LEGACY_WEEKLY_JOB = "churn/weekly-at-risk"  # what ``weekly_slot`` of older entries recorded
+
+
+def job_key(rule: str, job: str) -> str:
+    return f"{rule}/{job}"
+
+
 class TickEntry(BaseModel):
     """What one committed tick did in one events partition."""
 
     partition: int
     fired: list[FiredTimer] = []
-    weekly_slot: AwareDatetime | None = None
+    schedule_slots: dict[str, AwareDatetime] = {}  # the last slot published, by job
+    weekly_slot: AwareDatetime | None = None  # older entries: the churn rule's weekly list
 
     def timers(self) -> list[Timer]:
         """The fired timers, as :meth:`TimerStore.remove_fired` matches them (id, due time)."""
         return [Timer(f.rule, f.subject, f.name, f.due_at) for f in self.fired]
+
+    def slots(self) -> dict[str, datetime]:
+        """The last slot published of each scheduled job (older entries' weekly slot too)."""
+        found: dict[str, datetime] = dict(self.schedule_slots)
+        if self.weekly_slot is not None:
+            found.setdefault(LEGACY_WEEKLY_JOB, self.weekly_slot)
+        return found
 
 
 class TickLog(Protocol):
@@ -178,26 +193,26 @@ class KafkaTickLog:
 
 def tick_entries(
     fired: Sequence[tuple[int, Timer]],
-    weekly_partition: int,
-    weekly_slot: datetime | None,
+    schedule_partition: int,
+    slots: Mapping[str, datetime],
     *,
-    weekly_ran: bool,
+    scheduled_ran: bool,
 ) -> list[TickEntry]:
-    """One entry per partition in which timers fired (and for the weekly partition when the
-    weekly job ran). The weekly partition's entry always carries the last weekly slot:
-    compaction keeps only the latest entry of each partition."""
+    """One entry per partition in which timers fired (and for the schedule partition when a
+    scheduled job ran). The schedule partition's entry always carries the last slot of every
+    job: compaction keeps only the latest entry of each partition."""
     by_partition: dict[int, list[FiredTimer]] = {}
     for partition, timer in fired:
         by_partition.setdefault(partition, []).append(
             FiredTimer(rule=timer.rule, subject=timer.subject, name=timer.name, due_at=timer.due_at)
         )
-    if weekly_ran:
-        by_partition.setdefault(weekly_partition, [])
+    if scheduled_ran:
+        by_partition.setdefault(schedule_partition, [])
     return [
         TickEntry(
             partition=p,
             fired=timers,
-            weekly_slot=weekly_slot if p == weekly_partition else None,
+            schedule_slots=dict(slots) if p == schedule_partition else {},
         )
         for p, timers in sorted(by_partition.items())
     ]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import functools
 import re
 import time
 from collections import Counter
@@ -200,7 +201,7 @@ class System:
 
             for url in urls:
                 await eventually(
-                    lambda u=url: ready(u),
+                    functools.partial(ready, url),
                     max(0.0, deadline - time.monotonic()),
                     interval=0.5,
                     what=f"{url} is not ready again",
@@ -222,7 +223,7 @@ class System:
 def keys_mailed(sink: MailSink) -> Counter[str]:
     found: Counter[str] = Counter()
     for raw in sink.messages:
-        message = email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[arg-type]
+        message = email.message_from_bytes(raw, policy=email.policy.default)
         found[str(message["X-Upkeep-Key"])] += 1
     return found
 

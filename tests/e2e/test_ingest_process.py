@@ -30,7 +30,7 @@ def stream(start: int, count: int) -> list[dict[str, object]]:
     """Interactions with ids e-<n>; every tenth is sent twice (an upstream replay)."""
     events: list[dict[str, object]] = []
     for n in range(start, start + count):
-        body = {
+        body: dict[str, object] = {
             "type": "customer.interaction",
             "id": f"e-{n}",
             "source": "pos",

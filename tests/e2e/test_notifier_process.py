@@ -92,7 +92,11 @@ async def test_kill_9_mid_stream_loses_no_reminder_and_repeats_only_in_the_windo
             await produce(kafka_settings, topics.actions, batch + batch)
         kills = 0
         for threshold in (TOTAL // 4, TOTAL // 2):
-            await eventually(lambda t=threshold: len(sink.messages) >= t, 90)
+
+            def reached(t: int = threshold) -> bool:
+                return len(sink.messages) >= t
+
+            await eventually(reached, 90)
             proc.kill()
             kills += 1
             proc = await asyncio.to_thread(procs.start, "a")  # same instance id: fences
@@ -122,5 +126,5 @@ async def test_kill_9_mid_stream_loses_no_reminder_and_repeats_only_in_the_windo
 
 
 def message_id(raw: bytes) -> str:
-    message = email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[arg-type]
+    message = email.message_from_bytes(raw, policy=email.policy.default)
     return str(message["X-Upkeep-Key"])

@@ -75,6 +75,7 @@ def secured(keystore: Path) -> Iterator[LocalStack]:
     sasl = SaslListener(port=free_port(), users={KAFKA_USER: KAFKA_PASSWORD}, tls=keystore)
     with ephemeral_stack("secured", kafka_sasl=sasl) as stack:
         # as deploy/mongo/init-upkeep-user.js: a user with readWrite on Upkeep's database only
+        client: MongoClient[dict[str, Any]]
         with MongoClient(stack.mongo_uri) as client:
             client.admin.command(
                 "createUser",

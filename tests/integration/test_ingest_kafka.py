@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import httpx
 import orjson
 import pytest
@@ -23,7 +25,7 @@ INTERACTION = {
 }
 
 
-def structured(event_id: str, data: dict[str, object]) -> dict[str, object]:
+def structured(event_id: str, data: Mapping[str, object]) -> dict[str, object]:
     return {
         "specversion": "1.0",
         "id": event_id,

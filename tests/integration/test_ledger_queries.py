@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.notifier.ledger import Entry, InMemoryLedger, Ledger, MongoLedger
+from services.notifier.entry import Entry
+from services.notifier.ledger import InMemoryLedger, Ledger, MongoLedger
 from shared.events.actions import ActionMessage, ActionRecipient
 from shared.mongo import database, make_client
 from shared.settings import MongoSettings
@@ -27,7 +28,7 @@ def entry(key: str, recipient: str, priority: str) -> Entry:
         template="t",
         locale="en",
         due_at=NOW,
-        priority=priority,  # type: ignore[arg-type]
+        priority=priority,
         data={},
         context={},
         created_at=NOW,

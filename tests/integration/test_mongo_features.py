@@ -125,6 +125,7 @@ def wait_for_mongo(local: LocalStack, timeout: float = 60) -> None:
     """As ``LocalStack.wait_infra``, for the MongoDB-wire server alone."""
     wait_for_port("127.0.0.1", local.config.mongo_port, timeout)
     deadline = time.monotonic() + timeout
+    mongo: MongoClient[Document]
     with MongoClient(local.mongo_uri, serverSelectionTimeoutMS=2000) as mongo:
         while True:
             try:
@@ -179,6 +180,7 @@ def secured_mongo(stack: LocalStack) -> Iterator[LocalStack]:
     try:
         local.start_mongo()
         wait_for_mongo(local)
+        mongo: MongoClient[Document]
         with MongoClient(local.mongo_uri) as mongo:
             mongo.admin.command(
                 "createUser",
@@ -441,7 +443,7 @@ async def test_a_ttl_index_with_another_expiry_conflicts_and_ensure_ttl_index_ch
 
 # every compound index of the services, with the query it serves:
 # (name, keys, equality filter, range field, sort direction)
-COMPOUND = {
+COMPOUND: dict[str, tuple[str, list[tuple[str, int]], dict[str, Any], str, int]] = {
     "rules timers (partition, due_at)": (
         "partition_due",
         [("partition", ASCENDING), ("due_at", ASCENDING)],
@@ -704,7 +706,7 @@ async def test_a_guarded_upsert_counts_once_and_detects_another_writer(
     in one update, conditional on the source's last offset (or its absence)."""
     key, src, src2 = "day|2026-01-01|all|*", "upkeep_events_v1|0", "upkeep_actions_v1|3"
 
-    def guarded(guard: Any, offset: int, upsert: bool, source: str = src) -> UpdateOne[Document]:
+    def guarded(guard: Any, offset: int, upsert: bool, source: str = src) -> UpdateOne:
         return UpdateOne(
             {"_id": key, f"applied.{source}": guard},
             {"$inc": {"c.n": 1}, "$set": {f"applied.{source}": offset, "g": "day"}},

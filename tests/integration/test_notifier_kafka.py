@@ -99,8 +99,7 @@ class Harness:
 
     def mails(self) -> list[EmailMessage]:
         return [
-            email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[misc]
-            for raw in self.sink.messages
+            email.message_from_bytes(raw, policy=email.policy.default) for raw in self.sink.messages
         ]
 
 

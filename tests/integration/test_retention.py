@@ -27,7 +27,8 @@ from services.analytics.settings import AnalyticsSettings
 from services.ingest.dedup import Claim, MongoDedupStore
 from services.ingest.service import build as build_ingest
 from services.ingest.settings import IngestSettings
-from services.notifier.ledger import Entry, MongoLedger
+from services.notifier.entry import Entry
+from services.notifier.ledger import MongoLedger
 from services.notifier.service import build as build_notifier
 from services.notifier.settings import NotifierSettings
 from services.notifier.tasks import Task, TaskStore

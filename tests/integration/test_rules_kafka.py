@@ -18,9 +18,9 @@ import pytest
 
 from services.rules.churn.bgnbd import BgNbdParams, simulate
 from services.rules.churn.jobs import load_model, refit
-from services.rules.churn.rule import ChurnConfig, ChurnModel
+from services.rules.churn.rule import ChurnConfig, ChurnModel, ChurnRisk
 from services.rules.replay import replay
-from services.rules.sdk import Timer
+from services.rules.sdk import RuleContext, Timer
 from services.rules.service import build
 from services.rules.settings import RulesSettings
 from services.rules.state import CustomerState, SubjectState
@@ -349,8 +349,6 @@ async def test_the_churn_model_is_refitted_from_stored_customers(
 async def test_the_weekly_list_groups_at_risk_customers_by_owner(
     mongo_settings: MongoSettings, names: tuple[str, str]
 ) -> None:
-    from services.rules.churn.weekly import weekly_lists
-
     db_name, _ = names
     client = make_client(mongo_settings, "test")
     subjects = client[db_name]["subjects"]
@@ -368,7 +366,12 @@ async def test_the_weekly_list_groups_at_risk_customers_by_owner(
         for c, owner, flag, risk in rows
     )
     slot = datetime(2026, 11, 23, 1, tzinfo=UTC)
-    actions = await weekly_lists(subjects, slot)
+    rule = ChurnRisk()
+    (job,) = rule.schedules
+    # what the engine hands the job: the subjects its ``where`` asks for, from MongoDB
+    found = await MongoSubjectStore(subjects).find(job.kind, job.where)
+    assert sorted(s.id for s in found) == ["customer:C-1", "customer:C-2", "customer:C-3"]
+    actions = rule.on_schedule(job, slot, found, RuleContext(now=slot))
     assert [(a.key, a.data["count"]) for a in actions] == [
         ("churn:weekly:S-1:2026-W48", 2),
         ("churn:weekly:S-2:2026-W48", 1),

@@ -31,7 +31,7 @@ class Picky:
 def loop(handler: Picky) -> ConsumerLoop:
     return ConsumerLoop(
         service="test",
-        consumer_factory=lambda: Any,  # type: ignore[arg-type,return-value]
+        consumer_factory=lambda: Any,  # a stand-in consumer: _handle_isolating never reads it
         topics=["t"],
         handler=handler,
         group_id="g",
@@ -42,7 +42,7 @@ def loop(handler: Picky) -> ConsumerLoop:
 @pytest.mark.parametrize("batch", [[b"poison"], [b"ok-1", b"poison", b"ok-2"]])
 async def test_a_record_the_handler_cannot_process_is_dead_lettered(batch: list[bytes]) -> None:
     handler = Picky()
-    records = [StoredRecord("t", 0, n, value) for n, value in enumerate(batch)]
+    records: list[Record] = [StoredRecord("t", 0, n, value) for n, value in enumerate(batch)]
     result = await loop(handler)._handle_isolating(records)
     assert [(d.record.value, d.reason) for d in result.dead_letters] == [
         (b"poison", "handler_error")
@@ -51,6 +51,6 @@ async def test_a_record_the_handler_cannot_process_is_dead_lettered(batch: list[
 
 
 async def test_a_transient_failure_is_raised_to_be_retried_not_dead_lettered() -> None:
-    records = [StoredRecord("t", 0, 0, b"later")]
+    records: list[Record] = [StoredRecord("t", 0, 0, b"later")]
     with pytest.raises(ConnectionError):
         await loop(Picky())._handle_isolating(records)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import pytest
 from pymongo import UpdateOne
@@ -24,7 +25,8 @@ class SlowCollection:
     async def bulk_write(self, ops: list[UpdateOne], ordered: bool) -> None:
         assert ordered, "arrival order must be kept"
         self.bulks.append([op._filter["_id"] for op in ops])
-        self.values += [op._doc["$set"] for op in ops]
+        # op() updates with a document, never a pipeline (UpdateOne's _doc may be either)
+        self.values += [cast(Mapping[str, Any], op._doc)["$set"] for op in ops]
         await self.release.wait()
         if self.fail_with is not None:
             raise self.fail_with

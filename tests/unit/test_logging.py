@@ -106,7 +106,9 @@ def test_redact_keeps_large_counts() -> None:
     assert redact("offset 1234567, 2097152 bytes") == "offset 1234567, 2097152 bytes"
 
 
-def test_message_and_percent_args_are_redacted(plain_log: tuple[logging.Logger, io.StringIO]):
+def test_message_and_percent_args_are_redacted(
+    plain_log: tuple[logging.Logger, io.StringIO],
+) -> None:
     logger, stream = plain_log
     logger.info("sent to %s and %s for %s", EMAIL, PHONE, "C-1001")
     out = stream.getvalue()
@@ -115,7 +117,9 @@ def test_message_and_percent_args_are_redacted(plain_log: tuple[logging.Logger, 
     assert "sent to [email] and [phone] for C-1001" in out
 
 
-def test_message_with_mapping_args_is_redacted(plain_log: tuple[logging.Logger, io.StringIO]):
+def test_message_with_mapping_args_is_redacted(
+    plain_log: tuple[logging.Logger, io.StringIO],
+) -> None:
     logger, stream = plain_log
     logger.info("to %(to)s", {"to": EMAIL})
     assert stream.getvalue().strip() == "to [email]"
@@ -123,16 +127,17 @@ def test_message_with_mapping_args_is_redacted(plain_log: tuple[logging.Logger, 
 
 def test_extra_fields_are_redacted_in_nested_structures() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
-    record.recipient = EMAIL
-    record.contact = {"phones": [PHONE, "C-1"], "deep": {"mail": EMAIL, "port": 8001}}
-    record.pair = (EMAIL, 7)
+    extra = vars(record)  # where Logger.makeRecord puts ``extra=``: not declared on LogRecord
+    extra["recipient"] = EMAIL
+    extra["contact"] = {"phones": [PHONE, "C-1"], "deep": {"mail": EMAIL, "port": 8001}}
+    extra["pair"] = (EMAIL, 7)
     assert RedactingFilter().filter(record) is True
-    assert record.recipient == "[email]"
-    assert record.contact == {
+    assert extra["recipient"] == "[email]"
+    assert extra["contact"] == {
         "phones": ["[phone]", "C-1"],
         "deep": {"mail": "[email]", "port": 8001},
     }
-    assert record.pair == ["[email]", 7]
+    assert extra["pair"] == ["[email]", 7]
 
 
 def test_exception_text_is_redacted_by_plain_formatter(
@@ -149,7 +154,9 @@ def test_exception_text_is_redacted_by_plain_formatter(
     assert "7946" not in out
 
 
-def test_json_output_redacts_message_and_extras(json_log: tuple[logging.Logger, io.StringIO]):
+def test_json_output_redacts_message_and_extras(
+    json_log: tuple[logging.Logger, io.StringIO],
+) -> None:
     logger, stream = json_log
     logger.warning(
         "bounce from %s on port %d",
@@ -174,7 +181,9 @@ def test_configure_logging_is_idempotent(json_log: tuple[logging.Logger, io.Stri
     assert len(ours) == 1
 
 
-def test_json_output_redacts_exception_text(json_log: tuple[logging.Logger, io.StringIO]):
+def test_json_output_redacts_exception_text(
+    json_log: tuple[logging.Logger, io.StringIO],
+) -> None:
     logger, stream = json_log
     try:
         raise ValueError(f"cannot reach {EMAIL}")

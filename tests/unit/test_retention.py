@@ -19,7 +19,8 @@ from services.analytics.facts import Fact, claim_expires, read
 from services.analytics.settings import AnalyticsSettings
 from services.ingest.dedup import MongoDedupStore
 from services.ingest.settings import IngestSettings
-from services.notifier.ledger import FINAL, Entry, MongoLedger, _doc, _saved
+from services.notifier.entry import FINAL, Entry
+from services.notifier.ledger import MongoLedger, _doc, _saved
 from services.notifier.settings import NotifierSettings
 from services.notifier.tasks import TaskStore
 from services.rules.settings import RulesSettings

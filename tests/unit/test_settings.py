@@ -120,7 +120,7 @@ def test_secret_mongo_uri_is_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("zone", ["../etc/passwd", "/etc/localtime"])
-def test_path_like_default_timezone_is_refused(monkeypatch: pytest.MonkeyPatch, zone: str):
+def test_path_like_default_timezone_is_refused(monkeypatch: pytest.MonkeyPatch, zone: str) -> None:
     monkeypatch.setenv("UPKEEP_INGEST_DEFAULT_TIMEZONE", zone)
     with pytest.raises(ValidationError):
         IngestSettings()
@@ -132,7 +132,9 @@ def test_unknown_default_timezone_is_refused(monkeypatch: pytest.MonkeyPatch) ->
         IngestSettings()
 
 
-def test_unknown_default_timezone_is_a_validation_error(monkeypatch: pytest.MonkeyPatch):
+def test_unknown_default_timezone_is_a_validation_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("UPKEEP_INGEST_DEFAULT_TIMEZONE", "Mars/Olympus_Mons")
     with pytest.raises(ValidationError):
         IngestSettings()

@@ -13,13 +13,14 @@ moment the risk will cross ``enter_risk`` — no periodic re-scoring of every cu
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.rules.churn.bgnbd import BgNbdParams, churn_risk, p_alive, time_to_risk
+from services.rules.churn.weekly import WEEKLY_LIST, at_risk_lists
 from services.rules.sdk import (
     Action,
     ActionKind,
@@ -27,6 +28,7 @@ from services.rules.sdk import (
     Emit,
     Event,
     RuleContext,
+    Schedule,
     SetTimer,
     Timer,
 )
@@ -97,6 +99,24 @@ class ChurnRisk:
             "churn_weekly_list": frozenset({"week", "count", "customers"}),  # the weekly job
         }
     )
+
+    @property
+    def schedules(self) -> Sequence[Schedule]:
+        """Each owner's weekly list of their customers at risk."""
+        return (
+            Schedule(
+                WEEKLY_LIST,
+                hour_utc=self.config.weekly_list_hour_utc,
+                weekday=self.config.weekly_list_weekday,
+                kind="customer",
+                where={"customer.at_risk": True},
+            ),
+        )
+
+    def on_schedule(
+        self, job: Schedule, slot: datetime, subjects: Sequence[SubjectState], ctx: RuleContext
+    ) -> list[Action]:
+        return at_risk_lists(subjects, slot, self.name) if job.name == WEEKLY_LIST else []
 
     def on_event(self, event: Event, subject: SubjectState, ctx: RuleContext) -> Iterator[Decision]:
         triggers = CustomerInteraction | CustomerUpserted

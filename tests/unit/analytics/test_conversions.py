@@ -151,7 +151,8 @@ class RacingCollection:
     another replica (duplicate key), or fails with ``code``; documents are kept in memory."""
 
     def __init__(self, code: int) -> None:
-        self.code, self.writes, self.docs = code, 0, {}
+        self.code, self.writes = code, 0
+        self.docs: dict[str, dict[str, Any]] = {}
 
     async def bulk_write(self, ops: Any, ordered: bool = True) -> None:
         self.writes += 1

@@ -20,13 +20,16 @@ from pydantic import ValidationError
 from deploy.local.mailsink import MailSink
 from services.notifier.channels.email import (
     Mail,
-    RecipientRefused,
     SmtpPool,
     SmtpServer,
     build_message,
     message_id,
 )
-from services.notifier.errors import PermanentDeliveryError, TransientDeliveryError
+from services.notifier.errors import (
+    PermanentDeliveryError,
+    RecipientRefused,
+    TransientDeliveryError,
+)
 from services.notifier.settings import NotifierSettings
 from services.notifier.templates import Rendered
 from tests.waiting import eventually

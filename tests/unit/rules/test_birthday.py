@@ -34,7 +34,7 @@ def test_greeting_at_nine_local_on_the_day_every_year() -> None:
 
 def test_29_february_birthdays_follow_the_configured_policy() -> None:
     for policy, expected in (("feb28", "2027-02-28"), ("mar1", "2027-03-01")):
-        h = RuleHarness(BirthdaysAndAnniversaries(BirthdayConfig(feb29=policy)))  # type: ignore[arg-type]
+        h = RuleHarness(BirthdaysAndAnniversaries(BirthdayConfig(feb29=policy)))
         h.send(
             "customer.upserted",
             at=datetime(2026, 6, 1, tzinfo=UTC),

@@ -130,7 +130,7 @@ def test_follow_up_channel_and_delay_depend_on_the_tier() -> None:
 
 
 def test_tiers_follow_rfm_and_changes_are_published_once() -> None:
-    h = RuleHarness(Tiering(TieringConfig(frequency_orders=(3, 2), monetary_value=(300, 100))))  # type: ignore[arg-type]
+    h = RuleHarness(Tiering(TieringConfig(frequency_orders=(3, 2), monetary_value=(300, 100))))
     h.send("customer.upserted", at=T0, customer_id="C-1", name="Li", timezone="UTC")
     for n in range(3):
         at = T0 + timedelta(days=n)

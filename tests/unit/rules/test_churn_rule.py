@@ -74,13 +74,16 @@ def test_without_a_fitted_model_nothing_is_decided() -> None:
 
 
 def test_the_weekly_slot_is_the_latest_configured_weekday_and_hour() -> None:
-    from services.rules.churn.weekly import last_slot
-
     config = ChurnConfig(weekly_list_weekday=0, weekly_list_hour_utc=1)  # Mondays 01:00 UTC
-    wednesday = datetime(2026, 11, 25, 15, tzinfo=UTC)
-    assert last_slot(wednesday, config) == datetime(2026, 11, 23, 1, tzinfo=UTC)
-    monday_early = datetime(2026, 11, 23, 0, 30, tzinfo=UTC)
-    assert last_slot(monday_early, config) == datetime(2026, 11, 16, 1, tzinfo=UTC)
-    assert last_slot(datetime(2026, 11, 23, 1, tzinfo=UTC), config) == datetime(
-        2026, 11, 23, 1, tzinfo=UTC
+    (job,) = ChurnRisk(config).schedules
+    assert (job.name, job.kind, dict(job.where)) == (
+        "weekly-at-risk",
+        "customer",
+        {"customer.at_risk": True},
     )
+    wednesday = datetime(2026, 11, 25, 15, tzinfo=UTC)
+    assert job.slot(wednesday) == datetime(2026, 11, 23, 1, tzinfo=UTC)
+    monday_early = datetime(2026, 11, 23, 0, 30, tzinfo=UTC)
+    assert job.slot(monday_early) == datetime(2026, 11, 16, 1, tzinfo=UTC)
+    monday = datetime(2026, 11, 23, 1, tzinfo=UTC)
+    assert job.slot(monday) == monday

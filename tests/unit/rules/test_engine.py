@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,13 +12,14 @@ import pytest
 
 from services.rules.builtin.renewal import ContractRenewal
 from services.rules.engine import LAST_TICK, OVERDUE, RulesEngine
-from services.rules.sdk import Action, Decision, SetTimer
+from services.rules.sdk import Action, Decision, Recipient, RuleContext, Schedule, SetTimer
+from services.rules.state import CustomerState, SubjectState
 from services.rules.store import InMemorySubjectStore, InMemoryTimerStore
 from services.rules.ticklog import TickEntry
 from shared.events.actions import ActionMessage
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import resolve_type
-from shared.kafka.messages import Outgoing, StoredRecord
+from shared.kafka.messages import HandlerResult, Outgoing, StoredRecord
 
 NOW = [datetime(2026, 5, 1, tzinfo=UTC)]
 EVENTS = "events"
@@ -25,6 +27,7 @@ EVENTS = "events"
 
 class Broken:
     name = "broken"
+    templates: Mapping[str, frozenset[str]] = {}
 
     def on_event(self, *_: Any) -> Iterator[Decision]:
         raise RuntimeError("bug in a rule")
@@ -176,6 +179,10 @@ async def test_renewal_event_cancels_the_pending_reminders(engine: RulesEngine) 
     assert (await engine.tick({3})).messages == []
 
 
+def customer_state(cid: str, **fields: Any) -> CustomerState:
+    return CustomerState(customer_id=cid, name=cid, timezone="UTC", **fields)
+
+
 class FakeTickLog:
     """Keeps the last entry per partition as if every tick's transaction committed; a
     partition in ``undecided`` is reported as not settled."""
@@ -197,56 +204,88 @@ class FakeTickLog:
         return None
 
 
-class Weekly:
-    def __init__(self) -> None:
-        self.runs: list[datetime] = []
+@dataclass
+class Daily:
+    """A rule with a scheduled job: every day at 00:00 UTC, one action per customer named in
+    the job's subjects (those with a tier of A)."""
 
-    def slot(self, now: datetime) -> datetime:
-        return now.replace(hour=0, minute=0, second=0, microsecond=0)
+    name: str = "daily"
+    templates: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    runs: list[tuple[datetime, list[str]]] = field(default_factory=list)
 
-    async def run(self, slot: datetime) -> list[Action]:
-        self.runs.append(slot)
-        return []
+    @property
+    def schedules(self) -> tuple[Schedule, ...]:
+        return (Schedule("list", hour_utc=0, kind="customer", where={"customer.tier": "A"}),)
+
+    def on_event(self, event: Any, state: Any, ctx: Any) -> Iterator[Decision]:
+        return iter(())
+
+    def on_timer(self, timer: Any, state: Any, ctx: Any) -> Iterator[Decision]:
+        return iter(())
+
+    def on_schedule(
+        self, job: Schedule, slot: datetime, subjects: Any, ctx: RuleContext
+    ) -> list[Action]:
+        self.runs.append((slot, [s.id for s in subjects]))
+        return [
+            Action(
+                f"daily:{s.id}:{slot.date()}",
+                self.name,
+                s.id,
+                "task",
+                Recipient("staff", "S-1"),
+                "t",
+                "en",
+                slot,
+            )
+            for s in subjects
+        ]
 
 
-def engine_with(ticklog: FakeTickLog, timers: InMemoryTimerStore, weekly: Weekly) -> RulesEngine:
+def engine_with(
+    ticklog: FakeTickLog,
+    timers: InMemoryTimerStore,
+    daily: Daily,
+    subjects: InMemorySubjectStore | None = None,
+) -> RulesEngine:
     return RulesEngine(
-        [ContractRenewal()],
-        InMemorySubjectStore(),
+        [ContractRenewal(), daily],
+        subjects or InMemorySubjectStore(),
         timers,
         events_topic=EVENTS,
         actions_topic="actions",
         clock=lambda: NOW[0],
-        weekly=weekly,
         ticklog=ticklog,
     )
 
 
 async def test_a_new_owner_does_not_fire_what_the_last_committed_tick_fired() -> None:
     NOW[0] = datetime(2026, 5, 1, tzinfo=UTC)
-    ticklog, timers, weekly = FakeTickLog(), InMemoryTimerStore(), Weekly()
-    first = engine_with(ticklog, timers, weekly)
+    ticklog, timers, daily = FakeTickLog(), InMemoryTimerStore(), Daily()
+    first = engine_with(ticklog, timers, daily)
     await first.handle([record(n, t, **d) for n, (t, d) in enumerate(HISTORY)])
     NOW[0] = datetime(2026, 5, 25, 2, tzinfo=UTC)  # the 30d and 7d reminders are due
     owned = {0, 3}
     fired = await first.tick(owned)
     tick_records = [m for m in fired.messages if m.topic == "ticks"]
-    assert sorted(m.partition for m in tick_records) == [0, 3]  # 0: the weekly job ran
+    partitions = [m.partition for m in tick_records]
+    assert None not in partitions
+    assert sorted(p for p in partitions if p is not None) == [0, 3]  # 0: the daily job ran
     assert [t.name for t in ticklog.entries[3].timers()] == [
         "K-1:2026-05-31:30d",
         "K-1:2026-05-31:7d",
     ]
-    assert ticklog.entries[0].weekly_slot == datetime(2026, 5, 25, tzinfo=UTC)
+    assert ticklog.entries[0].slots() == {"daily/list": datetime(2026, 5, 25, tzinfo=UTC)}
     # the process dies after the commit, before its after-commit hooks delete the timers
 
-    second = engine_with(ticklog, timers, weekly)
+    second = engine_with(ticklog, timers, daily)
     again = await second.tick(owned)
-    assert again.messages == []  # neither the reminders nor the weekly job run again
+    assert again.messages == []  # neither the reminders nor the daily job run again
     assert [t.name for t in await timers.pending("customer:C-1")] == [
         "K-1:2026-05-31:1d",
         "K-1:2026-05-31:overdue",
     ]
-    assert weekly.runs == [datetime(2026, 5, 25, tzinfo=UTC)]
+    assert [slot for slot, _ in daily.runs] == [datetime(2026, 5, 25, tzinfo=UTC)]
     assert ticklog.asked == [{0, 3}, {0, 3}]  # each engine settles once...
     await second.tick(owned)
     assert len(ticklog.asked) == 2  # ...and does not read a settled partition again
@@ -255,7 +294,7 @@ async def test_a_new_owner_does_not_fire_what_the_last_committed_tick_fired() ->
 async def test_an_undecided_partition_is_not_ticked_until_it_settles() -> None:
     NOW[0] = datetime(2026, 5, 1, tzinfo=UTC)
     ticklog, timers = FakeTickLog(), InMemoryTimerStore()
-    engine = engine_with(ticklog, timers, Weekly())
+    engine = engine_with(ticklog, timers, Daily())
     await engine.handle([record(n, t, **d) for n, (t, d) in enumerate(HISTORY)])
     NOW[0] = datetime(2026, 5, 25, 2, tzinfo=UTC)
     ticklog.undecided = {3}
@@ -273,7 +312,7 @@ async def test_an_undecided_partition_is_not_ticked_until_it_settles() -> None:
 
 async def test_revoked_partitions_are_settled_again_when_they_come_back() -> None:
     ticklog = FakeTickLog()
-    engine = engine_with(ticklog, InMemoryTimerStore(), Weekly())
+    engine = engine_with(ticklog, InMemoryTimerStore(), Daily())
     owned = {3}
     await engine.tick(owned)
     await engine.tick(owned)
@@ -282,10 +321,70 @@ async def test_revoked_partitions_are_settled_again_when_they_come_back() -> Non
     assert ticklog.asked == [{3}, {3}]
 
 
+async def test_a_scheduled_job_gets_the_subjects_it_asks_for_once_per_slot() -> None:
+    NOW[0] = datetime(2026, 5, 25, 2, tzinfo=UTC)
+    subjects = InMemorySubjectStore()
+    await subjects.save(
+        [
+            SubjectState(id="customer:C-1", customer=customer_state("C-1", tier="A")),
+            SubjectState(id="customer:C-2", customer=customer_state("C-2", tier="B")),
+            SubjectState(id="customer:C-3", customer=customer_state("C-3", tier="A")),
+        ]
+    )
+    ticklog, daily = FakeTickLog(), Daily()
+    engine = engine_with(ticklog, InMemoryTimerStore(), daily, subjects)
+    assert (await engine.tick({3})).messages == []  # only the owner of partition 0 runs jobs
+    result = await engine.tick({0})
+    assert action_keys(result) == ["daily:customer:C-1:2026-05-25", "daily:customer:C-3:2026-05-25"]
+    assert daily.runs == [(datetime(2026, 5, 25, tzinfo=UTC), ["customer:C-1", "customer:C-3"])]
+    # not committed (say the transaction failed): the slot is not done, the job runs again
+    assert len(action_keys(await engine.tick({0}))) == 2
+    for hook in result.after_commit:
+        outcome = hook()
+        if outcome is not None:
+            await outcome
+    NOW[0] = datetime(2026, 5, 25, 23, tzinfo=UTC)
+    await engine.tick({0})
+    assert len(daily.runs) == 2  # committed: not again until the next day's slot
+    NOW[0] = datetime(2026, 5, 26, 0, 5, tzinfo=UTC)
+    await engine.tick({0})
+    assert daily.runs[-1][0] == datetime(2026, 5, 26, tzinfo=UTC)
+
+
+def action_keys(result: HandlerResult) -> list[str]:
+    return [
+        ActionMessage.model_validate_json(m.value).key
+        for m in result.messages
+        if m.topic == "actions"
+    ]
+
+
+def test_an_older_tick_log_entry_names_the_churn_weekly_list_slot() -> None:
+    entry = TickEntry(partition=0, weekly_slot=datetime(2026, 5, 25, 1, tzinfo=UTC))
+    assert entry.slots() == {"churn/weekly-at-risk": datetime(2026, 5, 25, 1, tzinfo=UTC)}
+
+
+def test_a_schedule_slot_is_the_latest_moment_at_or_before_now() -> None:
+    weekly = Schedule("w", hour_utc=1, kind="customer", weekday=0)  # Mondays, 01:00 UTC
+    wednesday = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    assert weekly.slot(wednesday) == datetime(2026, 11, 23, 1, tzinfo=UTC)
+    assert weekly.slot(datetime(2026, 11, 23, 0, 59, tzinfo=UTC)) == datetime(
+        2026, 11, 16, 1, tzinfo=UTC
+    )
+    assert weekly.slot(datetime(2026, 11, 23, 1, tzinfo=UTC)) == datetime(
+        2026, 11, 23, 1, tzinfo=UTC
+    )
+    daily = Schedule("d", hour_utc=6, kind="channel")
+    assert daily.slot(datetime(2026, 11, 25, 5, tzinfo=UTC)) == datetime(
+        2026, 11, 24, 6, tzinfo=UTC
+    )
+
+
 class FollowUpNow:
     """Sets a timer due at once for every event, and does nothing when it fires."""
 
     name = "now"
+    templates: Mapping[str, frozenset[str]] = {}
 
     def on_event(self, event: Any, state: Any, ctx: Any) -> Iterator[Decision]:
         yield SetTimer("at-once", ctx.now)

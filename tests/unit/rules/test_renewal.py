@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ def harness() -> RuleHarness:
     return h
 
 
-def contract(h: RuleHarness, at: datetime = T0, **extra: object) -> None:
+def contract(h: RuleHarness, at: datetime = T0, **extra: Any) -> None:
     h.send(
         "contract.upserted",
         at=at,

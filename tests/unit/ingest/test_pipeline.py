@@ -112,7 +112,9 @@ async def test_same_id_from_another_source_is_not_a_duplicate(handler: IngestHan
     assert len(result.messages) == 2
 
 
-async def test_plain_events_without_id_are_deduplicated_by_content(handler: IngestHandler):
+async def test_plain_events_without_id_are_deduplicated_by_content(
+    handler: IngestHandler,
+) -> None:
     stamped = customer("C-1", updated_at="2026-11-22T10:00:00+08:00")
     body = {k: v for k, v in stamped.items() if k != "id"}
     first = await handler.handle([record(0, body)])

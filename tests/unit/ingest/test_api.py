@@ -80,7 +80,9 @@ async def client(publish: Recorder) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-async def post(client: httpx.AsyncClient, body: Any, headers: dict[str, str] | None = None):
+async def post(
+    client: httpx.AsyncClient, body: Any, headers: dict[str, str] | None = None
+) -> httpx.Response:
     content = body if isinstance(body, bytes) else orjson.dumps(body)
     return await client.post(
         "/v1/events",
@@ -102,7 +104,7 @@ async def test_unknown_key_is_401(client: httpx.AsyncClient, publish: Recorder) 
     assert publish.batches == []
 
 
-async def test_key_without_write_scope_is_403(client: httpx.AsyncClient, publish: Recorder):
+async def test_key_without_write_scope_is_403(client: httpx.AsyncClient, publish: Recorder) -> None:
     response = await post(client, CUSTOMER, {"Authorization": f"Bearer {READER_KEY}"})
     assert response.status_code == 403
     assert WRITE_EVENTS in response.json()["detail"]
