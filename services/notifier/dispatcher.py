@@ -261,19 +261,11 @@ class Dispatcher:
             if channel is None:
                 raise PermanentDeliveryError("no_channel", f"no channel delivers {kind!r}")
             folded = await self._send(entry, channel, contact, now)
-        except DeliveryError as exc:
-            ATTEMPTS.labels(kind, "transient" if exc.transient else "permanent").inc()
-            await self._failed(entry, exc, provider, contact, result)
-            return
         except Exception as exc:
-            if is_transient(exc):  # our own store (tasks) unavailable: try again later
-                error: DeliveryError = TransientDeliveryError("store_unavailable", repr(exc))
-                ATTEMPTS.labels(kind, "transient").inc()
-            else:  # a bug or an input no channel can carry: this entry only
-                log.exception("delivery attempt failed unexpectedly", extra={"key": entry.key})
-                ATTEMPTS.labels(kind, "permanent").inc()
-                error = PermanentDeliveryError("internal_error", type(exc).__name__)
-            await self._failed(entry, error, None, contact, result)
+            error = exc if isinstance(exc, DeliveryError) else _unexpected(exc, entry.key)
+            ATTEMPTS.labels(kind, "transient" if error.transient else "permanent").inc()
+            blame = provider if error is exc else None  # the provider's error, not ours
+            await self._failed(entry, error, blame, contact, result)
             return
         SEND_SECONDS.labels(kind).observe(time.perf_counter() - started)
         ATTEMPTS.labels(kind, "ok").inc()
@@ -329,6 +321,15 @@ class Dispatcher:
 
     def _outcome(self, entry: Entry, outcome: Outcome, now: datetime) -> Outgoing:
         return outcome_message(entry, outcome, now, self._deliveries_topic)
+
+
+def _unexpected(exc: Exception, key: str) -> DeliveryError:
+    """An attempt that raised something no channel raises: our own store (tasks) unavailable is
+    tried again later; anything else (a bug, an input no channel can carry) fails this entry."""
+    if is_transient(exc):
+        return TransientDeliveryError("store_unavailable", repr(exc))
+    log.exception("delivery attempt failed unexpectedly", extra={"key": key})
+    return PermanentDeliveryError("internal_error", type(exc).__name__)
 
 
 async def _all(aws: Iterable[Awaitable[T]]) -> list[T]:
