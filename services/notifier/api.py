@@ -20,7 +20,8 @@ from pydantic import BaseModel, Field
 
 from services.notifier.entry import Entry
 from services.notifier.ledger import Ledger
-from services.notifier.policy import MARKETING, PolicyStore, Preferences
+from services.notifier.policy import MARKETING, Preferences
+from services.notifier.preferences import PolicyStore
 from services.notifier.tasks import Task, TaskStore
 from services.notifier.templates import TemplateError, Templates
 from services.notifier.unsubscribe import Unsubscribes

@@ -46,7 +46,8 @@ from services.notifier.outcomes import (
     dead_letter,
     outcome_message,
 )
-from services.notifier.policy import MARKETING, Defer, PolicyStore, Rules, Send, Suppress, decide
+from services.notifier.policy import MARKETING, Defer, Rules, Send, Suppress, decide
+from services.notifier.preferences import PolicyStore
 from services.notifier.templates import Templates
 from services.notifier.unsubscribe import Unsubscribes
 from shared.errors import is_transient

@@ -22,7 +22,8 @@ from services.notifier.dispatcher import Clock, Dispatcher, utc_now
 from services.notifier.intake import Intake
 from services.notifier.ledger import Ledger, MongoLedger
 from services.notifier.limits import Limits
-from services.notifier.policy import MongoPolicyStore, Rules
+from services.notifier.policy import Rules
+from services.notifier.preferences import MongoPolicyStore
 from services.notifier.settings import NotifierSettings
 from services.notifier.tasks import TaskStore
 from services.notifier.templates import Templates

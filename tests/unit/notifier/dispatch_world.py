@@ -37,7 +37,8 @@ from services.notifier.errors import DeliveryError, TransientDeliveryError
 from services.notifier.intake import Intake
 from services.notifier.ledger import InMemoryLedger
 from services.notifier.limits import Limits
-from services.notifier.policy import InMemoryPolicyStore, Rules
+from services.notifier.policy import Rules
+from services.notifier.preferences import InMemoryPolicyStore
 from services.notifier.tasks import Task
 from services.notifier.templates import Templates
 from services.notifier.unsubscribe import Unsubscribes
