@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help up down demo status logs mongo-server mongo-server-background test test-unit test-integration test-e2e test-deploy lint fmt \
+.PHONY: help up down demo status logs mongo-server mongo-server-background test test-unit test-integration test-e2e test-deploy image-check lint fmt \
         typecheck dashboards audit \
         schemas bench bench-ingest bench-mongo bench-rules bench-notifier bench-analytics lock clean
 
@@ -102,6 +102,20 @@ test-deploy: $(TOOLS) ## the Compose file, Dockerfile, Prometheus rules and Graf
 
 dashboards: $(STAMP) ## regenerate deploy/grafana/dashboards/*.json
 	$(BIN)/python -m deploy.grafana.dashboards
+
+# podman (with runc: crun cannot run on every cgroup layout) and mmdebstrap for the image check,
+# installed once as root; without them the check skips and says why
+PODMAN := /usr/bin/podman
+$(PODMAN):
+	@if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc mmdebstrap; \
+	else \
+		echo "the image check needs podman, runc and mmdebstrap: sudo apt-get install podman runc mmdebstrap (skipped without them)" >&2; \
+	fi
+
+image-check: $(STAMP) $(PODMAN) ## build the image with podman on a local python:3.11 stand-in and run each service from it as Compose does (make test runs it when podman can run)
+	$(BIN)/python -m deploy.image.check
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy --strict
 	$(BIN)/ruff check .

@@ -209,7 +209,8 @@ def main() -> int:
     created = asyncio.run(ensure_topics(KafkaSettings(), TopicSettings(), retention=retention))
     log.info(
         "topics ready",
-        extra={"created": created, "replay_horizon_days": retention.replay_horizon_days},
+        # not "created": a LogRecord attribute of its own, which logging refuses to overwrite
+        extra={"topics_created": created, "replay_horizon_days": retention.replay_horizon_days},
     )
     return 0
 
