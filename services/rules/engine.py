@@ -62,6 +62,12 @@ RULE_ERRORS = Counter(
     "Rule calls that raised (the rule is skipped for that input).",
     ["rule"],
 )
+UNROUTED = Counter(
+    "upkeep_rules_unrouted_total",
+    "Work a rule skipped because it had nobody to send it to, by rule and reason.",
+    ["rule", "reason"],
+)
+UNROUTED_REASONS = ("no_owner", "no_manager", "no_recipient")
 TIMERS_FIRED = Counter("upkeep_rules_timers_fired_total", "Timers fired, by rule.", ["rule"])
 UNSETTLED = Counter(
     "upkeep_rules_unsettled_partitions_total",
@@ -138,6 +144,7 @@ class RulesEngine:
         for name in self.rules:
             preinit(DECISIONS, [(name, "event"), (name, "timer"), (name, "schedule")])
             preinit(RULE_ERRORS, [(name,)])
+            preinit(UNROUTED, [(name, reason) for reason in UNROUTED_REASONS])
             preinit(TIMERS_FIRED, [(name,)])
 
     # -- events ------------------------------------------------------------------------------
@@ -321,6 +328,8 @@ class RulesEngine:
         for action in outcome.actions:
             _count_later(result, DECISIONS, action.rule, kind)
             result.messages.append(self._action_message(action, now, context))
+        for reason in outcome.unrouted:
+            _count_later(result, UNROUTED, outcome.rule, reason)
         for emit in outcome.emits:
             model = resolve_type(emit.type)
             if model is None:

@@ -210,7 +210,15 @@ class Emit:
     data: Mapping[str, Any]
 
 
-Decision = Action | SetTimer | CancelTimers | Emit
+@dataclass(frozen=True, slots=True)
+class Unrouted:
+    """Work the rule would have done but has nobody to send it to (no owner, no manager, no
+    address): never silent, the engine counts it as ``upkeep_rules_unrouted_total{rule,reason}``."""
+
+    reason: str  # e.g. ``no_owner``, ``no_manager``, ``no_recipient``
+
+
+Decision = Action | SetTimer | CancelTimers | Emit | Unrouted
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +321,7 @@ class Outcome:
     cancel_prefixes: list[str] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
     emits: list[Emit] = field(default_factory=list)
+    unrouted: list[str] = field(default_factory=list)  # the reasons, one per skipped piece
 
 
 def apply_decisions(rule: str, subject: str, decisions: Iterable[Decision]) -> Outcome:
@@ -331,6 +340,8 @@ def apply_decisions(rule: str, subject: str, decisions: Iterable[Decision]) -> O
             ]
         elif isinstance(decision, Action):
             outcome.actions.append(decision)
+        elif isinstance(decision, Unrouted):
+            outcome.unrouted.append(decision.reason)
         else:
             outcome.emits.append(decision)
     return outcome

@@ -110,6 +110,10 @@ class StaffState(_Profile):
     manager_id: str | None = None
     chat_webhook_url: str | None = None
     active: bool = True
+    team: str | None = None
+    region: str | None = None
+    away_until: date | None = None
+    capacity: int | None = None
 
 
 class SubjectState(_State):
@@ -327,6 +331,10 @@ def _staff_upserted(state: SubjectState, p: EventPayload, event: CanonicalEvent)
             "manager_id",
             "chat_webhook_url",
             "active",
+            "team",
+            "region",
+            "away_until",
+            "capacity",
         },
     )
     state.staff = StaffState(**fields, profile_time=at)

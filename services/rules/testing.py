@@ -40,6 +40,7 @@ class RuleHarness:
         self.timers: dict[str, Timer] = {}
         self.actions: list[Action] = []
         self.emitted: list[Emit] = []
+        self.unrouted: list[tuple[str, str, str]] = []  # (rule, subject, reason)
         self._ids = itertools.count(1)
         self._now = datetime.min.replace(tzinfo=UTC)
 
@@ -126,6 +127,7 @@ class RuleHarness:
             self.timers[timer.id] = timer
         self.actions += outcome.actions
         self.emitted += outcome.emits
+        self.unrouted += [(rule, subject, reason) for reason in outcome.unrouted]
         produced = list(outcome.actions)
         for emit in outcome.emits:  # like the service: emitted events come back as events
             model = resolve_type(emit.type)

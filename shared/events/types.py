@@ -230,6 +230,12 @@ class StaffUpserted(EventPayload):
     chat_platform: Literal["dingtalk", "wecom", "feishu", "slack"] | None = None
     active: bool = True
     updated_at: UtcDatetime | None = None
+    # for assigning owners: the team (and region) they belong to, when they are away (until
+    # that local date, included), and how many subjects they may own at most
+    team: Id | None = None
+    region: Text | None = None
+    away_until: date | None = None
+    capacity: int | None = Field(default=None, ge=0, le=1_000_000)
 
 
 class CustomerTierChanged(EventPayload):

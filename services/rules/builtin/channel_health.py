@@ -17,7 +17,16 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.rules.calendar import at_local, local_date
-from services.rules.sdk import Action, ActionKind, Decision, Event, RuleContext, SetTimer, Timer
+from services.rules.sdk import (
+    Action,
+    ActionKind,
+    Decision,
+    Event,
+    RuleContext,
+    SetTimer,
+    Timer,
+    Unrouted,
+)
 from services.rules.state import ChannelState, SubjectState
 from shared.events.types import ChannelOrder, ChannelUpserted
 
@@ -83,7 +92,7 @@ class ChannelHealth:
 
     def on_timer(self, timer: Timer, subject: SubjectState, ctx: RuleContext) -> Iterator[Decision]:
         channel, cfg = subject.channel, self.config
-        if channel is None or not channel.active or channel.manager_id is None:
+        if channel is None or not channel.active:
             return
         tz = channel.timezone
         today = local_date(timer.due_at, tz)
@@ -140,8 +149,9 @@ class ChannelHealth:
         ctx: RuleContext,
         timer: Timer,
         data: dict[str, object],
-    ) -> Action:
-        assert channel.manager_id is not None
+    ) -> Action | Unrouted:
+        if channel.manager_id is None:
+            return Unrouted("no_manager")  # flagged, but nobody to tell
         return Action.to_staff(
             self.name,
             subject,

@@ -14,7 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.rules.builtin.catchup import CatchUp
 from services.rules.calendar import at_local, local_date
-from services.rules.sdk import Action, ActionKind, Decision, Event, RuleContext, SetTimer, Timer
+from services.rules.sdk import (
+    Action,
+    ActionKind,
+    Decision,
+    Event,
+    RuleContext,
+    SetTimer,
+    Timer,
+    Unrouted,
+)
 from services.rules.state import SubjectState
 from shared.events.types import CustomerInteraction
 
@@ -137,6 +146,8 @@ class AfterSalesFollowUp:
                 data=data,
                 purpose="follow_up",
             )
+        else:  # no address to e-mail and no owner to ask
+            yield Unrouted("no_recipient")
 
 
 def settings_to_follow_up_at_once(now: datetime) -> dict[str, Any] | None:

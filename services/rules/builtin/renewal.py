@@ -26,6 +26,7 @@ from services.rules.sdk import (
     RuleContext,
     SetTimer,
     Timer,
+    Unrouted,
 )
 from services.rules.state import ContractState, SubjectState
 from shared.events.types import ContractCancelled, ContractRenewed, ContractUpserted
@@ -111,6 +112,8 @@ class ContractRenewal:
                 yield self._to_staff(
                     f"{key}:overdue", manager, "renewal_overdue", data, subject, ctx, timer, term
                 )
+            else:
+                yield Unrouted("no_owner")
             return
         days = int(timer.data["days"])
         data["days_left"] = days
@@ -118,6 +121,8 @@ class ContractRenewal:
             yield self._to_staff(
                 f"{key}:{days}d", owner, "renewal_reminder", data, subject, ctx, timer, term
             )
+        else:
+            yield Unrouted("no_owner")
         if self.config.notify_customer and customer is not None:
             yield Action.to_customer(
                 self.name,

@@ -31,6 +31,7 @@ from services.rules.sdk import (
     Schedule,
     SetTimer,
     Timer,
+    Unrouted,
 )
 from services.rules.state import CustomerState, SubjectState
 from shared.events.types import CustomerInteraction, CustomerUpserted
@@ -168,6 +169,8 @@ class ChurnRisk:
                         "last_order_at": episode,
                     },
                 )
+            else:
+                yield Unrouted("no_owner")
         elif customer.at_risk and found.risk <= cfg.leave_risk:
             yield Emit(
                 "upkeep.customer.churn_risk_changed.v1",
