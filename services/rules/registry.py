@@ -23,6 +23,7 @@ import yaml
 
 from services.rules.builtin.birthday import BirthdayConfig, BirthdaysAndAnniversaries
 from services.rules.builtin.channel_health import ChannelHealth, ChannelHealthConfig
+from services.rules.builtin.channel_tiering import ChannelTiering, ChannelTieringConfig
 from services.rules.builtin.followup import AfterSalesFollowUp, FollowUpConfig
 from services.rules.builtin.renewal import ContractRenewal, RenewalConfig
 from services.rules.builtin.tiering import Tiering, TieringConfig
@@ -38,6 +39,7 @@ BUILTIN: dict[str, RuleFactory] = {
     "renewal": lambda cfg: ContractRenewal(RenewalConfig.model_validate(cfg)),
     "birthday": lambda cfg: BirthdaysAndAnniversaries(BirthdayConfig.model_validate(cfg)),
     "channel-health": lambda cfg: ChannelHealth(ChannelHealthConfig.model_validate(cfg)),
+    "channel-tiering": lambda cfg: ChannelTiering(ChannelTieringConfig.model_validate(cfg)),
     "followup": lambda cfg: AfterSalesFollowUp(FollowUpConfig.model_validate(cfg)),
     "tiering": lambda cfg: Tiering(TieringConfig.model_validate(cfg)),
     "churn": lambda cfg: ChurnRisk(ChurnConfig.model_validate(cfg)),

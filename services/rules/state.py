@@ -29,6 +29,7 @@ from services.rules.calendar import local_date
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import (
     ChannelOrder,
+    ChannelTierChanged,
     ChannelUpserted,
     ContractCancelled,
     ContractRenewed,
@@ -102,6 +103,7 @@ class ChannelState(_Profile):
     orders: int = 0
     last_order_at: datetime | None = None
     daily_orders: dict[str, Decimal] = Field(default_factory=dict)  # local date -> amount
+    tier: Tier | None = None
 
 
 class StaffState(_Profile):
@@ -345,6 +347,11 @@ def _tier_changed(state: SubjectState, p: EventPayload, event: CanonicalEvent) -
     _customer(state, p.customer_id, event.time).tier = p.tier
 
 
+def _channel_tier_changed(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
+    assert isinstance(p, ChannelTierChanged)
+    _channel(state, p.channel_id).tier = p.tier
+
+
 def _churn_risk_changed(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
     assert isinstance(p, CustomerChurnRiskChanged)
     customer = _customer(state, p.customer_id, event.time)
@@ -362,4 +369,5 @@ _APPLY = {
     StaffUpserted: _staff_upserted,
     CustomerTierChanged: _tier_changed,
     CustomerChurnRiskChanged: _churn_risk_changed,
+    ChannelTierChanged: _channel_tier_changed,
 }

@@ -255,6 +255,23 @@ class CustomerTierChanged(EventPayload):
     changed_at: UtcDatetime
 
 
+class ChannelTierChanged(EventPayload):
+    """Published by the rules service when a channel's tier (by the value it sells over a
+    window, and how that value grows) changes."""
+
+    type_name = "upkeep.channel.tier_changed.v1"
+    subject_kind = "channel"
+    subject_field = "channel_id"
+    time_field = "changed_at"
+
+    channel_id: Id
+    tier: Literal["A", "B", "C"]
+    previous: Literal["A", "B", "C"] | None = None
+    value: Money  # over the window, in the channel's currencies summed
+    growth_percent: float | None = None  # against the window before it; None: nothing before
+    changed_at: UtcDatetime
+
+
 class CustomerChurnRiskChanged(EventPayload):
     """Published by the rules service when a customer enters or leaves the at-risk state."""
 
@@ -282,6 +299,7 @@ EVENT_TYPES: dict[str, type[EventPayload]] = {
         StaffUpserted,
         CustomerTierChanged,
         CustomerChurnRiskChanged,
+        ChannelTierChanged,
     )
 }
 """Every event type Upkeep accepts, by full versioned name. Add new types here."""

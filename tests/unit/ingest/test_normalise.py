@@ -76,6 +76,14 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "risk": 0.81,
         "changed_at": "2026-11-22T10:00:00+08:00",
     },
+    "upkeep.channel.tier_changed.v1": {
+        "channel_id": "CH-7",
+        "tier": "A",
+        "previous": "B",
+        "value": "125000.00",
+        "growth_percent": 31.5,
+        "changed_at": "2026-11-22T10:00:00+08:00",
+    },
 }
 SUBJECT_BY_ENTITY = {  # upkeep.<entity>.<what>.vN -> subject; contracts belong to the customer
     "customer": "customer:C-1001",

@@ -107,6 +107,10 @@ HISTORY: list[tuple[str, dict[str, Any]]] = [
         "customer.churn_risk_changed",
         {"customer_id": "C-1", "at_risk": True, "risk": 0.8, "changed_at": "2026-03-08T00:00:00Z"},
     ),
+    (
+        "channel.tier_changed",
+        {"channel_id": "D-1", "tier": "B", "value": "25000", "changed_at": "2026-03-09T00:00:00Z"},
+    ),
 ]
 ALL_RULES = load_rules({})
 
