@@ -16,6 +16,7 @@ loses nor repeats a timer.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -29,16 +30,18 @@ from services.rules.sdk import (
     Decision,
     Event,
     Outcome,
+    Roster,
     Rule,
     RuleContext,
     ScheduledRule,
     Timer,
     apply_decisions,
+    task_created,
 )
 from services.rules.state import StaffState, SubjectState, apply
 from services.rules.store import PlacedTimer, SubjectStore, TimerChanges, TimerStore
 from services.rules.ticklog import TickLog, job_key, tick_entries
-from shared.events.actions import ActionMessage, ActionRecipient, ContractTerm
+from shared.events.actions import ActionMessage, ActionRecipient, ContractTerm, TaskSpec
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import EventPayload, resolve_type
 from shared.kafka.messages import DeadLetter, HandlerResult, Outgoing, Record, canonical_message
@@ -49,6 +52,7 @@ Clock = Callable[[], datetime]
 
 
 SCHEDULE_PARTITION = 0  # the owner of this events partition runs the scheduled jobs
+MANAGER_CHAIN = 6  # how many levels of managers above an owner a rule may see
 EMIT_SOURCE = "urn:upkeep:rules"
 EMIT_NAMESPACE = uuid.UUID("0f8a3c55-3d5e-4a9e-9a35-7c4b0e6c2b11")
 
@@ -67,7 +71,7 @@ UNROUTED = Counter(
     "Work a rule skipped because it had nobody to send it to, by rule and reason.",
     ["rule", "reason"],
 )
-UNROUTED_REASONS = ("no_owner", "no_manager", "no_recipient")
+UNROUTED_REASONS = ("no_owner", "no_manager", "no_recipient", "no_staff")
 TIMERS_FIRED = Counter("upkeep_rules_timers_fired_total", "Timers fired, by rule.", ["rule"])
 UNSETTLED = Counter(
     "upkeep_rules_unsettled_partitions_total",
@@ -123,6 +127,7 @@ class RulesEngine:
         clock: Clock = utc_now,
         timers_per_tick: int = 1000,
         ticklog: TickLog | None = None,
+        roster_refresh_s: float = 300.0,
     ) -> None:
         self.rules = {rule.name: rule for rule in rules}
         self._subjects = subjects
@@ -141,6 +146,9 @@ class RulesEngine:
         self._jobs_done: dict[str, datetime] = {}  # the last slot published, by job
         self._ticklog = ticklog
         self._settled: set[int] = set()  # owned partitions reconciled with the tick log
+        self._roster: Roster | None = None
+        self._roster_at = 0.0
+        self._roster_refresh_s = roster_refresh_s
         for name in self.rules:
             preinit(DECISIONS, [(name, "event"), (name, "timer"), (name, "schedule")])
             preinit(RULE_ERRORS, [(name,)])
@@ -165,6 +173,7 @@ class RulesEngine:
             events.append((record, event, payload))
         states = await self._subjects.load({e.subject for _, e, _ in events})
         staff = await self._staff_for(states.values())
+        roster = await self._current_roster()
         changes, dirty, now = TimerChanges(), {}, self._clock()
         for record, event, payload in events:
             state = states.get(event.subject) or SubjectState(id=event.subject)
@@ -178,7 +187,8 @@ class RulesEngine:
                 staff[state.staff.staff_id] = state.staff
             incoming = Event.of(event, payload)
             for rule in self.rules.values():
-                ctx = RuleContext(now=now, config=self._config.get(rule.name, {}), staff=staff)
+                config = self._config.get(rule.name, {})
+                ctx = RuleContext(now=now, config=config, staff=staff, roster=roster)
                 outcome = self._ask(rule, event.subject, rule.on_event, incoming, state, ctx)
                 self._collect(
                     outcome,
@@ -188,6 +198,7 @@ class RulesEngine:
                     result,
                     "event",
                     now,
+                    staff,
                     trigger=event.dedup_key,
                 )
         await self._subjects.save(dirty.values())
@@ -212,13 +223,15 @@ class RulesEngine:
         OVERDUE.set((now - due[0].timer.due_at).total_seconds() if due else 0)  # earliest first
         states = await self._subjects.load({p.timer.subject for p in due})
         staff = await self._staff_for(states.values())
+        roster = await self._current_roster() if due else Roster()
         changes, fired = TimerChanges(), list[tuple[int, Timer]]()
         for placed in due:
             timer, rule = placed.timer, self.rules.get(placed.timer.rule)
             if rule is None:  # due() returns only our rules; a race with a config reload
                 continue
             state = states.get(timer.subject) or SubjectState(id=timer.subject)
-            ctx = RuleContext(now=timer.due_at, config=self._config.get(rule.name, {}), staff=staff)
+            config = self._config.get(rule.name, {})
+            ctx = RuleContext(now=timer.due_at, config=config, staff=staff, roster=roster)
             outcome = self._ask(rule, timer.subject, rule.on_timer, timer, state, ctx)
             self._collect(
                 outcome,
@@ -228,6 +241,7 @@ class RulesEngine:
                 result,
                 "timer",
                 now,
+                staff,
                 trigger=f"{timer.id}@{timer.due_at.isoformat()}",
             )
             fired.append((placed.partition, timer))
@@ -285,7 +299,7 @@ class RulesEngine:
             outcome = self._ask(rule, f"schedule:{key}", rule.on_schedule, job, slot, subjects, ctx)
             for action in outcome.actions:
                 _count_later(result, DECISIONS, action.rule, "schedule")
-                result.messages.append(self._action_message(action, now, {}))
+                result.messages += self._action_messages(action, now, {}, {})
             ran[key] = slot
 
         def done() -> None:
@@ -317,6 +331,7 @@ class RulesEngine:
         result: HandlerResult,
         kind: str,
         now: datetime,
+        staff: Mapping[str, StaffState],
         *,
         trigger: str,
     ) -> None:
@@ -327,7 +342,7 @@ class RulesEngine:
         changes.sets += [PlacedTimer(t, partition) for t in outcome.set_timers]
         for action in outcome.actions:
             _count_later(result, DECISIONS, action.rule, kind)
-            result.messages.append(self._action_message(action, now, context))
+            result.messages += self._action_messages(action, now, context, staff)
         for reason in outcome.unrouted:
             _count_later(result, UNROUTED, outcome.rule, reason)
         for emit in outcome.emits:
@@ -336,19 +351,37 @@ class RulesEngine:
                 log.error("rule emitted an unknown event type", extra={"type": emit.type})
                 continue
             payload = model.model_validate(dict(emit.data))
-            event_id = uuid.uuid5(EMIT_NAMESPACE, f"{outcome.rule}|{trigger}|{emit.type}")
-            event = CanonicalEvent.build(
-                event_id=str(event_id),
-                source=EMIT_SOURCE,
-                payload=payload,
-                time=payload.event_time() or now,
-                source_offset="Z",
+            result.messages.append(
+                self._derived(payload, f"{outcome.rule}|{trigger}|{emit.type}", now)
             )
-            result.messages.append(canonical_message(self._events_topic, event))
 
-    def _action_message(
-        self, action: Action, now: datetime, context: Mapping[str, str]
-    ) -> Outgoing:
+    def _derived(self, payload: EventPayload, identity: str, now: datetime) -> Outgoing:
+        """A derived event for the events topic; its id is a function of ``identity`` (what
+        decided it), so deciding it again re-emits the same event, which state ignores."""
+        event = CanonicalEvent.build(
+            event_id=str(uuid.uuid5(EMIT_NAMESPACE, identity)),
+            source=EMIT_SOURCE,
+            payload=payload,
+            time=payload.event_time() or now,
+            source_offset="Z",
+        )
+        return canonical_message(self._events_topic, event)
+
+    def _action_messages(
+        self,
+        action: Action,
+        now: datetime,
+        context: Mapping[str, str],
+        staff: Mapping[str, StaffState],
+    ) -> list[Outgoing]:
+        """The action for the actions topic — and for a task, ``upkeep.task.created.v1`` on
+        the events topic (identified by the action's key), which ``task-escalation`` chases."""
+        spec, messages = None, []
+        owner = staff.get(action.recipient.id)
+        created = task_created(action, owner.team if owner else None)
+        if created is not None:
+            spec = TaskSpec(due_at=created.due_at, priority=created.priority, team=created.team)
+            messages.append(self._derived(created, f"task|{action.key}", now))
         message = ActionMessage(
             key=action.key,
             rule=action.rule,
@@ -365,19 +398,33 @@ class RulesEngine:
             term=ContractTerm(contract_id=action.term[0], end_date=action.term[1])
             if action.term is not None
             else None,
+            task=spec,
             created_at=now,
         )
-        return Outgoing(
-            self._actions_topic, message.model_dump_json().encode(), action.subject.encode()
-        )
+        encoded = message.model_dump_json().encode()
+        return [Outgoing(self._actions_topic, encoded, action.subject.encode()), *messages]
+
+    async def _current_roster(self) -> Roster:
+        """All staff and their loads, read again every ``roster_refresh_s``; in between, the
+        assignments this replica makes are counted into it (``Roster.took``)."""
+        stale = time.monotonic() - self._roster_at > self._roster_refresh_s
+        if self._roster is None or stale:
+            self._roster = await self._subjects.roster()
+            self._roster_at = time.monotonic()
+        return self._roster
 
     async def _staff_for(self, states: Iterable[SubjectState]) -> dict[str, StaffState]:
-        """The owners of these subjects and their managers (two lookups at most)."""
+        """The owners of these subjects, of their contracts and open tasks, and their managers
+        up to :data:`MANAGER_CHAIN` levels (one lookup per level)."""
         found: dict[str, StaffState] = {}
+        states = list(states)
         wanted = {s.owner_id for s in states if s.owner_id}
         wanted |= {c.owner_id for s in states for c in s.contracts.values() if c.owner_id}
-        for _ in range(2):
+        wanted |= {t.owner_id for s in states for t in s.tasks}
+        for _ in range(MANAGER_CHAIN + 1):
             ids = {f"staff:{i}" for i in wanted if i and i not in found}
+            if not ids:
+                break
             for state in (await self._subjects.load(ids)).values():
                 if state.staff is not None:
                     found[state.staff.staff_id] = state.staff

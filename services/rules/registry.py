@@ -21,11 +21,14 @@ from typing import Any
 
 import yaml
 
+from services.rules.builtin.assignment import Assignment, AssignmentConfig
 from services.rules.builtin.birthday import BirthdayConfig, BirthdaysAndAnniversaries
 from services.rules.builtin.channel_health import ChannelHealth, ChannelHealthConfig
 from services.rules.builtin.channel_tiering import ChannelTiering, ChannelTieringConfig
 from services.rules.builtin.followup import AfterSalesFollowUp, FollowUpConfig
 from services.rules.builtin.renewal import ContractRenewal, RenewalConfig
+from services.rules.builtin.revisit import Revisit, RevisitConfig
+from services.rules.builtin.task_escalation import TaskEscalation, TaskEscalationConfig
 from services.rules.builtin.tiering import Tiering, TieringConfig
 from services.rules.churn.rule import ChurnConfig, ChurnRisk
 from services.rules.sdk import Rule
@@ -43,6 +46,9 @@ BUILTIN: dict[str, RuleFactory] = {
     "followup": lambda cfg: AfterSalesFollowUp(FollowUpConfig.model_validate(cfg)),
     "tiering": lambda cfg: Tiering(TieringConfig.model_validate(cfg)),
     "churn": lambda cfg: ChurnRisk(ChurnConfig.model_validate(cfg)),
+    "assignment": lambda cfg: Assignment(AssignmentConfig.model_validate(cfg)),
+    "revisit": lambda cfg: Revisit(RevisitConfig.model_validate(cfg)),
+    "task-escalation": lambda cfg: TaskEscalation(TaskEscalationConfig.model_validate(cfg)),
 }
 
 

@@ -41,10 +41,22 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from services.rules.state import StaffState, SubjectState
 from shared.events.envelope import CanonicalEvent
-from shared.events.types import EventPayload
+from shared.events.types import EventPayload, TaskCreated
 
 ActionKind = Literal["email", "chat", "webhook", "task"]
 Priority = Literal["transactional", "marketing"]
+TaskPriority = Literal["low", "normal", "high", "urgent"]
+DEFAULT_TASK_DUE = timedelta(days=2)  # a task whose rule names no due time
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """When a task is due (its action's ``due_at`` is when it is created) and how urgent it
+    is. The engine publishes ``upkeep.task.created.v1`` for it, which ``task-escalation``
+    chases."""
+
+    due_at: datetime
+    priority: TaskPriority = "normal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +86,7 @@ class Action:
     # ``channel_alert`` …) and the contract term (contract id, end date) it is about
     purpose: str | None = None
     term: tuple[str, date] | None = None
+    task_spec: TaskSpec | None = None  # kind task only: when it is due, how urgent
 
     @classmethod
     def to_staff(
@@ -90,9 +103,14 @@ class Action:
         data: Mapping[str, Any] | None = None,
         purpose: str | None = None,
         term: tuple[str, date] | None = None,
+        task_spec: TaskSpec | None = None,
     ) -> Action:
-        """A message to a member of staff (an owner, a manager), in their own language."""
+        """A message to a member of staff (an owner, a manager), in their own language; of
+        kind ``task``, a task due ``task_spec.due_at`` (:data:`DEFAULT_TASK_DUE` after ``due_at``
+        when not given)."""
         member = ctx.staff.get(staff_id)
+        if kind == "task" and task_spec is None:
+            task_spec = TaskSpec(due_at + DEFAULT_TASK_DUE)
         return cls(
             key=key,
             rule=rule,
@@ -105,6 +123,7 @@ class Action:
             data=dict(data or {}),
             purpose=purpose,
             term=term,
+            task_spec=task_spec if kind == "task" else None,
         )
 
     @classmethod
@@ -120,8 +139,11 @@ class Action:
         due_at: datetime,
         data: Mapping[str, Any] | None = None,
         purpose: str | None = None,
+        task_due: datetime | None = None,
+        priority: TaskPriority = "normal",
     ) -> Action:
-        """A task for a member of staff (a call to make, a visit to pay)."""
+        """A task for a member of staff (a call to make, a visit to pay), created at
+        ``due_at`` and due at ``task_due`` (:data:`DEFAULT_TASK_DUE` later when not given)."""
         return cls.to_staff(
             rule,
             subject,
@@ -133,6 +155,7 @@ class Action:
             kind="task",
             data=data,
             purpose=purpose,
+            task_spec=TaskSpec(task_due or due_at + DEFAULT_TASK_DUE, priority),
         )
 
     @classmethod
@@ -168,6 +191,36 @@ class Action:
             data=dict(data or {}),
             purpose=purpose,
             term=term,
+        )
+
+    @classmethod
+    def to_channel(
+        cls,
+        rule: str,
+        subject: SubjectState,
+        key: str,
+        *,
+        template: str,
+        due_at: datetime,
+        data: Mapping[str, Any] | None = None,
+        purpose: str | None = None,
+    ) -> Action:
+        """An e-mail to the channel (the distributor's own contact from ``channel.upserted``),
+        in its language. Raises ``ValueError`` for a subject that is not a known channel."""
+        channel = subject.channel
+        if channel is None:
+            raise ValueError(f"{subject.id} is not a known channel")
+        return cls(
+            key=key,
+            rule=rule,
+            subject=subject.id,
+            kind="email",
+            recipient=Recipient("channel", channel.channel_id),
+            template=template,
+            locale=channel.locale,
+            due_at=due_at,
+            data=dict(data or {}),
+            purpose=purpose,
         )
 
 
@@ -263,14 +316,46 @@ class Schedule:
         return moment if moment <= now else moment - timedelta(days=7)
 
 
+@dataclass
+class Roster:
+    """Every member of staff and what each carries — subjects owned and open tasks — for rules
+    that hand out work (``assignment``). The engine's snapshot (refreshed every few minutes);
+    :meth:`took` counts an assignment into it at once, so the next subject in the same batch
+    sees the new load, and remembers it as ``pending`` until the assigned event is applied (an
+    event of the same subject in between must not assign it again). ``last`` is the member
+    each team was last given work to (round-robin). Both live as long as the process."""
+
+    staff: Mapping[str, StaffState] = field(default_factory=dict)
+    owned: dict[str, int] = field(default_factory=dict)
+    open_tasks: dict[str, int] = field(default_factory=dict)
+    last: dict[str, str] = field(default_factory=dict)  # team -> staff id
+    # subject -> the owner it was just given, until that assignment comes back as an event
+    pending: dict[str, str] = field(default_factory=dict)
+
+    def load(self, staff_id: str) -> int:
+        return self.owned.get(staff_id, 0) + self.open_tasks.get(staff_id, 0)
+
+    def team(self, name: str) -> list[StaffState]:
+        return sorted((m for m in self.staff.values() if m.team == name), key=lambda m: m.staff_id)
+
+    def took(self, subject: str, team: str, staff_id: str, previous: str | None) -> None:
+        self.pending[subject] = staff_id
+        self.owned[staff_id] = self.owned.get(staff_id, 0) + 1
+        if previous is not None and self.owned.get(previous, 0) > 0:
+            self.owned[previous] -= 1
+        self.last[team] = staff_id
+
+
 @dataclass(frozen=True, slots=True)
 class RuleContext:
-    """What a rule may know besides the subject: the time, its settings and the staff directory
-    entries the engine loaded for this subject (its owner or manager and their managers)."""
+    """What a rule may know besides the subject: the time, its settings, the staff directory
+    entries the engine loaded for this subject (its owner or manager and their managers, and
+    the owners of its open tasks and their managers) and the :class:`Roster` of all staff."""
 
     now: datetime
     config: Mapping[str, Any] = field(default_factory=dict)
     staff: Mapping[str, StaffState] = field(default_factory=dict)
+    roster: Roster = field(default_factory=Roster)
 
     def manager_of(self, staff_id: str | None) -> str | None:
         member = self.staff.get(staff_id) if staff_id else None
@@ -345,3 +430,21 @@ def apply_decisions(rule: str, subject: str, decisions: Iterable[Decision]) -> O
         else:
             outcome.emits.append(decision)
     return outcome
+
+
+def task_created(action: Action, team: str | None) -> TaskCreated | None:
+    """The ``upkeep.task.created.v1`` a task action makes (``None`` for other actions): the
+    engine publishes it with the action, and ``task-escalation`` chases the task from it."""
+    if action.kind != "task" or action.task_spec is None:
+        return None
+    return TaskCreated(
+        about=action.subject,
+        task_id=action.key,
+        owner_id=action.recipient.id,
+        team=team,
+        rule=action.rule,
+        purpose=action.purpose,
+        priority=action.task_spec.priority,
+        due_at=action.task_spec.due_at,
+        created_at=action.due_at,
+    )

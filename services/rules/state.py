@@ -19,6 +19,8 @@ is derived from the topic) or new events would be taken for old ones.
 
 from __future__ import annotations
 
+import typing
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -28,27 +30,56 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.rules.calendar import local_date
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import (
+    ChannelAssigned,
+    ChannelInteraction,
     ChannelOrder,
     ChannelTierChanged,
     ChannelUpserted,
     ContractCancelled,
     ContractRenewed,
     ContractUpserted,
+    CustomerAssigned,
     CustomerChurnRiskChanged,
     CustomerInteraction,
     CustomerTierChanged,
     CustomerUpserted,
     EventPayload,
+    RevisitStatusChanged,
     StaffUpserted,
+    TaskCompleted,
+    TaskCreated,
+    TaskEscalated,
+    TaskOverdue,
+    TaskReassigned,
+    TaskSnoozed,
 )
 
 REMEMBERED_EVENTS = 256
 CHANNEL_HISTORY_DAYS = 400
 Tier = Literal["A", "B", "C"]
+# what counts as a touch of a customer or channel (``revisit``'s clock, ``assignment``'s reclaim)
+TouchKind = Literal["visit", "call", "meeting", "order", "ticket_closed", "task_completed"]
+TOUCH_KINDS: tuple[TouchKind, ...] = typing.get_args(TouchKind)
 
 
 class _State(BaseModel):
     model_config = ConfigDict(extra="ignore", validate_assignment=False)
+
+
+class _Maintained(_State):
+    """What a customer and a channel share for the people who look after them: when each kind
+    of touch last happened, when the owner was assigned, and whether a revisit is overdue."""
+
+    touches: dict[str, datetime] = Field(default_factory=dict)  # TouchKind -> latest
+    assigned_at: datetime | None = None
+    revisit_status: str | None = None  # "<tier>:in" or "<tier>:out" of its cadence; None: none yet
+
+    def touch(self, kind: str, at: datetime) -> None:
+        if kind not in self.touches or at > self.touches[kind]:
+            self.touches[kind] = at
+
+    def last_touch(self, kinds: Iterable[str]) -> datetime | None:
+        return max((self.touches[k] for k in kinds if k in self.touches), default=None)
 
 
 class _Profile(_State):
@@ -60,13 +91,15 @@ class _Profile(_State):
     profile_time: datetime | None = None
 
 
-class CustomerState(_Profile):
+class CustomerState(_Profile, _Maintained):
     customer_id: str
     email: str | None = None
     birthday: date | None = None
     customer_since: date | None = None
     owner_id: str | None = None
     channel_id: str | None = None
+    region: str | None = None
+    tags: list[str] = Field(default_factory=list)
     marketing_opt_in: bool = True
     first_seen: datetime | None = None
     tier: Tier | None = None
@@ -95,14 +128,16 @@ class ContractState(_State):
     cancelled_at: datetime | None = None
 
 
-class ChannelState(_Profile):
+class ChannelState(_Profile, _Maintained):
     channel_id: str
     manager_id: str | None = None
     region: str | None = None
+    email: str | None = None  # the distributor's own contact
     active: bool = True
     orders: int = 0
     last_order_at: datetime | None = None
     daily_orders: dict[str, Decimal] = Field(default_factory=dict)  # local date -> amount
+    daily_order_count: dict[str, int] = Field(default_factory=dict)  # local date -> orders
     tier: Tier | None = None
 
 
@@ -118,6 +153,20 @@ class StaffState(_Profile):
     capacity: int | None = None
 
 
+class TaskState(_State):
+    """An open task about the subject (done tasks are dropped from the state)."""
+
+    task_id: str
+    owner_id: str
+    rule: str
+    title: str | None = None
+    priority: str = "normal"
+    due_at: datetime
+    created_at: datetime
+    overdue: bool = False
+    level: int = 0  # how far up the manager chain it has been escalated
+
+
 class SubjectState(_State):
     """Everything known about one subject."""
 
@@ -126,6 +175,8 @@ class SubjectState(_State):
     contracts: dict[str, ContractState] = Field(default_factory=dict)
     channel: ChannelState | None = None
     staff: StaffState | None = None
+    tasks: list[TaskState] = Field(default_factory=list)  # open ones, oldest first
+    done_tasks: list[str] = Field(default_factory=list)  # the last done: never reopened
     applied: list[str] = Field(default_factory=list)
     position: tuple[int, int] | None = None  # (events partition, offset) last applied
 
@@ -147,6 +198,14 @@ class SubjectState(_State):
         if self.channel is not None:
             return self.channel.manager_id
         return None
+
+    @property
+    def maintained(self) -> CustomerState | ChannelState | None:
+        """The customer or channel part: what is owned, touched and revisited."""
+        return self.customer if self.customer is not None else self.channel
+
+    def task(self, task_id: str) -> TaskState | None:
+        return next((t for t in self.tasks if t.task_id == task_id), None)
 
 
 def apply(
@@ -209,9 +268,13 @@ def _customer_upserted(state: SubjectState, p: EventPayload, event: CanonicalEve
             "customer_since",
             "owner_id",
             "channel_id",
+            "region",
+            "tags",
             "marketing_opt_in",
         }
     )
+    if fields["owner_id"] is None and customer.assigned_at is not None:
+        fields["owner_id"] = customer.owner_id  # a profile without an owner keeps the assigned one
     state.customer = customer.model_copy(update={**fields, "profile_time": at})
 
 
@@ -220,6 +283,8 @@ def _interaction(state: SubjectState, p: EventPayload, event: CanonicalEvent) ->
     customer = _customer(state, p.customer_id, event.time)
     customer.interactions[p.kind] = customer.interactions.get(p.kind, 0) + 1
     at = p.occurred_at
+    if p.kind != "ticket" or p.ticket_status == "closed":
+        customer.touch("ticket_closed" if p.kind == "ticket" else p.kind, at)
     if customer.last_interaction_at is None or at > customer.last_interaction_at:
         customer.last_interaction_at = at
     if p.kind == "order":
@@ -299,7 +364,11 @@ def _channel_upserted(state: SubjectState, p: EventPayload, event: CanonicalEven
     at = p.updated_at or event.time
     if not _newer(channel.profile_time, at):
         return
-    fields = p.model_dump(include={"name", "timezone", "locale", "manager_id", "region", "active"})
+    fields = p.model_dump(
+        include={"name", "timezone", "locale", "manager_id", "region", "email", "active"}
+    )
+    if fields["manager_id"] is None and channel.assigned_at is not None:
+        fields["manager_id"] = channel.manager_id
     state.channel = channel.model_copy(update={**fields, "profile_time": at})
 
 
@@ -307,14 +376,17 @@ def _channel_order(state: SubjectState, p: EventPayload, event: CanonicalEvent) 
     assert isinstance(p, ChannelOrder)
     channel = _channel(state, p.channel_id)
     channel.orders += 1
+    channel.touch("order", p.occurred_at)
     if channel.last_order_at is None or p.occurred_at > channel.last_order_at:
         channel.last_order_at = p.occurred_at
     day = local_date(p.occurred_at, channel.timezone).isoformat()
     channel.daily_orders[day] = channel.daily_orders.get(day, Decimal(0)) + p.amount
-    cutoff = local_date(p.occurred_at, channel.timezone) - timedelta(days=CHANNEL_HISTORY_DAYS)
-    channel.daily_orders = {
-        d: v for d, v in channel.daily_orders.items() if d >= cutoff.isoformat()
-    }
+    channel.daily_order_count[day] = channel.daily_order_count.get(day, 0) + 1
+    cutoff = (
+        local_date(p.occurred_at, channel.timezone) - timedelta(days=CHANNEL_HISTORY_DAYS)
+    ).isoformat()
+    channel.daily_orders = {d: v for d, v in channel.daily_orders.items() if d >= cutoff}
+    channel.daily_order_count = {d: n for d, n in channel.daily_order_count.items() if d >= cutoff}
 
 
 def _staff_upserted(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
@@ -358,6 +430,60 @@ def _churn_risk_changed(state: SubjectState, p: EventPayload, event: CanonicalEv
     customer.at_risk, customer.churn_risk = p.at_risk, p.risk
 
 
+def _channel_interaction(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
+    assert isinstance(p, ChannelInteraction)
+    _channel(state, p.channel_id).touch(p.kind, p.occurred_at)
+
+
+def _assigned(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
+    if isinstance(p, CustomerAssigned):
+        customer = _customer(state, p.customer_id, event.time)
+        customer.owner_id, customer.assigned_at = p.owner_id, p.assigned_at
+    elif isinstance(p, ChannelAssigned):
+        channel = _channel(state, p.channel_id)
+        channel.manager_id, channel.assigned_at = p.owner_id, p.assigned_at
+
+
+def _task_created(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
+    assert isinstance(p, TaskCreated)
+    if state.task(p.task_id) is None and p.task_id not in state.done_tasks:
+        task = TaskState(
+            task_id=p.task_id,
+            owner_id=p.owner_id,
+            rule=p.rule,
+            title=p.title,
+            priority=p.priority,
+            due_at=p.due_at,
+            created_at=p.created_at,
+        )
+        state.tasks = sorted([*state.tasks, task], key=lambda t: (t.created_at, t.task_id))
+
+
+def _task_changed(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
+    task = state.task(getattr(p, "task_id", ""))
+    if task is None:
+        return  # done already, or never seen: nothing open to change
+    if isinstance(p, TaskCompleted):
+        state.tasks = [t for t in state.tasks if t.task_id != p.task_id]
+        state.done_tasks = [*state.done_tasks, p.task_id][-REMEMBERED_EVENTS:]
+        if (part := state.maintained) is not None:
+            part.touch("task_completed", p.completed_at)
+    elif isinstance(p, TaskSnoozed):
+        task.due_at, task.overdue, task.level = p.due_at, False, 0
+    elif isinstance(p, TaskReassigned):
+        task.owner_id, task.level = p.owner_id, 0
+    elif isinstance(p, TaskOverdue):
+        task.overdue = True
+    elif isinstance(p, TaskEscalated):
+        task.level = max(task.level, p.level)
+
+
+def _revisit_status(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
+    assert isinstance(p, RevisitStatusChanged)
+    if (part := state.maintained) is not None:
+        part.revisit_status = f"{p.tier}:{'in' if p.in_cadence else 'out'}"
+
+
 _APPLY = {
     CustomerUpserted: _customer_upserted,
     CustomerInteraction: _interaction,
@@ -370,4 +496,14 @@ _APPLY = {
     CustomerTierChanged: _tier_changed,
     CustomerChurnRiskChanged: _churn_risk_changed,
     ChannelTierChanged: _channel_tier_changed,
+    ChannelInteraction: _channel_interaction,
+    CustomerAssigned: _assigned,
+    ChannelAssigned: _assigned,
+    TaskCreated: _task_created,
+    TaskCompleted: _task_changed,
+    TaskSnoozed: _task_changed,
+    TaskReassigned: _task_changed,
+    TaskOverdue: _task_changed,
+    TaskEscalated: _task_changed,
+    RevisitStatusChanged: _revisit_status,
 }

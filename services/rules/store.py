@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,8 +19,8 @@ from typing import Any
 from pymongo import ASCENDING, DeleteOne, ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 
-from services.rules.sdk import Timer
-from services.rules.state import SubjectState
+from services.rules.sdk import Roster, Timer
+from services.rules.state import StaffState, SubjectState
 from shared.mongo import Document
 
 
@@ -51,6 +52,11 @@ class SubjectStore(abc.ABC):
     async def find(self, kind: str, where: Mapping[str, Any]) -> list[SubjectState]:
         """The subjects of one kind whose state has these values (dotted paths into the
         state, equality only): what a scheduled job reads, never a per-tick cost."""
+
+    @abc.abstractmethod
+    async def roster(self) -> Roster:
+        """Every member of staff, and how many subjects and open tasks each has: one pass
+        over the subjects, reading only their owners (see ``RulesEngine``'s refresh)."""
 
 
 class TimerStore(abc.ABC):
@@ -113,6 +119,18 @@ class MongoSubjectStore(SubjectStore):
         return [
             SubjectState.model_validate(doc["state"]) async for doc in self._collection.find(query)
         ]
+
+    async def roster(self) -> Roster:
+        staff = [s.staff for s in await self.find("staff", {}) if s.staff is not None]
+        owners: list[str | None] = []
+        tasks: list[str | None] = []
+        projection = {"state.customer.owner_id": 1, "state.channel.manager_id": 1}
+        query = {"kind": {"$in": ["customer", "channel"]}}
+        async for doc in self._collection.find(query, {**projection, "state.tasks.owner_id": 1}):
+            state = doc.get("state") or {}
+            owners.append(_at(state, "customer.owner_id") or _at(state, "channel.manager_id"))
+            tasks += [t.get("owner_id") for t in state.get("tasks") or [] if isinstance(t, dict)]
+        return _roster(staff, owners, tasks)
 
     async def save(self, states: Iterable[SubjectState]) -> None:
         ops = [
@@ -211,6 +229,14 @@ class InMemorySubjectStore(SubjectStore):
     async def save(self, states: Iterable[SubjectState]) -> None:
         self.states.update({s.id: s for s in states})
 
+    async def roster(self) -> Roster:
+        states = sorted(self.states.items())
+        return _roster(
+            (s.staff for _, s in states if s.staff is not None),
+            (s.owner_id for _, s in states if s.kind in ("customer", "channel")),
+            (t.owner_id for _, s in states for t in s.tasks),
+        )
+
     async def find(self, kind: str, where: Mapping[str, Any]) -> list[SubjectState]:
         return [
             s.model_copy(deep=True)
@@ -218,6 +244,15 @@ class InMemorySubjectStore(SubjectStore):
             if s.kind == kind
             and all(_at(s.model_dump(mode="json"), p) == v for p, v in where.items())
         ]
+
+
+def _roster(
+    staff: Iterable[StaffState], owners: Iterable[str | None], tasks: Iterable[str | None]
+) -> Roster:
+    owned, open_tasks = Counter(o for o in owners if o), Counter(t for t in tasks if t)
+    return Roster(
+        staff={m.staff_id: m for m in staff}, owned=dict(owned), open_tasks=dict(open_tasks)
+    )
 
 
 def _at(doc: Any, path: str) -> Any:

@@ -22,14 +22,16 @@ from services.rules.sdk import (
     Decision,
     Emit,
     Event,
+    Roster,
     Rule,
     RuleContext,
     Timer,
     apply_decisions,
+    task_created,
 )
 from services.rules.state import StaffState, SubjectState, apply
 from shared.events.envelope import CanonicalEvent
-from shared.events.types import resolve_type
+from shared.events.types import EventPayload, resolve_type
 
 
 class RuleHarness:
@@ -41,6 +43,7 @@ class RuleHarness:
         self.actions: list[Action] = []
         self.emitted: list[Emit] = []
         self.unrouted: list[tuple[str, str, str]] = []  # (rule, subject, reason)
+        self._roster = Roster()  # its round-robin and pending memory outlives each call
         self._ids = itertools.count(1)
         self._now = datetime.min.replace(tzinfo=UTC)
 
@@ -108,10 +111,26 @@ class RuleHarness:
             key=lambda t: (t.due_at, t.id),
         )
 
+    def context_staff(self) -> dict[str, StaffState]:
+        return {s.staff.staff_id: s.staff for s in self.states.values() if s.staff is not None}
+
     def context(self, rule: Rule, now: datetime) -> RuleContext:
-        staff = {s.staff.staff_id: s.staff for s in self.states.values() if s.staff is not None}
+        """Every member of staff is known, and the roster's loads are exact (counted from the
+        states as they are now)."""
+        staff = self.context_staff()
+        owned: dict[str, int] = {}
+        open_tasks: dict[str, int] = {}
+        for state in self.states.values():
+            if state.kind in ("customer", "channel") and state.owner_id:
+                owned[state.owner_id] = owned.get(state.owner_id, 0) + 1
+            for task in state.tasks:
+                open_tasks[task.owner_id] = open_tasks.get(task.owner_id, 0) + 1
+        self._roster.staff, self._roster.owned, self._roster.open_tasks = staff, owned, open_tasks
         return RuleContext(
-            now=now, config=self.config.get(rule.name, {}), staff=dict[str, StaffState](staff)
+            now=now,
+            config=self.config.get(rule.name, {}),
+            staff=dict[str, StaffState](staff),
+            roster=self._roster,
         )
 
     def _record(self, rule: str, subject: str, decisions: Iterable[Decision]) -> list[Action]:
@@ -129,11 +148,17 @@ class RuleHarness:
         self.emitted += outcome.emits
         self.unrouted += [(rule, subject, reason) for reason in outcome.unrouted]
         produced = list(outcome.actions)
+        payloads: list[EventPayload] = []
         for emit in outcome.emits:  # like the service: emitted events come back as events
             model = resolve_type(emit.type)
             if model is None:
                 raise KeyError(emit.type)
-            payload = model.model_validate(dict(emit.data))
+            payloads.append(model.model_validate(dict(emit.data)))
+        for action in outcome.actions:  # and so does every task
+            owner = self.context_staff().get(action.recipient.id)
+            if (created := task_created(action, owner.team if owner else None)) is not None:
+                payloads.append(created)
+        for payload in payloads:
             event = CanonicalEvent.build(
                 event_id=f"emit-{next(self._ids)}",
                 source="test",

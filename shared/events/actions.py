@@ -31,6 +31,17 @@ PURPOSE_DESCRIPTION = (
 )
 
 
+class TaskSpec(BaseModel):
+    """What makes an action of kind ``task`` a task: when it is due (not when it is created:
+    that is the action's ``due_at``), how urgent it is and the owner's team."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    due_at: AwareDatetime
+    priority: Literal["low", "normal", "high", "urgent"] = "normal"
+    team: str | None = Field(None, max_length=128)
+
+
 class ActionRecipient(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -61,4 +72,5 @@ class ActionMessage(BaseModel):
     )
     purpose: str | None = Field(None, max_length=64, description=PURPOSE_DESCRIPTION)
     term: ContractTerm | None = Field(None, description="the contract term it is about, if any")
+    task: TaskSpec | None = Field(None, description="for kind task: its due time and priority")
     created_at: AwareDatetime

@@ -12,9 +12,9 @@ their customer.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
 
 from shared.events.fields import (
     Currency,
@@ -76,6 +76,7 @@ class CustomerUpserted(EventPayload):
     customer_since: date | None = None
     owner_id: Id | None = None
     channel_id: Id | None = None
+    region: Text | None = None  # the sales territory, for assigning an owner
     marketing_opt_in: bool = True
     updated_at: UtcDatetime | None = None
     tags: list[Text] = Field(default_factory=list, max_length=50)
@@ -286,6 +287,177 @@ class CustomerChurnRiskChanged(EventPayload):
     changed_at: UtcDatetime
 
 
+class ChannelInteraction(EventPayload):
+    """Someone from our side visited, called or met a channel (a touch for ``revisit``)."""
+
+    type_name = "upkeep.channel.interaction.v1"
+    subject_kind = "channel"
+    subject_field = "channel_id"
+    time_field = "occurred_at"
+
+    channel_id: Id
+    kind: Literal["visit", "call", "meeting"]
+    occurred_at: UtcDatetime
+    staff_id: Id | None = None
+    note: Text | None = None
+
+
+AssignReason = Literal["unowned", "owner_inactive", "reclaimed"]
+
+
+class CustomerAssigned(EventPayload):
+    """Published by the rules service (rule ``assignment``) when a customer gets an owner:
+    who, from whom and why. Every rule sees the new owner from this event on."""
+
+    type_name = "upkeep.customer.assigned.v1"
+    subject_kind = "customer"
+    subject_field = "customer_id"
+    time_field = "assigned_at"
+
+    customer_id: Id
+    owner_id: Id
+    previous_owner_id: Id | None = None
+    team: Id | None = None
+    reason: AssignReason
+    assigned_at: UtcDatetime
+
+
+class ChannelAssigned(EventPayload):
+    """Published by the rules service (rule ``assignment``) when a channel gets a manager
+    (its ``owner_id``): who, from whom and why."""
+
+    type_name = "upkeep.channel.assigned.v1"
+    subject_kind = "channel"
+    subject_field = "channel_id"
+    time_field = "assigned_at"
+
+    channel_id: Id
+    owner_id: Id
+    previous_owner_id: Id | None = None
+    team: Id | None = None
+    reason: AssignReason
+    assigned_at: UtcDatetime
+
+
+SubjectRef = Annotated[
+    str, StringConstraints(max_length=140, pattern=r"^(customer|channel):[A-Za-z0-9][A-Za-z0-9._:@/\-]*$")
+]
+"""A customer or channel by subject (``customer:C-1``, ``channel:CH-1``)."""
+TaskId = Annotated[str, StringConstraints(min_length=1, max_length=300, pattern=r"^\S+$")]
+TaskPriority = Literal["low", "normal", "high", "urgent"]
+
+
+class _AboutSubject(EventPayload):
+    """An event about a task or a revisit of a customer or a channel: keyed by that subject
+    (``about``), so it is ordered with the subject's other events."""
+
+    subject_kind = "customer"  # not used: the subject is ``about``
+    subject_field = "about"
+
+    about: SubjectRef
+
+    def subject(self) -> str:
+        return self.about
+
+
+class TaskCreated(_AboutSubject):
+    """Published by the rules service for every action of kind ``task`` it decides: the task's
+    id is the action's key."""
+
+    type_name = "upkeep.task.created.v1"
+    time_field = "created_at"
+
+    task_id: TaskId
+    owner_id: Id
+    team: Id | None = None  # the owner's team when the task was made
+    rule: Id
+    purpose: Id | None = None
+    title: Text | None = None
+    priority: TaskPriority = "normal"
+    due_at: UtcDatetime
+    created_at: UtcDatetime
+
+
+class TaskCompleted(_AboutSubject):
+    """A task was done (over the notifier's API): a touch of its subject."""
+
+    type_name = "upkeep.task.completed.v1"
+    time_field = "completed_at"
+
+    task_id: TaskId
+    completed_by: Id | None = None
+    completed_at: UtcDatetime
+    note: Text | None = None
+
+
+class TaskSnoozed(_AboutSubject):
+    """A task was put off to a new due time."""
+
+    type_name = "upkeep.task.snoozed.v1"
+    time_field = "snoozed_at"
+
+    task_id: TaskId
+    due_at: UtcDatetime
+    snoozed_by: Id | None = None
+    snoozed_at: UtcDatetime
+
+
+class TaskReassigned(_AboutSubject):
+    """A task was given to another member of staff."""
+
+    type_name = "upkeep.task.reassigned.v1"
+    time_field = "reassigned_at"
+
+    task_id: TaskId
+    owner_id: Id
+    previous_owner_id: Id | None = None
+    reassigned_by: Id | None = None
+    reassigned_at: UtcDatetime
+
+
+class TaskOverdue(_AboutSubject):
+    """Published by the rules service (rule ``task-escalation``) when an open task's due time
+    passes."""
+
+    type_name = "upkeep.task.overdue.v1"
+    time_field = "overdue_at"
+
+    task_id: TaskId
+    owner_id: Id
+    due_at: UtcDatetime
+    overdue_at: UtcDatetime
+
+
+class TaskEscalated(_AboutSubject):
+    """Published by the rules service (rule ``task-escalation``) when an overdue task is taken
+    one level up the manager chain (level 1: the owner's manager)."""
+
+    type_name = "upkeep.task.escalated.v1"
+    time_field = "escalated_at"
+
+    task_id: TaskId
+    owner_id: Id
+    level: int = Field(ge=1, le=20)
+    escalated_to: Id
+    escalated_at: UtcDatetime
+
+
+class RevisitStatusChanged(_AboutSubject):
+    """Published by the rules service (rule ``revisit``) when a subject comes under a revisit
+    cadence, falls out of it (no touch within ``every_days``) or is touched again."""
+
+    type_name = "upkeep.revisit.status_changed.v1"
+    time_field = "changed_at"
+
+    in_cadence: bool
+    tier: Literal["A", "B", "C"]
+    every_days: int = Field(ge=1, le=3650)
+    owner_id: Id | None = None
+    team: Id | None = None
+    last_touch_at: UtcDatetime | None = None
+    changed_at: UtcDatetime
+
+
 EVENT_TYPES: dict[str, type[EventPayload]] = {
     model.type_name: model
     for model in (
@@ -300,6 +472,16 @@ EVENT_TYPES: dict[str, type[EventPayload]] = {
         CustomerTierChanged,
         CustomerChurnRiskChanged,
         ChannelTierChanged,
+        ChannelInteraction,
+        CustomerAssigned,
+        ChannelAssigned,
+        TaskCreated,
+        TaskCompleted,
+        TaskSnoozed,
+        TaskReassigned,
+        TaskOverdue,
+        TaskEscalated,
+        RevisitStatusChanged,
     )
 }
 """Every event type Upkeep accepts, by full versioned name. Add new types here."""

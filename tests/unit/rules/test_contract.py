@@ -111,6 +111,97 @@ HISTORY: list[tuple[str, dict[str, Any]]] = [
         "channel.tier_changed",
         {"channel_id": "D-1", "tier": "B", "value": "25000", "changed_at": "2026-03-09T00:00:00Z"},
     ),
+    (
+        "channel.interaction",
+        {"channel_id": "CH-1", "kind": "visit", "occurred_at": "2026-03-10T09:00:00+08:00"},
+    ),
+    (
+        "customer.assigned",
+        {
+            "customer_id": "C-2",
+            "owner_id": "S-1",
+            "reason": "unowned",
+            "assigned_at": "2026-03-11T00:00:00Z",
+        },
+    ),
+    (
+        "channel.assigned",
+        {
+            "channel_id": "CH-2",
+            "owner_id": "S-1",
+            "reason": "unowned",
+            "assigned_at": "2026-03-12T00:00:00Z",
+        },
+    ),
+    (
+        "task.created",
+        {
+            "about": "customer:C-1",
+            "task_id": "manual:C-1:call",
+            "owner_id": "S-1",
+            "rule": "manual",
+            "due_at": "2026-03-14T09:00:00Z",
+            "created_at": "2026-03-13T00:00:00Z",
+        },
+    ),
+    (
+        "task.snoozed",
+        {
+            "about": "customer:C-1",
+            "task_id": "manual:C-1:call",
+            "due_at": "2026-03-16T09:00:00Z",
+            "snoozed_at": "2026-03-14T00:00:00Z",
+        },
+    ),
+    (
+        "task.reassigned",
+        {
+            "about": "customer:C-1",
+            "task_id": "manual:C-1:call",
+            "owner_id": "S-2",
+            "reassigned_at": "2026-03-15T00:00:00Z",
+        },
+    ),
+    (
+        "task.overdue",
+        {
+            "about": "customer:C-1",
+            "task_id": "manual:C-1:call",
+            "owner_id": "S-2",
+            "due_at": "2026-03-16T09:00:00Z",
+            "overdue_at": "2026-03-16T09:00:00Z",
+        },
+    ),
+    (
+        "task.escalated",
+        {
+            "about": "customer:C-1",
+            "task_id": "manual:C-1:call",
+            "owner_id": "S-2",
+            "level": 1,
+            "escalated_to": "S-3",
+            "escalated_at": "2026-03-17T09:00:00Z",
+        },
+    ),
+    (
+        "task.completed",
+        {
+            "about": "customer:C-1",
+            "task_id": "manual:C-1:call",
+            "completed_by": "S-2",
+            "completed_at": "2026-03-18T09:00:00Z",
+        },
+    ),
+    (
+        "revisit.status_changed",
+        {
+            "about": "channel:CH-1",
+            "in_cadence": True,
+            "tier": "B",
+            "every_days": 60,
+            "changed_at": "2026-03-19T00:00:00Z",
+        },
+    ),
 ]
 ALL_RULES = load_rules({})
 
