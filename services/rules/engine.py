@@ -183,8 +183,8 @@ class RulesEngine:
             if changed:  # a repeat changes nothing: no write
                 dirty[event.subject] = state
             _count_later(result, EVENTS_APPLIED, "applied" if changed else "repeat")
-            if state.staff is not None:
-                staff[state.staff.staff_id] = state.staff
+            if state.staff is not None:  # seen at once, not at the next roster refresh
+                staff[state.staff.staff_id] = roster.staff[state.staff.staff_id] = state.staff
             incoming = Event.of(event, payload)
             for rule in self.rules.values():
                 config = self._config.get(rule.name, {})
@@ -377,7 +377,9 @@ class RulesEngine:
         """The action for the actions topic — and for a task, ``upkeep.task.created.v1`` on
         the events topic (identified by the action's key), which ``task-escalation`` chases."""
         spec, messages = None, []
-        owner = staff.get(action.recipient.id)
+        owner = staff.get(action.recipient.id) or (
+            self._roster.staff.get(action.recipient.id) if self._roster else None
+        )
         created = task_created(action, owner.team if owner else None)
         if created is not None:
             spec = TaskSpec(due_at=created.due_at, priority=created.priority, team=created.team)

@@ -325,7 +325,7 @@ class Roster:
     event of the same subject in between must not assign it again). ``last`` is the member
     each team was last given work to (round-robin). Both live as long as the process."""
 
-    staff: Mapping[str, StaffState] = field(default_factory=dict)
+    staff: dict[str, StaffState] = field(default_factory=dict)
     owned: dict[str, int] = field(default_factory=dict)
     open_tasks: dict[str, int] = field(default_factory=dict)
     last: dict[str, str] = field(default_factory=dict)  # team -> staff id

@@ -148,19 +148,19 @@ class RuleHarness:
         self.emitted += outcome.emits
         self.unrouted += [(rule, subject, reason) for reason in outcome.unrouted]
         produced = list(outcome.actions)
-        payloads: list[EventPayload] = []
+        payloads: list[tuple[str, EventPayload]] = []
         for emit in outcome.emits:  # like the service: emitted events come back as events
             model = resolve_type(emit.type)
             if model is None:
                 raise KeyError(emit.type)
-            payloads.append(model.model_validate(dict(emit.data)))
-        for action in outcome.actions:  # and so does every task
+            payloads.append((f"emit-{next(self._ids)}", model.model_validate(dict(emit.data))))
+        for action in outcome.actions:  # and so does every task, identified by its key
             owner = self.context_staff().get(action.recipient.id)
             if (created := task_created(action, owner.team if owner else None)) is not None:
-                payloads.append(created)
-        for payload in payloads:
+                payloads.append((f"task|{action.key}", created))
+        for event_id, payload in payloads:
             event = CanonicalEvent.build(
-                event_id=f"emit-{next(self._ids)}",
+                event_id=event_id,
                 source="test",
                 payload=payload,
                 time=payload.event_time() or self._now,
