@@ -91,7 +91,8 @@ async def test_a_task_action_carries_its_spec_and_is_published_as_task_created()
     assert (action.task.priority, action.task.team) == ("high", "east")
     assert action.task.due_at == NOW + timedelta(days=1)
     (created,) = events_out(result.messages)
-    assert created.type == "upkeep.task.created.v1" and created.subject == "customer:C-1"
+    assert created.type == "upkeep.task.created.v1"
+    assert created.subject == "customer:C-1"
     again = await e.handle(
         [record(1, "customer.upserted", customer_id="C-1", name="Acme", timezone="UTC")]
     )

@@ -60,7 +60,8 @@ def test_an_a_tier_customer_untouched_for_30_days_gets_a_revisit_task_for_its_ow
     assert task.task_spec is not None
     assert task.task_spec.due_at == task.due_at + timedelta(days=3)
     assert task.task_spec.priority == "high"
-    assert task.data["every_days"] == 30 and task.data["last_touch_date"] is None
+    assert task.data["every_days"] == 30
+    assert task.data["last_touch_date"] is None
     assert statuses(h) == [(True, "C"), (True, "A"), (False, "A")]
     (open_task,) = h.states["customer:C-1"].tasks  # the task came back as task.created
     assert open_task.task_id == task.key
@@ -245,4 +246,5 @@ def test_an_inactive_channel_is_not_revisited() -> None:
         active=False,
     )
     h.advance(to=T0 + timedelta(days=200))
-    assert h.actions == [] and h.pending("revisit") == []
+    assert h.actions == []
+    assert h.pending("revisit") == []

@@ -77,7 +77,9 @@ def test_reminded_the_morning_of_the_due_day_then_overdue_then_two_levels_up() -
     assert [(e["level"], e["escalated_to"]) for e in escalated] == [(1, "M-1"), (2, "D-1")]
     assert [e.type for e in h.emitted].count("upkeep.task.overdue.v1") == 1
     state = h.states["customer:C-1"].task("renewal:K-1:call")
-    assert state is not None and state.overdue and state.level == 2
+    assert state is not None
+    assert state.overdue
+    assert state.level == 2
 
 
 def test_the_reminder_follows_the_owners_zone_across_a_dst_change() -> None:
@@ -117,7 +119,8 @@ def test_completing_stops_the_escalation_at_once() -> None:
     assert h.pending("task-escalation") == []
     assert h.states["customer:C-1"].tasks == []
     touched = h.states["customer:C-1"].customer
-    assert touched is not None and "task_completed" in touched.touches
+    assert touched is not None
+    assert "task_completed" in touched.touches
 
 
 def test_a_snooze_plans_again_from_the_new_due_time() -> None:
