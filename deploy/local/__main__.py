@@ -81,7 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "status", "logs"])
     parser.add_argument("-n", "--lines", type=int, default=30, help="log lines per process")
     args = parser.parse_args(argv)
-    stack = LocalStack(StackConfig(state_dir=STATE, mail_dir=ROOT / ".run" / "mail"))
+    stack = LocalStack(
+        StackConfig(
+            state_dir=STATE,
+            mail_dir=ROOT / ".run" / "mail",
+            rules_overlay=ROOT / "deploy" / "local" / "rules.demo.yaml",
+        )
+    )
     if args.command == "up":
         return up(stack)
     if args.command == "down":

@@ -6,6 +6,12 @@ and no quiet hours hold them back): some have their birthday today, some have co
 ending in 30, 7 and 1 days; a channel has had no orders for 45 days; a few orders and closed
 tickets from 10 to 14 days ago call for follow-ups today. Ids carry the run's time, so running
 it again makes a new scenario.
+
+The people side (with the short delays of ``deploy/local/rules.demo.yaml``, which ``make up``
+merges over the rules' settings): a new customer in the ``demo`` territory has no owner and is
+assigned to the team's active member (not the one who left); it was last visited days ago, so
+its new owner gets a revisit task at once, due a minute later; nobody completes it, so it is
+escalated to the owner's manager and then to theirs, a little over a minute apart.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -59,11 +68,30 @@ def scenario(now: datetime, run: str) -> list[dict[str, Any]]:
     owner_tz, owner_locale, _, owner_name = zones[0]
     add(
         "staff.upserted",
+        staff_id=f"S-{run}-dir",
+        name="Dana Director",
+        timezone=owner_tz,
+        email="director@example.com",
+    )
+    add(
+        "staff.upserted",
         staff_id=f"S-{run}-mgr",
         name="Morgan Manager",
         timezone=owner_tz,
         email="manager@example.com",
+        manager_id=f"S-{run}-dir",
     )
+    for rep_id, name, active in (("rep", "Riley Rep", True), ("gone", "Gale Gone", False)):
+        add(
+            "staff.upserted",
+            staff_id=f"S-{run}-{rep_id}",
+            name=name,
+            timezone=owner_tz,
+            email=f"{rep_id}@example.com",
+            manager_id=f"S-{run}-mgr",
+            team="demo",
+            active=active,
+        )
     add(
         "staff.upserted",
         staff_id=f"S-{run}",
@@ -128,6 +156,21 @@ def scenario(now: datetime, run: str) -> list[dict[str, Any]]:
         region="east",
     )
     add(
+        "customer.upserted",
+        customer_id=f"C-{run}-new",
+        name="Nova Newcomer",
+        timezone=owner_tz,
+        email="newcomer@example.com",
+        region="demo",
+    )
+    add(
+        "customer.interaction",
+        interaction_id=f"V-{run}",
+        customer_id=f"C-{run}-new",
+        kind="visit",
+        occurred_at=(now - timedelta(days=3)).isoformat(),
+    )
+    add(
         "channel.order",
         order_id=f"CO-{run}",
         channel_id=f"CH-{run}",
@@ -141,37 +184,106 @@ def scenario(now: datetime, run: str) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--ingest", default=f"http://127.0.0.1:{SERVICE_PORTS['ingest']}")
+    parser.add_argument("--rules", default=f"http://127.0.0.1:{SERVICE_PORTS['rules']}")
     parser.add_argument("--notifier", default=f"http://127.0.0.1:{SERVICE_PORTS['notifier']}")
+    parser.add_argument(
+        "--escalation-wait", type=float, default=360, help="seconds to wait for the escalation"
+    )
     args = parser.parse_args(argv)
     now = datetime.now(UTC)
-    events = scenario(now, now.strftime("%H%M%S"))
+    run = now.strftime("%H%M%S")
+    events = scenario(now, run)
     headers = {"X-API-Key": DEV_API_KEY}
-    answer = httpx.post(f"{args.ingest}/v1/events", json=events, headers=headers, timeout=30)
-    if answer.status_code != 202 or answer.json().get("errors"):
-        sys.stderr.write(f"ingest refused the scenario: {answer.status_code} {answer.text}\n")
+    staff = [e for e in events if e["type"] == "staff.upserted"]
+    # staff first: the rules must know the team before they assign its new customer
+    if not publish(args.ingest, staff, headers):
+        return 1
+    for member in staff:
+        url = f"{args.rules}/v1/subjects/staff:{member['staff_id']}"
+        if not wait_for(partial(known, url), 60):
+            sys.stderr.write(f"the rules service has not seen {member['staff_id']}\n")
+            return 1
+    if not publish(args.ingest, [e for e in events if e not in staff], headers):
         return 1
     zones = ", ".join(z for z, *_ in daytime_zones(now))
+    mail = ROOT / ".run" / "mail"
     sys.stdout.write(
         f"published {len(events)} events (customers in {zones}).\n"
         "Within a minute:\n"
-        f"  e-mails       {ROOT / '.run' / 'mail'}/*.eml  (open them in any mail client)\n"
+        f"  e-mails       {mail}/*.eml  (open them in any mail client)\n"
         f"  tasks         curl -H 'X-API-Key: {DEV_API_KEY}' {args.notifier}/v1/tasks\n"
         "  actions       upkeep.actions.v1, outcomes on upkeep.deliveries.v1\n"
         f"  metrics       {args.notifier}/metrics  (upkeep_notifier_deliveries_total)\n"
     )
-    deadline = time.monotonic() + 60
-    mail = ROOT / ".run" / "mail"
-    before = len(list(mail.glob("*.eml"))) if mail.exists() else 0
-    while time.monotonic() < deadline:
-        count = len(list(mail.glob("*.eml"))) if mail.exists() else 0
-        if count > before:
-            time.sleep(5)  # let the rest arrive
-            count = len(list(mail.glob("*.eml")))
-            sys.stdout.write(f"{count - before} new e-mails in {mail}\n")
-            return 0
-        time.sleep(1)
-    sys.stdout.write("no e-mail yet; see `make logs` for the rules and notifier logs\n")
+    before = set(mail.glob("*.eml")) if mail.exists() else set()
+    if wait_for(lambda: len(new_mail(mail, before)) > 0, 60):
+        time.sleep(5)  # let the rest arrive
+        sys.stdout.write(f"{len(new_mail(mail, before))} new e-mails in {mail}\n")
+    else:
+        sys.stdout.write("no e-mail yet; see `make logs` for the rules and notifier logs\n")
+    return people(args, run, mail, before)
+
+
+def people(args: argparse.Namespace, run: str, mail: Path, before: set[Path]) -> int:
+    """Show the assignment, then wait for the revisit task's escalation two levels up."""
+    customer = f"{args.rules}/v1/subjects/customer:C-{run}-new"
+
+    def owner() -> str | None:
+        answer = httpx.get(customer, timeout=5)
+        found = answer.json().get("customer", {}).get("owner_id") if answer.is_success else None
+        return str(found) if found else None
+
+    if not wait_for(lambda: owner() is not None, 60):
+        sys.stdout.write(f"C-{run}-new has no owner yet; see `make logs` (rules)\n")
+        return 0
+    sys.stdout.write(
+        f"\nC-{run}-new had no owner: assigned to {owner()} (S-{run}-gone has left, skipped).\n"
+        "Its revisit task is overdue in a minute and is escalated to the manager, then the\n"
+        f"director (waiting up to {args.escalation_wait:.0f} s) ...\n"
+    )
+    wanted = {"manager@example.com": "manager", "director@example.com": "director"}
+    seen: set[str] = set()
+
+    def escalated() -> bool:
+        for path in new_mail(mail, before):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            for address, who in wanted.items():
+                if who not in seen and f"To: {address}" in text and f"C-{run}-new" in text:
+                    seen.add(who)
+                    sys.stdout.write(f"  escalated to the {who}: {path}\n")
+        return len(seen) == len(wanted)
+
+    if not wait_for(escalated, args.escalation_wait, interval=2):
+        sys.stdout.write("not escalated (yet): see `make logs` (rules, notifier)\n")
     return 0
+
+
+def publish(ingest: str, events: list[dict[str, Any]], headers: dict[str, str]) -> bool:
+    answer = httpx.post(f"{ingest}/v1/events", json=events, headers=headers, timeout=30)
+    if answer.status_code != 202 or answer.json().get("errors"):
+        sys.stderr.write(f"ingest refused the scenario: {answer.status_code} {answer.text}\n")
+        return False
+    return True
+
+
+def known(url: str) -> bool:
+    return httpx.get(url, timeout=5).status_code == 200
+
+
+def new_mail(mail: Path, before: set[Path]) -> list[Path]:
+    return sorted(set(mail.glob("*.eml")) - before) if mail.exists() else []
+
+
+def wait_for(check: Callable[[], bool], seconds: float, interval: float = 1) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return True
+        except httpx.HTTPError:
+            pass  # not up yet: try again
+        time.sleep(interval)
+    return False
 
 
 if __name__ == "__main__":

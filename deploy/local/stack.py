@@ -57,6 +57,7 @@ class StackConfig:
     kafka_heap: str = "768m"
     kafka_sasl: SaslListener | None = None  # a second listener, SASL over TLS or not (tests)
     mongo_auth: bool = False  # the MongoDB-wire server refuses unauthenticated commands
+    rules_overlay: Path | None = None  # UPKEEP_RULES_CONFIG_OVERLAY (make up: the demo's delays)
 
 
 class LocalStack:
@@ -97,6 +98,8 @@ class LocalStack:
                 f'[{{"name": "local-dev", "sha256": "{digest(DEV_API_KEY)}", '
                 '"scopes": ["notifier:admin"]}]'
             )
+        if service == "rules" and self.config.rules_overlay is not None:
+            env[prefix + "CONFIG_OVERLAY"] = str(self.config.rules_overlay)
         if service == "ingest":
             env[prefix + "API_KEYS"] = (
                 f'[{{"name": "local-dev", "sha256": "{digest(DEV_API_KEY)}", '

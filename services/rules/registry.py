@@ -52,8 +52,16 @@ BUILTIN: dict[str, RuleFactory] = {
 }
 
 
-def read_config(path: Path | None) -> dict[str, dict[str, Any]]:
-    """The per-rule sections of ``rules.yaml`` (empty when there is no file)."""
+def read_config(path: Path | None, overlay: Path | None = None) -> dict[str, dict[str, Any]]:
+    """The per-rule sections of ``rules.yaml`` (empty when there is no file), with the keys of
+    ``overlay``'s sections replacing theirs."""
+    merged = _sections(path)
+    for name, section in _sections(overlay).items():
+        merged[name] = {**merged.get(name, {}), **section}
+    return merged
+
+
+def _sections(path: Path | None) -> dict[str, dict[str, Any]]:
     if path is None or not path.exists():
         return {}
     loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}

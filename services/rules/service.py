@@ -23,7 +23,7 @@ from shared.runtime import Service
 
 @contextlib.asynccontextmanager
 async def build(settings: RulesSettings, clock: Clock = utc_now) -> AsyncIterator[Service]:
-    config = read_config(settings.config_file)
+    config = read_config(settings.config_file, settings.config_overlay)
     rules = load_rules(config, settings.enabled_rules())
     check_templates(rules, settings.template_dir)
     mongo = make_client(settings.mongo, settings.service_name)

@@ -19,6 +19,9 @@ class RulesSettings(ServiceSettings):
     service_name: str = "rules"
     http_port: int = Field(default=8002, ge=0, le=65535)
     config_file: Path = DEFAULT_RULES_FILE
+    # sections merged over config_file's, key by key (a deployment keeps only what it changes;
+    # ``make up`` shortens the delays so that ``make demo`` shows an escalation in minutes)
+    config_overlay: Path | None = None
     enabled: str | None = None  # comma-separated subset of rule names (RULES_ENABLED)
     tick_interval_s: float = Field(default=1.0, gt=0)
     timers_per_tick: int = Field(default=1000, ge=1)

@@ -115,6 +115,8 @@ class AssignmentConfig(BaseModel):
     warn_days: int = Field(default=7, ge=0)
     touches: list[TouchKind] = Field(default_factory=lambda: list(TOUCH_KINDS))
     review_every_days: int = Field(default=1, ge=1)
+    # nobody available for an unowned subject (its team's staff not known yet, all away): again
+    retry_minutes: float = Field(default=30, gt=0)
     local_time: time = time(8, 0)
     notify_owner: bool = True  # tell the new owner (``assignment_notice``)
 
@@ -200,7 +202,9 @@ class Assignment:
         if chosen is None:
             yield Unrouted("no_staff")
             if previous is not None:
-                yield from self._plan(subject, part, previous, ctx)  # look again later
+                yield from self._plan(subject, part, previous, ctx)  # look again tomorrow
+            else:
+                yield SetTimer("review", ctx.now + timedelta(minutes=self.config.retry_minutes))
             return
         ctx.roster.took(subject.id, team or "", chosen.staff_id, previous)
         data: dict[str, Any] = {

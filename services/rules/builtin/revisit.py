@@ -172,8 +172,8 @@ class Revisit:
             yield self._status(subject, standing, ctx)
         if standing.within(ctx.now):
             yield SetTimer("lapse", standing.due)
-        elif changed:  # it just fell out (a new, shorter cadence): act now
-            yield SetTimer("lapse", ctx.now)
+        elif changed or isinstance(event.payload, CustomerAssigned | ChannelAssigned):
+            yield SetTimer("lapse", ctx.now)  # it just fell out, or has a new owner: act now
         else:  # out already, and not touched: the next repeat
             yield SetTimer("lapse", self._next_repeat(standing, ctx.now))
 
@@ -254,7 +254,7 @@ class Revisit:
             yield Action.task(
                 self.name,
                 subject,
-                key,
+                f"{key}:{subject.owner_id}",  # a new owner gets their own
                 subject.owner_id,
                 ctx,
                 template="revisit_task",
