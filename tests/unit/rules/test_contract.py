@@ -368,3 +368,16 @@ def test_every_wall_clock_rule_shares_the_catch_up_setting_and_refuses_typos() -
             config(catch_up_hours=30)  # a day late is not "late": the next one is planned
         with pytest.raises(ValidationError):
             config(catchup_hours=2)  # type: ignore[call-arg]  # a typo in rules.yaml, on purpose
+
+
+def test_an_overlay_replaces_only_the_keys_it_names(tmp_path: Path) -> None:
+    base, overlay = tmp_path / "rules.yaml", tmp_path / "overlay.yaml"
+    base.write_text("renewal:\n  offsets_days: [60, 30]\n  local_time: '09:00'\n")
+    overlay.write_text("renewal:\n  offsets_days: [1]\nrevisit:\n  enabled: false\n")
+    assert read_config(base, overlay) == {
+        "renewal": {"offsets_days": [1], "local_time": "09:00"},
+        "revisit": {"enabled": False},
+    }
+    names = {rule.name for rule in load_rules(read_config(base, overlay))}
+    assert "revisit" not in names
+    assert "renewal" in names

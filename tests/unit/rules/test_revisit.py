@@ -248,3 +248,20 @@ def test_an_inactive_channel_is_not_revisited() -> None:
     h.advance(to=T0 + timedelta(days=200))
     assert h.actions == []
     assert h.pending("revisit") == []
+
+
+def test_a_lapsed_customer_that_gets_an_owner_gets_its_revisit_task_at_once() -> None:
+    from services.rules.builtin.assignment import Assignment, AssignmentConfig
+
+    h = RuleHarness(Revisit(), Assignment(AssignmentConfig(notify_owner=False)))
+    customer(h, owner_id=None)  # A-tier, and nobody to give it to yet
+    touch(h, T0 - timedelta(days=40))  # an old visit: out of its 30 days at once
+    h.advance(to=T0 + timedelta(minutes=1))
+    assert ("revisit", "customer:C-1", "no_owner") in h.unrouted
+    h.send(
+        "staff.upserted", at=T0 + timedelta(minutes=2), staff_id="S-9", name="Kim", timezone="UTC"
+    )
+    h.advance(to=T0 + timedelta(minutes=40))  # assignment looks again after 30 minutes
+    assert h.states["customer:C-1"].owner_id == "S-9"
+    (task,) = [a for a in h.actions if a.rule == "revisit"]
+    assert task.recipient.id == "S-9"
