@@ -4,7 +4,9 @@ orders over the last 30 days fell by more than half against its own trailing bas
 No scanning: every order *moves* the channel's single ``inactive`` timer to N days after it, so
 the timer fires only if no order came since. Decline is checked by one weekly ``review`` timer
 per channel. Alerts are keyed by the last order date (inactive) or the review date (decline), so
-each situation is reported once.
+each situation is reported once. ``no_orders_days_by_tier`` gives each channel tier (from
+``channel-tiering``) its own patience: an A-tier distributor quiet for two weeks matters more
+than a C-tier one quiet for a month.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from services.rules.sdk import (
     Timer,
     Unrouted,
 )
-from services.rules.state import ChannelState, SubjectState
-from shared.events.types import ChannelOrder, ChannelUpserted
+from services.rules.state import ChannelState, SubjectState, Tier
+from shared.events.types import ChannelOrder, ChannelTierChanged, ChannelUpserted
 
 _CHANNEL = frozenset({"channel_id", "channel_name"})
 
@@ -38,6 +40,7 @@ class ChannelHealthConfig(BaseModel):
 
     enabled: bool = True
     no_orders_days: int = Field(default=30, ge=1)
+    no_orders_days_by_tier: dict[Tier, int] = Field(default_factory=dict)  # overrides by tier
     window_days: int = Field(default=30, ge=1)
     baseline_days: int = Field(default=90, ge=1)
     drop_percent: float = Field(default=50, gt=0, le=100)
@@ -74,13 +77,16 @@ class ChannelHealth:
 
     def on_event(self, event: Event, subject: SubjectState, ctx: RuleContext) -> Iterator[Decision]:
         channel, payload = subject.channel, event.payload
-        if not isinstance(payload, ChannelUpserted | ChannelOrder):
+        if not isinstance(payload, ChannelUpserted | ChannelOrder | ChannelTierChanged):
             return
         if channel is None or not channel.active:
             return
         tz, cfg = channel.timezone, self.config
         if channel.last_order_at is not None:
-            quiet = local_date(channel.last_order_at, tz) + timedelta(days=cfg.no_orders_days)
+            by_tier = cfg.no_orders_days_by_tier
+            patience = by_tier.get(channel.tier, cfg.no_orders_days) if channel.tier else None
+            patience = patience or cfg.no_orders_days
+            quiet = local_date(channel.last_order_at, tz) + timedelta(days=patience)
             yield SetTimer(
                 "inactive",
                 at_local(quiet, cfg.local_time, tz),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.rules.builtin.channel_health import ChannelHealth
+from services.rules.builtin.channel_health import ChannelHealth, ChannelHealthConfig
 from services.rules.builtin.followup import (
     AfterSalesFollowUp,
     FollowUpConfig,
@@ -228,3 +228,37 @@ def test_the_follow_up_at_once_settings_follow_up_at_the_next_tick_or_decline_ne
     )
     assert [a.key for a in h.advance(to=now)] == ["followup:I-1"]  # due already: fires at once
     assert settings_to_follow_up_at_once(datetime(2026, 11, 22, 23, 50, tzinfo=UTC)) is None
+
+
+def test_an_a_tier_channel_is_flagged_sooner_than_the_default() -> None:
+
+    cfg = ChannelHealthConfig(no_orders_days=30, no_orders_days_by_tier={"A": 14})
+    h = RuleHarness(ChannelHealth(cfg))
+    start = datetime(2026, 1, 5, 12, tzinfo=UTC)
+    h.send(
+        "channel.upserted",
+        at=start,
+        channel_id="CH-A",
+        name="Top",
+        timezone="UTC",
+        manager_id="S-1",
+    )
+    h.send(
+        "channel.tier_changed",
+        at=start,
+        channel_id="CH-A",
+        tier="A",
+        value="200000",
+        changed_at=start.isoformat(),
+    )
+    h.send(
+        "channel.order",
+        at=start,
+        order_id="O-1",
+        channel_id="CH-A",
+        amount="10",
+        currency="EUR",
+        occurred_at=start.isoformat(),
+    )
+    h.advance(to=start + timedelta(days=15))
+    assert [a.data["days_without_orders"] for a in h.actions] == [14]
