@@ -160,6 +160,8 @@ async def test_assign_revisit_escalate_complete_and_replay(
             "east",
         )
         assert task["due_at"] == "2026-04-04T10:00:00Z"
+        # its reminder is planned when rules reads the task back: before the clock moves on
+        await wait_consumed(kafka, settings.consumer_group, [topics.events])
 
         # not done: overdue, then one level up a day later, two levels up two days after that
         clock.now = datetime(2026, 4, 4, 10, 30, tzinfo=UTC)
