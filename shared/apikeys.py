@@ -1,10 +1,12 @@
 """API keys for the services' HTTP APIs: stored hashed (SHA-256), each with scopes
-(``events:write`` for ingest, ``notifier:admin`` for the notifier's management endpoints).
+(``events:write`` for ingest, ``notifier:admin`` for the notifier's management endpoints,
+``tasks:own`` for a member of staff's own tasks: such a key is bound to a ``staff_id``).
 
 Keys are 32 random bytes, so a plain SHA-256 is enough (no dictionary to attack); comparison is
 constant-time. Make a key with ``python -m shared.apikeys new NAME --scope SCOPE`` and put the
 printed JSON entry into the service's ``UPKEEP_<SERVICE>_API_KEYS`` (a JSON list); give the key
-itself to the client.
+itself to the client. A key for one member of staff's tasks:
+``python -m shared.apikeys new wang-fang --scope tasks:own --staff-id S-1``.
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ import hmac
 import json
 import secrets
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from fastapi import Depends, HTTPException, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from shared.events.fields import Id
 
 WRITE_EVENTS = "events:write"
 NOTIFIER_ADMIN = "notifier:admin"
+TASKS_OWN = "tasks:own"  # the tasks of the key's staff_id only
 KEY_PREFIX = "upk_"
 
 
@@ -30,6 +35,13 @@ class ApiKeySpec(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     scopes: list[str] = Field(default_factory=lambda: [WRITE_EVENTS])
+    staff_id: Id | None = None  # the member of staff a tasks:own key acts for
+
+    @model_validator(mode="after")
+    def _own_tasks_of_someone(self) -> Self:
+        if TASKS_OWN in self.scopes and self.staff_id is None:
+            raise ValueError(f"a key of scope {TASKS_OWN} needs a staff_id")
+        return self
 
 
 def digest(key: str) -> str:
@@ -65,8 +77,10 @@ def _unauthorised(detail: str) -> HTTPException:
     )
 
 
-def require_scope(keys: KeyRing, scope: str) -> Any:
-    """A FastAPI dependency: 401 without a known key, 403 when the key lacks ``scope``."""
+def require_scope(keys: KeyRing, scope: str, *alternatives: str) -> Any:
+    """A FastAPI dependency: 401 without a known key, 403 when the key has neither ``scope``
+    nor any of ``alternatives``; gives the key's :class:`ApiKeySpec` to the route."""
+    allowed = (scope, *alternatives)
 
     def authenticate(
         bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -78,8 +92,10 @@ def require_scope(keys: KeyRing, scope: str) -> Any:
         spec = keys.find(presented)
         if spec is None:
             raise _unauthorised("unknown API key")
-        if scope not in spec.scopes:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, f"the key lacks scope {scope}")
+        if not any(s in spec.scopes for s in allowed):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"the key lacks scope {' or '.join(allowed)}"
+            )
         return spec
 
     return Depends(authenticate)
@@ -91,11 +107,21 @@ def main(argv: list[str] | None = None) -> int:
     create = sub.add_parser("new", help="print a new key and its configuration entry")
     create.add_argument("name")
     create.add_argument("--scope", action="append", default=None)
+    create.add_argument("--staff-id", default=None, help=f"the member of staff ({TASKS_OWN})")
     args = parser.parse_args(argv)
     key = new_key()
-    entry = ApiKeySpec(name=args.name, sha256=digest(key), scopes=args.scope or [WRITE_EVENTS])
+    try:
+        entry = ApiKeySpec(
+            name=args.name,
+            sha256=digest(key),
+            scopes=args.scope or [WRITE_EVENTS],
+            staff_id=args.staff_id,
+        )
+    except ValidationError as exc:
+        parser.error("; ".join(str(e["msg"]) for e in exc.errors()))
+    body = json.dumps(entry.model_dump(exclude_none=True))
     sys.stdout.write(f"key (give to the client, shown once): {key}\n")
-    sys.stdout.write(f"entry for UPKEEP_<SERVICE>_API_KEYS: {json.dumps(entry.model_dump())}\n")
+    sys.stdout.write(f"entry for UPKEEP_<SERVICE>_API_KEYS: {body}\n")
     return 0
 
 

@@ -3,6 +3,7 @@
 
 Domain (no Kafka, MongoDB or HTTP): :mod:`.facts` (what each record counts for),
 :mod:`.legacy` (records written before actions said their purpose), :mod:`.conversions`,
-:mod:`.report`. Stores and wiring: :mod:`.aggregates`, :mod:`.handler`, :mod:`.gauges`,
-:mod:`.service`; HTTP: :mod:`.api`, :mod:`.dashboard`.
+:mod:`.people` (the tasks and revisits read models' fold), :mod:`.report`. Stores and wiring:
+:mod:`.aggregates`, :mod:`.readmodels`, :mod:`.handler`, :mod:`.gauges`, :mod:`.service`; HTTP:
+:mod:`.api`, :mod:`.dashboard`.
 """

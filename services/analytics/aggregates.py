@@ -50,7 +50,8 @@ from shared.settings import DEFAULT_REPLAY_HORIZON_DAYS
 
 GRANULARITIES = ("hour", "day")  # stored
 ROLLUPS = ("week", "month")  # summed from the days when asked
-DIMENSIONS = ("rule", "kind", "owner", "channel", "tier")
+DIMENSIONS = ("rule", "kind", "owner", "channel", "tier", "team")
+SUBJECT_KINDS = ("customer", "channel")  # what may be owned
 
 
 class GuardMoved(ConnectionError):
@@ -108,6 +109,10 @@ class Attribution(abc.ABC):
     async def at_risk(self) -> dict[str, dict[str, str]]:
         """Customers whose last churn-risk change put them at risk."""
 
+    @abc.abstractmethod
+    async def unowned(self) -> dict[str, int]:
+        """How many customers and channels have no owner now, by kind."""
+
 
 class MongoAttribution(Attribution):
     def __init__(self, collection: AsyncCollection[Document]) -> None:
@@ -120,14 +125,16 @@ class MongoAttribution(Attribution):
         return {doc["_id"]: dict(doc.get("dims", {})) async for doc in cursor}
 
     async def update(self, changes: Mapping[str, Mapping[str, str]]) -> None:
+        # a profile without owner or channel is known too: it counts as unowned
         ops = [
             UpdateOne(
                 {"_id": subject},
-                {"$set": {f"dims.{k}": v for k, v in dims.items()}},
+                {"$set": {f"dims.{k}": v for k, v in dims.items()}}
+                if dims
+                else {"$setOnInsert": {"dims": {}}},
                 upsert=True,
             )
             for subject, dims in changes.items()
-            if dims
         ]
         if ops:
             await self._collection.bulk_write(ops, ordered=False)
@@ -135,6 +142,15 @@ class MongoAttribution(Attribution):
     async def at_risk(self) -> dict[str, dict[str, str]]:
         cursor = self._collection.find({"dims.at_risk": "yes"}).limit(1000)
         return {doc["_id"]: dict(doc.get("dims", {})) async for doc in cursor}
+
+    async def unowned(self) -> dict[str, int]:
+        # the subjects of a kind are the ids from "<kind>:" up to "<kind>;" (";" follows ":")
+        return {
+            kind: await self._collection.count_documents(
+                {"_id": {"$gte": f"{kind}:", "$lt": f"{kind};"}, "dims.owner": {"$exists": False}}
+            )
+            for kind in SUBJECT_KINDS
+        }
 
 
 # the default of UPKEEP_ANALYTICS_HOUR_BUCKET_DAYS: as long as the default replay horizon

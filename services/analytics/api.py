@@ -1,10 +1,12 @@
 """The analytics JSON API: time series of every counter by dimension and period, the maintenance
-report, the manual work saved, and CSV export."""
+report, the manual work saved, CSV export; and the people side: the task summary, open and
+overdue tasks, revisit compliance, and the subjects without owner."""
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -12,10 +14,21 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from services.analytics.report import Report, Reporting, Saving
+from services.analytics.readmodels import LIST_LIMIT
+from services.analytics.report import (
+    People,
+    Report,
+    Reporting,
+    RevisitCompliance,
+    Saving,
+    TaskItem,
+    TaskSummary,
+    Unowned,
+)
 
 Granularity = Literal["hour", "day", "week", "month"]
-Dimension = Literal["all", "rule", "kind", "owner", "channel", "tier"]
+Dimension = Literal["all", "rule", "kind", "owner", "channel", "tier", "team"]
+RevisitDimension = Literal["all", "owner", "team", "tier"]
 
 
 class Row(BaseModel):
@@ -86,5 +99,57 @@ def analytics_router(reporting: Reporting) -> APIRouter:
     ) -> Report:
         start, end = window(since, until)
         return await reporting.report(start, end, dim, value)
+
+    if reporting.people is not None:
+        router.include_router(people_router(reporting, reporting.people, window))
+    return router
+
+
+def people_router(
+    reporting: Reporting,
+    people: People,
+    window: Callable[[datetime | None, datetime | None], tuple[datetime, datetime]],
+) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/tasks/summary", response_model=TaskSummary, summary="Tasks: counts and times")
+    async def task_summary(
+        owner: str | None = None,
+        team: str | None = None,
+        since: Annotated[datetime | None, Query(alias="from")] = None,
+        until: Annotated[datetime | None, Query(alias="to")] = None,
+    ) -> TaskSummary:
+        """Tasks created, completed, overdue, escalated (by level), snoozed and reassigned in
+        the window, the median time to complete of those completed in it, and the open tasks
+        now by owner and team; of one ``owner`` or ``team``."""
+        start, end = window(since, until)
+        return await reporting.task_summary(start, end, owner, team)
+
+    @router.get("/tasks", response_model=list[TaskItem], summary="Open tasks, the oldest first")
+    async def open_tasks(
+        owner: str | None = None,
+        team: str | None = None,
+        overdue: bool | None = None,
+        limit: Annotated[int, Query(ge=1, le=LIST_LIMIT)] = 100,
+    ) -> list[TaskItem]:
+        """Open tasks now, the oldest (by creation) first; ``overdue=true`` only the overdue
+        ones, ``false`` only the others."""
+        found = await people.tasks.open(owner=owner, team=team, overdue=overdue, limit=limit)
+        return [TaskItem.of(t) for t in found]
+
+    @router.get(
+        "/revisits/compliance", response_model=RevisitCompliance, summary="Revisit compliance"
+    )
+    async def revisit_compliance(
+        dim: RevisitDimension = "all", value: str | None = None
+    ) -> RevisitCompliance:
+        """The share of subjects in their revisit cadence now (by each one's latest status),
+        overall, by tier and by team; of one owner, team or tier with ``dim`` and ``value``."""
+        return await people.compliance(dim, value)
+
+    @router.get("/subjects/unowned", response_model=Unowned, summary="Subjects without owner")
+    async def unowned() -> Unowned:
+        """How many customers have no owner, and channels no manager, now."""
+        return await people.unowned()
 
     return router

@@ -1,11 +1,13 @@
 """The dashboard at ``/``: server-rendered HTML with inline SVG charts — no scripts, no CDN,
 nothing to download — in English or Chinese (``?lang=zh`` or the browser's language).
 
-Pages: overview (the maintenance report, daily activity, manual work saved by month), channels
-(with their health week by week), owners, rules, and the customers at risk.
+Pages: overview (the maintenance report, tasks, revisit compliance and subjects without owner,
+daily activity, manual work saved by month), channels (with their health week by week), owners,
+rules, tasks (open and overdue, by owner and team, the oldest first), and the customers at risk.
 
 Python shapes the data into plain values; the HTML is in ``templates/`` (see ``base.html``),
-rendered with autoescaping: every value from data is escaped by Jinja, none by hand.
+rendered with autoescaping: every value from data is escaped by Jinja, none by hand. The labels
+of both languages are in :mod:`services.analytics.labels`.
 """
 
 from __future__ import annotations
@@ -21,95 +23,10 @@ from fastapi.responses import HTMLResponse
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from services.analytics.aggregates import Attribution, totals
+from services.analytics.labels import TEXT
 from services.analytics.report import Reporting
 from shared.events.fields import zone
 
-TEXT: dict[str, dict[str, str]] = {
-    "en": {
-        "title": "Upkeep analytics",
-        "overview": "Overview",
-        "channels": "Channels",
-        "owners": "Owners",
-        "rules": "Rules",
-        "at-risk": "At risk",
-        "renewal_rate": "Renewal rate",
-        "reminder_conversion": "Reminder → renewal",
-        "churn_recoveries": "Churn recoveries",
-        "saved_by_month": "Manual work saved, by month",
-        "month": "Month",
-        "health": "Channel health, week by week",
-        "health_note": "Orders per week; ⚠ the channel was flagged that week.",
-        "week": "Week of",
-        "delivery_success_rate": "Delivery success",
-        "automation_coverage": "Automation coverage",
-        "hours_saved": "Hours saved",
-        "money_saved": "Money saved",
-        "daily": "Daily activity",
-        "events": "Events",
-        "actions": "Actions",
-        "deliveries.sent": "Sent",
-        "deliveries.failed": "Failed",
-        "orders": "Orders",
-        "renewals.due": "Renewals due",
-        "renewals.renewed": "Renewed",
-        "renewals.lost": "Lost",
-        "customers.new": "New customers",
-        "customers.at_risk": "Entered risk",
-        "customers.recovered": "Recovered",
-        "channels.flagged": "Channels flagged",
-        "followups.done": "Follow-ups",
-        "touches.automated": "Automated touches",
-        "touches.manual": "Manual touches",
-        "channel_orders": "Channel orders",
-        "name": "Name",
-        "none": "Nothing yet.",
-        "customer": "Customer",
-        "owner": "Owner",
-        "risk": "Risk",
-    },
-    "zh": {
-        "title": "Upkeep 数据分析",
-        "overview": "总览",
-        "channels": "渠道",
-        "owners": "负责人",
-        "rules": "规则",
-        "at-risk": "流失风险",
-        "renewal_rate": "续约率",
-        "reminder_conversion": "提醒后续约率",
-        "churn_recoveries": "挽回客户",
-        "saved_by_month": "每月节省的人工",
-        "month": "月份",
-        "health": "渠道健康度（按周）",
-        "health_note": "每周订单数；⚠ 表示该周渠道被预警。",
-        "week": "周起始",
-        "delivery_success_rate": "送达成功率",
-        "automation_coverage": "自动化覆盖率",
-        "hours_saved": "节省工时",
-        "money_saved": "节省成本",
-        "daily": "每日动态",
-        "events": "事件",
-        "actions": "动作",
-        "deliveries.sent": "已发送",
-        "deliveries.failed": "失败",
-        "orders": "订单",
-        "renewals.due": "待续约",
-        "renewals.renewed": "已续约",
-        "renewals.lost": "已流失",
-        "customers.new": "新客户",
-        "customers.at_risk": "进入风险",
-        "customers.recovered": "已挽回",
-        "channels.flagged": "预警渠道",
-        "followups.done": "售后回访",
-        "touches.automated": "自动触达",
-        "touches.manual": "人工触达",
-        "channel_orders": "渠道订单",
-        "name": "名称",
-        "none": "暂无数据。",
-        "customer": "客户",
-        "owner": "负责人",
-        "risk": "风险",
-    },
-}
 PAGES = {"channels": "channel", "owners": "owner", "rules": "rule"}
 OVERVIEW = [
     "orders",
@@ -126,13 +43,28 @@ OVERVIEW = [
     "deliveries.failed",
     "touches.automated",
     "touches.manual",
+    "tasks.created",
+    "tasks.completed",
+    "assignments",
+    "assignments.reassigned",
 ]
 COLUMNS = {
     "channel": ["channel_orders", "channels.flagged", "orders", "customers.new"],
-    "owner": ["actions", "deliveries.sent", "renewals.due", "renewals.renewed", "followups.done"],
+    "owner": [
+        "actions",
+        "deliveries.sent",
+        "renewals.due",
+        "renewals.renewed",
+        "followups.done",
+        "tasks.created",
+        "tasks.completed",
+    ],
     "rule": ["actions", "deliveries.sent", "deliveries.failed", "touches.automated"],
 }
-NAV = [("overview", "/"), *((key, f"/{key}") for key in ("channels", "owners", "rules", "at-risk"))]
+NAV = [
+    ("overview", "/"),
+    *((key, f"/{key}") for key in ("channels", "owners", "rules", "tasks", "at-risk")),
+]
 HTML_LANG = {"en": "en", "zh": "zh-CN"}
 SWITCH = {"en": ("zh", "中文"), "zh": ("en", "English")}  # the other language, in its own words
 CARDS = [
@@ -144,6 +76,17 @@ CARDS = [
     "hours_saved",
     "money_saved",
 ]
+PEOPLE_CARDS = [
+    "tasks_created",
+    "tasks_completed",
+    "tasks_overdue",
+    "tasks_escalated",
+    "median_hours_to_complete",
+    "revisit_compliance",
+    "unowned_customers",
+    "unowned_channels",
+]
+TASKS_SHOWN = 200  # the open tasks the tasks page lists
 COLORS = ["#2680c2", "#3ebd93", "#e12d39", "#f0b429"]
 
 # One environment for the process, as the notifier's: the immutable sandbox, strict undefined
@@ -212,10 +155,15 @@ def dashboard_router(
     router = APIRouter(include_in_schema=False)
     aggregates = reporting.aggregates
     # compiled once, here: a template that does not compile stops the service at start-up
-    overview_page, dimension_page, channels_page, at_risk_page = (
+    overview_page, dimension_page, channels_page, at_risk_page, tasks_page = (
         ENVIRONMENT.get_template(f"{name}.html")
-        for name in ("overview", "dimension", "channels", "at_risk")
+        for name in ("overview", "dimension", "channels", "at_risk", "tasks")
     )
+    people = reporting.people
+    tz = zone(aggregates.timezone)
+
+    def when(moment: datetime | None) -> str:
+        return f"{moment.astimezone(tz):%Y-%m-%d %H:%M}" if moment else ""
 
     def window(request: Request) -> tuple[datetime, datetime]:
         """The last 30 days, or ``?from=…&to=…`` (ISO 8601)."""
@@ -231,7 +179,12 @@ def dashboard_router(
         figures = (await reporting.report(since, until)).model_dump()
         days = await aggregates.series("day", "all", since, until)
         months = await reporting.savings("month", "all", since, until)
-        tz = zone(aggregates.timezone)
+        compliance = await people.compliance() if people is not None else None
+        by_tier, by_team = (
+            (_shares(t, t["tier"], compliance.by_tier), _shares(t, t["team"], compliance.by_team))
+            if compliance is not None
+            else (None, None)
+        )
         return render(
             overview_page,
             lang,
@@ -239,6 +192,9 @@ def dashboard_router(
             since=f"{since:%Y-%m-%d}",
             until=f"{until:%Y-%m-%d}",
             cards=[(t[k], _figure(figures[k], k)) for k in CARDS],
+            people_cards=[(t[k], _figure(figures[k], k)) for k in PEOPLE_CARDS],
+            by_tier=by_tier,
+            by_team=by_team,
             chart=bars(days[-14:], ["actions", "deliveries.sent", "deliveries.failed"], t),
             counters=_counters(t, [("", figures["counters"])], OVERVIEW, ""),
             saved=_table(
@@ -304,6 +260,61 @@ def dashboard_router(
     async def rules(request: Request) -> HTMLResponse:
         return await by_dimension(request, "rules")
 
+    @router.get("/tasks", response_class=HTMLResponse)
+    async def tasks(request: Request) -> HTMLResponse:
+        """Open and overdue tasks by owner and team, and the open ones, the oldest first
+        (``?owner=`` or ``?team=`` for one of them)."""
+        lang = language(request)
+        t = TEXT[lang]
+        since, until = window(request)
+        owner = request.query_params.get("owner") or None
+        team = request.query_params.get("team") or None
+        summary = await reporting.task_summary(since, until, owner, team)
+        listed = (
+            await people.tasks.open(owner=owner, team=team, limit=TASKS_SHOWN)
+            if people is not None
+            else []
+        )
+
+        def load_table(first: str, found: Sequence[Any]) -> dict[str, Any]:
+            head = [first, t["open"], t["overdue"], t["oldest"]]
+            rows = [[x.value or "—", x.open, x.overdue, when(x.oldest_created_at)] for x in found]
+            return _table(head, rows)
+
+        head = [t[k] for k in ("task", "about", "owner", "team", "priority", "created", "due")]
+        rows = [
+            [
+                x.task_id,
+                x.about,
+                x.owner or "",
+                x.team or "",
+                x.priority or "",
+                when(x.created_at),
+                f"{when(x.due_at)}{' ⚠' if x.overdue else ''}",
+                x.level or "",
+            ]
+            for x in listed
+        ]
+        median = summary.median_hours_to_complete
+        cards = [
+            (t["open_now"], f"{summary.open:,}"),
+            (t["overdue_now"], f"{summary.open_overdue:,}"),
+            (t["tasks_created"], f"{summary.created:,}"),
+            (t["tasks_completed"], f"{summary.completed:,}"),
+            (t["median_hours_to_complete"], _figure(median, "median_hours_to_complete")),
+        ]
+        return render(
+            tasks_page,
+            lang,
+            "tasks",
+            since=f"{since:%Y-%m-%d}",
+            until=f"{until:%Y-%m-%d}",
+            cards=cards,
+            by_owner=load_table(t["owner"], summary.by_owner),
+            by_team=load_table(t["team"], summary.by_team),
+            listed=_table([*head, t["level"]], rows),
+        )
+
     @router.get("/at-risk", response_class=HTMLResponse)
     async def at_risk(request: Request) -> HTMLResponse:
         lang = language(request)
@@ -335,11 +346,18 @@ def _instant(text: str | None) -> datetime | None:
 def _figure(value: Any, key: str) -> str:
     if value is None:
         return "—"
-    if key.endswith(("_rate", "_conversion", "_coverage")):
+    if key.endswith(("_rate", "_conversion", "_coverage", "_compliance")):
         return f"{value * 100:.1f}%"
     if isinstance(value, int):
         return f"{value:,}"
     return f"{value:,.1f}"
+
+
+def _shares(t: Mapping[str, str], first: str, rows: Sequence[Any]) -> dict[str, Any]:
+    """A table of compliance rows: each value's subjects, those in cadence, and the share."""
+    head = [first, t["subjects"], t["in_cadence"], t["share"]]
+    cells = [[r.value or "—", r.subjects, r.in_cadence, _figure(r.rate, "_rate")] for r in rows]
+    return _table(head, cells)
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Any]:

@@ -5,7 +5,8 @@ carries it), the moment it happened, the counters it adds and the subject it is 
 are integers: money is counted in minor units per currency (``order_value.EUR`` in cents).
 
 * ``upkeep.events.v1`` — events by type; orders and order value; new customers; renewals
-  renewed and lost; customers at risk and recovered; tier changes.
+  renewed and lost; customers at risk and recovered; tier changes; assignments by reason and
+  reassignments; tasks created, completed, snoozed, reassigned, overdue and escalated (by level).
 * ``upkeep.actions.v1`` — actions by rule and kind; renewals due (one per contract term named
   by an action's ``term``); channels flagged (``purpose`` ``channel_alert``).
 * ``upkeep.deliveries.v1`` — final outcomes by kind and rule; automated and manual touches;
@@ -15,7 +16,11 @@ Records written before actions carried ``purpose`` and ``term`` are read by
 :mod:`services.analytics.legacy`.
 
 A record may also be a :class:`Touch` of a contract term (a reminder sent, a renewal), from
-which :mod:`services.analytics.conversions` finds reminders followed by a renewal.
+which :mod:`services.analytics.conversions` finds reminders followed by a renewal, and a task or
+revisit event that changes a read model of :mod:`services.analytics.people`.
+
+A task's facts are about ``task:<id>``: the handler attributes them to the task's owner and team
+as the tasks read model knows them (a completion does not say whose task it was).
 """
 
 from __future__ import annotations
@@ -28,23 +33,32 @@ import orjson
 from pydantic import ValidationError
 
 from services.analytics import legacy
+from services.analytics.people import TASK_EVENTS, Revisit, TaskEvent
 from shared.events.actions import ActionMessage, ContractTerm
 from shared.events.deliveries import DeliveryMessage
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import (
+    ChannelAssigned,
     ChannelOrder,
     ChannelUpserted,
     ContractCancelled,
     ContractRenewed,
+    CustomerAssigned,
     CustomerChurnRiskChanged,
     CustomerInteraction,
     CustomerTierChanged,
     CustomerUpserted,
     EventPayload,
+    RevisitStatusChanged,
+    TaskCompleted,
+    TaskCreated,
+    TaskOverdue,
+    TaskReassigned,
+    TaskSnoozed,
 )
 
 FINAL = ("sent", "suppressed", "failed")
-CONTEXT = ("owner", "channel", "tier")  # what an action's context may attribute it by
+CONTEXT = ("owner", "channel", "tier", "team")  # what an action's context may attribute it by
 FOLLOW_UP, CHANNEL_ALERT = "follow_up", "channel_alert"  # purposes counted on their own
 
 
@@ -131,7 +145,44 @@ def event_facts(event: CanonicalEvent, payload: EventPayload) -> list[Fact]:
         add(f"risk:{event.dedup_key}", {name: 1})
     elif isinstance(payload, CustomerTierChanged):
         add(f"tier:{event.dedup_key}", {f"tiers.{payload.tier}": 1}, tier=payload.tier)
+    elif isinstance(payload, CustomerAssigned | ChannelAssigned):
+        counters = {"assignments": 1, f"assignments.{payload.reason}": 1}
+        if payload.previous_owner_id:
+            counters["assignments.reassigned"] = 1
+        dims = {"owner": payload.owner_id, "team": payload.team or ""}
+        add(f"assigned:{event.dedup_key}", counters, **{k: v for k, v in dims.items() if v})
+    else:
+        facts += task_facts(event, payload)
     return facts
+
+
+def task_facts(event: CanonicalEvent, payload: EventPayload) -> list[Fact]:
+    """One per task created, completed, and overdue per due time; one per escalation level;
+    one per snooze and reassignment (each its own occurrence)."""
+    if not isinstance(payload, TASK_EVENTS):
+        return []
+    task = f"task:{payload.task_id}"
+    if isinstance(payload, TaskCreated):
+        dims = {"owner": payload.owner_id, "team": payload.team or "", "rule": payload.rule}
+        identity, counters = f"task-created:{payload.task_id}", {"tasks.created": 1}
+    elif isinstance(payload, TaskCompleted):
+        dims, identity = {}, f"task-completed:{payload.task_id}"
+        counters = {"tasks.completed": 1}
+    elif isinstance(payload, TaskSnoozed):
+        dims, identity = {}, f"task-snoozed:{event.dedup_key}"
+        counters = {"tasks.snoozed": 1}
+    elif isinstance(payload, TaskReassigned):
+        dims, identity = {"owner": payload.owner_id}, f"task-reassigned:{event.dedup_key}"
+        counters = {"tasks.reassigned": 1}
+    elif isinstance(payload, TaskOverdue):
+        dims = {"owner": payload.owner_id}
+        identity = f"task-overdue:{payload.task_id}:{payload.due_at.isoformat()}"
+        counters = {"tasks.overdue": 1}
+    else:
+        dims = {"owner": payload.owner_id}
+        identity = f"task-escalated:{payload.task_id}:{payload.level}"
+        counters = {"tasks.escalated": 1, f"tasks.escalated.level_{payload.level}": 1}
+    return [Fact(identity, event.time, counters, task, {k: v for k, v in dims.items() if v})]
 
 
 def action_facts(action: ActionMessage) -> list[Fact]:
@@ -206,6 +257,8 @@ def attribution_of(payload: EventPayload) -> tuple[str, dict[str, str]] | None:
     if isinstance(payload, CustomerChurnRiskChanged):
         flag = "yes" if payload.at_risk else "no"
         return f"customer:{payload.customer_id}", {"at_risk": flag, "risk": f"{payload.risk:.2f}"}
+    if isinstance(payload, CustomerAssigned | ChannelAssigned):
+        return payload.subject(), {"owner": payload.owner_id}
     return None
 
 
@@ -214,6 +267,8 @@ class Read:
     facts: list[Fact]
     attribution: tuple[str, dict[str, str]] | None = None
     touch: Touch | None = None
+    task: TaskEvent | None = None
+    revisit: Revisit | None = None
 
 
 def read(topic_kind: str, value: bytes | None) -> Read:
@@ -232,7 +287,12 @@ def read(topic_kind: str, value: bytes | None) -> Read:
                     payload.renewed_at,
                     event.subject,
                 )
-            return Read(event_facts(event, payload), attribution_of(payload), touch)
+            task = payload if isinstance(payload, TASK_EVENTS) else None
+            revisit = None
+            if isinstance(payload, RevisitStatusChanged):
+                revisit = Revisit.of(payload, event.dedup_key)
+            facts = event_facts(event, payload)
+            return Read(facts, attribution_of(payload), touch, task, revisit)
         if topic_kind == "actions":
             return Read(action_facts(ActionMessage.model_validate_json(value or b"")))
         delivery = DeliveryMessage.model_validate_json(value or b"")

@@ -1,5 +1,6 @@
-"""The batch handler: records of the three topics in, exact aggregates out (see
-:mod:`services.analytics.aggregates` for why they are exact)."""
+"""The batch handler: records of the three topics in, exact aggregates and read models out (see
+:mod:`services.analytics.aggregates` and :mod:`services.analytics.readmodels` for why they are
+exact)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from prometheus_client import Counter
 from services.analytics.aggregates import Aggregates, Attribution, Placed
 from services.analytics.conversions import Conversions
 from services.analytics.facts import Touch, Unreadable, read
+from services.analytics.people import Revisit, TaskEvent
+from services.analytics.readmodels import Revisits, Tasks
 from shared.kafka.messages import DeadLetter, HandlerResult, Record
 from shared.metrics import preinit
 from shared.settings import TopicSettings
@@ -28,10 +31,12 @@ class AnalyticsHandler:
         aggregates: Aggregates,
         attribution: Attribution,
         conversions: Conversions,
+        tasks: Tasks,
+        revisits: Revisits,
         topics: TopicSettings,
     ) -> None:
         self._aggregates, self._attribution = aggregates, attribution
-        self._conversions = conversions
+        self._conversions, self._tasks, self._revisits = conversions, tasks, revisits
         self._kinds = {
             topics.events: "events",
             topics.actions: "actions",
@@ -43,6 +48,8 @@ class AnalyticsHandler:
         placed: list[Placed] = []
         touches: list[tuple[Touch, Placed]] = []
         changes: dict[str, dict[str, str]] = {}
+        task_events: list[TaskEvent] = []
+        statuses: list[Revisit] = []
         for record in records:
             kind = self._kinds.get(record.topic)
             if kind is None:
@@ -61,13 +68,25 @@ class AnalyticsHandler:
             if found.touch is not None:
                 here = Placed(found.facts[0], record.topic, record.partition, record.offset)
                 touches.append((found.touch, here))
+            if found.task is not None:
+                task_events.append(found.task)
+            if found.revisit is not None:
+                statuses.append(found.revisit)
         await self._attribution.update(changes)  # before the facts: an event attributes itself
+        await self._tasks.apply(task_events)  # so is a task (its completion names no owner)
+        await self._revisits.apply(statuses)
         placed += await self._conversions.record(touches)
         subjects = {p.fact.subject for p in placed if p.fact.subject}
-        known = await self._attribution.get(subjects)
+        tasks = await self._tasks.get(
+            {s.removeprefix("task:") for s in subjects if s.startswith("task:")}
+        )
+        known = await self._attribution.get(subjects | {t.about for t in tasks.values()})
         for subject in subjects:
             if subject.startswith("staff:"):  # a colleague's own messages are theirs
                 known.setdefault(subject, {})["owner"] = subject.removeprefix("staff:")
+        for task_id, task in tasks.items():  # the task's subject's, then its owner and team
+            dims = {**known.get(task.about, {}), "owner": task.owner or "", "team": task.team or ""}
+            known[f"task:{task_id}"] = {k: v for k, v in dims.items() if v}
         counted = await self._aggregates.apply(placed, known)
         repeats = len({p.fact.identity for p in placed}) - counted
         result.after_commit.append(lambda: FACTS.labels("counted").inc(counted))

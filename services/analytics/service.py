@@ -14,7 +14,8 @@ from services.analytics.conversions import Conversions
 from services.analytics.dashboard import dashboard_router
 from services.analytics.gauges import refresh_forever
 from services.analytics.handler import AnalyticsHandler
-from services.analytics.report import Reporting
+from services.analytics.readmodels import MongoRevisits, MongoTasks
+from services.analytics.report import People, Reporting
 from services.analytics.settings import AnalyticsSettings
 from shared.http import create_app
 from shared.kafka.loops import service_loop
@@ -35,13 +36,18 @@ async def build(settings: AnalyticsSettings) -> AsyncIterator[Service]:
         keep_facts=guard_period(settings.retention.replay_horizon_days),
         keep_hours=timedelta(days=settings.hour_bucket_days),
     )
-    indexes = asyncio.create_task(
-        retry_until_done(aggregates.ensure_indexes), name="analytics-indexes"
-    )
+    tasks = MongoTasks(db["analytics_tasks"])
+    revisits = MongoRevisits(db["analytics_revisits"])
+
+    async def ensure_indexes() -> None:
+        await aggregates.ensure_indexes()
+        await tasks.ensure_indexes()
+
+    indexes = asyncio.create_task(retry_until_done(ensure_indexes), name="analytics-indexes")
     topics = settings.topics
     attribution = MongoAttribution(db["analytics_subjects"])
     conversions = Conversions(db["analytics_contracts"])
-    handler = AnalyticsHandler(aggregates, attribution, conversions, topics)
+    handler = AnalyticsHandler(aggregates, attribution, conversions, tasks, revisits, topics)
     loop = service_loop(
         settings,
         topics=[topics.events, topics.actions, topics.deliveries],
@@ -58,7 +64,11 @@ async def build(settings: AnalyticsSettings) -> AsyncIterator[Service]:
         },
     )
     reporting = Reporting(
-        aggregates, settings.minutes_saved, settings.hourly_cost, settings.cost_currency
+        aggregates,
+        settings.minutes_saved,
+        settings.hourly_cost,
+        settings.cost_currency,
+        People(tasks, revisits, attribution),
     )
     app.include_router(analytics_router(reporting))
     app.include_router(dashboard_router(reporting, attribution))

@@ -4,28 +4,43 @@ Public (signed links): ``/v1/unsubscribe`` — RFC 8058 one-click unsubscribe. M
 ``List-Unsubscribe=One-Click`` to the URL of the ``List-Unsubscribe`` header; a person who
 opens the link gets a page with a button (a GET never unsubscribes: link scanners open links).
 
-With an API key of scope ``notifier:admin``: tasks (list, complete), recipients' preferences,
-the suppression list, the ledger entry of an action, and template previews.
+With an API key of scope ``notifier:admin``: recipients' preferences, the suppression list,
+the ledger entry of an action, and template previews.
+
+Tasks (list, complete, snooze, reassign): with a ``notifier:admin`` key, or with a
+``tasks:own`` key, bound to a member of staff, for that member's own tasks only. Every change
+is published as an event (:mod:`services.notifier.publisher`) before the store is changed.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from html import escape
-from typing import Annotated, Any
+from typing import Annotated, Any, Self, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from services.notifier.entry import Entry
 from services.notifier.ledger import Ledger
 from services.notifier.policy import MARKETING, Preferences
 from services.notifier.preferences import PolicyStore
-from services.notifier.tasks import Task, TaskStore
+from services.notifier.publisher import TaskEvents
+from services.notifier.tasks import Status, Task, TaskChange, Tasks
 from services.notifier.templates import TemplateError, Templates
 from services.notifier.unsubscribe import Unsubscribes
-from shared.apikeys import NOTIFIER_ADMIN, KeyRing, require_scope
+from shared.apikeys import NOTIFIER_ADMIN, TASKS_OWN, ApiKeySpec, KeyRing, require_scope
+from shared.errors import is_transient
+from shared.events.fields import Id, Text
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/\-]*$"  # a staff id (shared.events.fields.Id)
+MAX_SNOOZE = timedelta(days=366)
+PUBLISHING, STORING = "Kafka (nothing was changed)", "MongoDB"
+T = TypeVar("T")
+# at module level: FastAPI resolves these string annotations in the module's namespace
+ByQuery = Annotated[str | None, Query(pattern=ID_PATTERN, max_length=128)]
 
 
 class PreviewRequest(BaseModel):
@@ -50,6 +65,36 @@ class PreferencesBody(BaseModel):
 class Suppression(BaseModel):
     address: str
     reason: str = "manual"
+
+
+class CompleteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: Text | None = None
+    by: Id | None = Field(None, description="who did it (admin keys; else the key's staff)")
+
+
+class SnoozeBody(BaseModel):
+    """Either ``until`` (exact: a retry is the same snooze) or ``hours`` from now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    until: AwareDatetime | None = None
+    hours: float | None = Field(None, gt=0, le=MAX_SNOOZE.total_seconds() / 3600)
+    by: Id | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Self:
+        if (self.until is None) == (self.hours is None):
+            raise ValueError("give either until or hours")
+        return self
+
+
+class ReassignBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    owner_id: Id
+    by: Id | None = None
 
 
 def unsubscribe_router(unsubscribes: Unsubscribes, policy: PolicyStore) -> APIRouter:
@@ -97,7 +142,6 @@ def unsubscribe_router(unsubscribes: Unsubscribes, policy: PolicyStore) -> APIRo
 
 def admin_router(
     keys: KeyRing,
-    tasks: TaskStore,
     policy: PolicyStore,
     ledger: Ledger,
     templates: Templates,
@@ -108,21 +152,6 @@ def admin_router(
     router = APIRouter(
         prefix="/v1", tags=["admin"], dependencies=[require_scope(keys, NOTIFIER_ADMIN)]
     )
-
-    @router.get("/tasks", response_model=list[Task], summary="Tasks, newest due first")
-    async def list_tasks(
-        owner: str | None = None,
-        status_: Annotated[str | None, Query(alias="status", pattern="^(open|done)$")] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> list[Task]:
-        return await tasks.list(owner, status_, limit)
-
-    @router.post("/tasks/{task_id}/complete", response_model=Task, summary="Complete a task")
-    async def complete_task(task_id: str, by: str | None = None) -> Task:
-        task = await tasks.complete(task_id, by, datetime.now(UTC))
-        if task is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such task")
-        return task
 
     @router.get("/preferences/{recipient}", response_model=Preferences)
     async def get_preferences(recipient: str) -> Preferences:
@@ -180,3 +209,128 @@ def admin_router(
         )
 
     return router
+
+
+def tasks_router(
+    keys: KeyRing, tasks: Tasks, events: TaskEvents, clock: Callable[[], datetime]
+) -> APIRouter:
+    """Tasks for a ``notifier:admin`` key (any task; the actor is the request's ``by``) or a
+    ``tasks:own`` key (its staff member's tasks only, and the actor is that member)."""
+    router = APIRouter(prefix="/v1", tags=["tasks"])
+    allowed = require_scope(keys, NOTIFIER_ADMIN, TASKS_OWN)  # a default: see admin_router
+
+    async def open_task(task_id: str, key: ApiKeySpec, *, done_ok: bool = False) -> Task:
+        """The task a key may change: 404 unknown, 403 another's, 409 done (unless ok)."""
+        task = await tasks.get(task_id)
+        if task is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such task")
+        staff = _own_staff(key)
+        if staff is not None and task.owner != staff:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "not your task")
+        if task.status == "done" and not done_ok:
+            raise HTTPException(status.HTTP_409_CONFLICT, "the task is done")
+        return task
+
+    def changed(change: TaskChange) -> Task:
+        if change.task is None:  # deleted meanwhile (a done task's retention)
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such task")
+        return change.task
+
+    @router.get("/tasks", response_model=list[Task], summary="Tasks, oldest due first")
+    async def list_tasks(
+        owner: str | None = None,
+        team: str | None = None,
+        status_: Annotated[Status | None, Query(alias="status")] = None,
+        overdue: Annotated[bool | None, Query(description="open and due before now")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        key: ApiKeySpec = allowed,
+    ) -> list[Task]:
+        staff = _own_staff(key)
+        if staff is not None and owner not in (None, staff):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "a tasks:own key lists its own tasks")
+        return await tasks.list(owner or staff, team, status_, overdue, clock(), limit)
+
+    @router.post("/tasks/{task_id}/complete", response_model=Task, summary="Complete a task")
+    async def complete_task(
+        task_id: str,
+        body: CompleteBody | None = None,
+        by: ByQuery = None,
+        key: ApiKeySpec = allowed,
+    ) -> Task:
+        """Idempotent: a done task is answered as it is, and nothing is published again."""
+        body = body or CompleteBody()
+        task = await open_task(task_id, key, done_ok=True)
+        if task.status == "done":
+            return task
+        now, actor = clock(), _actor(key, body.by or by)
+        await _or_503(events.completed(task, actor, now, body.note), PUBLISHING)
+        return changed(await _or_503(tasks.complete(task_id, actor, now, body.note), STORING))
+
+    @router.post("/tasks/{task_id}/snooze", response_model=Task, summary="Put a task off")
+    async def snooze_task(
+        task_id: str, body: SnoozeBody, by: ByQuery = None, key: ApiKeySpec = allowed
+    ) -> Task:
+        task, now = await open_task(task_id, key), clock()
+        until = body.until if body.until is not None else now + timedelta(hours=body.hours or 0)
+        until = until.astimezone(UTC).replace(microsecond=0)  # as stored: whole seconds
+        if not now < until <= now + MAX_SNOOZE:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, "until must be in the next 366 days"
+            )
+        if task.due_at == until:
+            return task
+        actor = _actor(key, body.by or by)
+        await _or_503(events.snoozed(task, until, actor, now), PUBLISHING)
+        return _unless_done(
+            changed(await _or_503(tasks.snooze(task_id, until, actor, now), STORING))
+        )
+
+    @router.post("/tasks/{task_id}/reassign", response_model=Task, summary="Give a task away")
+    async def reassign_task(
+        task_id: str, body: ReassignBody, by: ByQuery = None, key: ApiKeySpec = allowed
+    ) -> Task:
+        task = await open_task(task_id, key)
+        if task.owner == body.owner_id:
+            return task
+        now, actor = clock(), _actor(key, body.by or by)
+        await _or_503(events.reassigned(task, body.owner_id, actor, now), PUBLISHING)
+        change = tasks.reassign(task_id, body.owner_id, actor, now)
+        return _unless_done(changed(await _or_503(change, STORING)))
+
+    return router
+
+
+def _own_staff(key: ApiKeySpec) -> str | None:
+    """The member of staff a key is limited to; ``None`` for an admin key (every task)."""
+    if NOTIFIER_ADMIN in key.scopes:
+        return None
+    if key.staff_id is None:  # ApiKeySpec refuses a tasks:own key without one
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "the key is bound to no member of staff")
+    return key.staff_id
+
+
+def _actor(key: ApiKeySpec, by: str | None) -> str | None:
+    """Who made a change: an admin key's ``by``, else the key's member of staff."""
+    return by if NOTIFIER_ADMIN in key.scopes else key.staff_id
+
+
+def _unless_done(task: Task) -> Task:
+    """Completed while the change was being published: the change did not apply."""
+    if task.status == "done":
+        raise HTTPException(status.HTTP_409_CONFLICT, "the task is done")
+    return task
+
+
+async def _or_503(work: Awaitable[T], what: str) -> T:
+    """Await ``work``; its dependency away (Kafka, MongoDB) is 503: the request may be
+    retried, and a retry publishes the same event again."""
+    try:
+        return await work
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            f"{what} is unavailable; retry later",
+            headers={"Retry-After": "5"},
+        ) from exc

@@ -1,6 +1,10 @@
-"""Who the notifier can reach: a contact per customer and member of staff, kept from the
-profile events on ``upkeep.events.v1`` (the notifier owns its copy, so delivering never asks
-another service). An older profile snapshot never overwrites a newer one."""
+"""Who the notifier can reach: a contact per customer, channel (a distributor's own address)
+and member of staff, kept from the profile events on ``upkeep.events.v1`` (the notifier owns
+its copy, so delivering never asks another service). An older profile snapshot never
+overwrites a newer one.
+
+A recipient is found by ``<kind>:<id>`` whatever its kind; what is sent to a channel is
+transactional unless its action says marketing, as for a customer."""
 
 from __future__ import annotations
 
@@ -13,12 +17,12 @@ from pymongo import ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 
 from shared.events.envelope import CanonicalEvent
-from shared.events.types import CustomerUpserted, EventPayload, StaffUpserted
+from shared.events.types import ChannelUpserted, CustomerUpserted, EventPayload, StaffUpserted
 from shared.mongo import Document
 
 
 class Contact(BaseModel):
-    id: str  # "customer:C-1", "staff:S-1" — the recipient of an action
+    id: str  # "customer:C-1", "channel:CH-1", "staff:S-1" — the recipient of an action
     name: str | None = None
     email: str | None = None
     locale: str = "en"
@@ -41,6 +45,16 @@ def contact_from(event: CanonicalEvent, payload: EventPayload) -> Contact | None
             locale=payload.locale,
             timezone=payload.timezone,
             marketing_opt_in=payload.marketing_opt_in,
+            updated_at=at,
+        )
+    if isinstance(payload, ChannelUpserted):
+        return Contact(
+            id=f"channel:{payload.channel_id}",
+            name=payload.name,
+            email=payload.email,
+            locale=payload.locale,
+            timezone=payload.timezone,
+            active=payload.active,
             updated_at=at,
         )
     if isinstance(payload, StaffUpserted):

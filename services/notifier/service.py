@@ -1,5 +1,6 @@
 """Wires the notifier together: settings → stores and channels → intake and dispatcher →
-consumer loop (actions and profile events in, outcomes out) + HTTP app."""
+consumer loop (actions and profile events in, outcomes out) + HTTP app, whose task changes are
+published to the events topic by a producer of its own."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from datetime import timedelta
 
 import httpx
 
-from services.notifier.api import admin_router, unsubscribe_router
+from services.notifier.api import admin_router, tasks_router, unsubscribe_router
 from services.notifier.breaker import Breakers
 from services.notifier.channels.chat import ChatChannel, ChatSender
 from services.notifier.channels.email import EmailChannel, SmtpPool, SmtpServer
@@ -24,13 +25,16 @@ from services.notifier.ledger import Ledger, MongoLedger
 from services.notifier.limits import Limits
 from services.notifier.policy import Rules
 from services.notifier.preferences import MongoPolicyStore
+from services.notifier.publisher import TaskEvents
 from services.notifier.settings import NotifierSettings
 from services.notifier.tasks import TaskStore
 from services.notifier.templates import Templates
 from services.notifier.unsubscribe import Unsubscribes
 from shared.apikeys import KeyRing
 from shared.http import create_app
+from shared.kafka.clients import make_producer
 from shared.kafka.loops import service_loop
+from shared.kafka.producer import Publisher
 from shared.kafka.progress import MongoProgressStore
 from shared.mongo import can_use, database, make_client, retry_until_done
 from shared.retention import guard_period
@@ -141,6 +145,9 @@ async def build(
         ticker=dispatcher,
         tick_interval_s=settings.dispatch_interval_s,
     )
+    # the API's task changes: acknowledged by Kafka before the store changes (503 until then)
+    publisher = Publisher(lambda: make_producer(settings.kafka, f"{settings.service_name}-http"))
+    publisher.start_in_background()
     app = create_app(
         service=settings.service_name,
         description="Delivers each action once: e-mail, webhooks, chat bots and tasks.",
@@ -151,12 +158,17 @@ async def build(
         },
     )
     app.include_router(unsubscribe_router(unsubscribes, policy))
-    app.include_router(admin_router(KeyRing(settings.api_keys), tasks, policy, ledger, templates))
+    keys = KeyRing(settings.api_keys)
+    app.include_router(admin_router(keys, policy, ledger, templates))
+    app.include_router(
+        tasks_router(keys, tasks, TaskEvents(publisher.publish, topics.events), clock)
+    )
     try:
         yield Service(app=app, loops=[loop])
     finally:
         for task in indexes:
             task.cancel()
+        await publisher.close()
         await smtp.close()
         await http.aclose()
         await mongo.close()

@@ -24,7 +24,7 @@ class NotifierSettings(ServiceSettings):
 
     service_name: str = "notifier"
     http_port: int = Field(default=8003, ge=0, le=65535)
-    api_keys: list[ApiKeySpec] = Field(default_factory=list)  # scope notifier:admin
+    api_keys: list[ApiKeySpec] = Field(default_factory=list)  # notifier:admin, tasks:own
     template_dir: Path = DEFAULT_ROOT
 
     # e-mail (defaults: the local development SMTP server that `make up` starts)

@@ -437,6 +437,8 @@ def task_created(action: Action, team: str | None) -> TaskCreated | None:
     engine publishes it with the action, and ``task-escalation`` chases the task from it."""
     if action.kind != "task" or action.task_spec is None:
         return None
+    if not action.subject.startswith(("customer:", "channel:")):
+        return None  # a scheduled job's task (about no one subject) is stored, not chased
     return TaskCreated(
         about=action.subject,
         task_id=action.key,

@@ -339,9 +339,8 @@ class ChannelAssigned(EventPayload):
     assigned_at: UtcDatetime
 
 
-SubjectRef = Annotated[
-    str, StringConstraints(max_length=140, pattern=r"^(customer|channel):[A-Za-z0-9][A-Za-z0-9._:@/\-]*$")
-]
+_SUBJECT_REF = r"^(customer|channel):[A-Za-z0-9][A-Za-z0-9._:@/\-]*$"
+SubjectRef = Annotated[str, StringConstraints(max_length=140, pattern=_SUBJECT_REF)]
 """A customer or channel by subject (``customer:C-1``, ``channel:CH-1``)."""
 TaskId = Annotated[str, StringConstraints(min_length=1, max_length=300, pattern=r"^\S+$")]
 TaskPriority = Literal["low", "normal", "high", "urgent"]

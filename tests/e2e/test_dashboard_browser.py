@@ -15,6 +15,8 @@ from deploy.local.stack import LocalStack
 from shared.settings import KafkaSettings, TopicSettings
 from tests.e2e.replicas import Replicas
 from tests.integration.test_analytics_kafka import ORDERS, publish_all
+from tests.integration.test_analytics_tasks import people_scenario
+from tests.kafka_helpers import publish_events
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -59,6 +61,7 @@ async def test_every_dashboard_page_loads_with_data_and_no_console_errors(
     try:
         await asyncio.to_thread(procs.start, "a")
         await publish_all(kafka_settings, topics, twice=False)
+        await publish_events(kafka_settings, topics.events, people_scenario())
         base = procs.urls["a"]
         window = {"from": "2026-11-01T00:00:00Z", "to": "2026-11-03T00:00:00Z"}
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
@@ -69,12 +72,27 @@ async def test_every_dashboard_page_loads_with_data_and_no_console_errors(
 
             await eventually(orders_counted, 120, interval=0.5, what="the orders are not counted")
 
+            async def tasks_read() -> bool:
+                open_tasks = (await http.get("/v1/tasks")).json()
+                return [t["task_id"] for t in open_tasks] == ["T-3", "T-4", "T-5"]
+
+            await eventually(tasks_read, 120, interval=0.5, what="the tasks are not read")
+
         span = "from=2026-11-01T00:00:00Z&to=2026-11-03T00:00:00Z"
         pages = {
-            f"/?{span}": ["Renewal rate", "70.0%", "66.7%", "<svg", f"<td>{ORDERS}</td>"],
+            f"/?{span}": [
+                "Renewal rate",
+                "70.0%",
+                "66.7%",
+                "<svg",
+                f"<td>{ORDERS}</td>",
+                "Revisit compliance",
+            ],
             f"/?lang=zh&{span}": ["续约率", "总览", "<svg"],
             f"/owners?{span}": ["<td>S-0</td>", "<td>S-1</td>"],
             f"/rules?{span}": ["<td>renewal</td>"],
+            f"/tasks?{span}": ["Open tasks, the oldest first", "<td>T-3</td>", "<td>S-9</td>"],
+            "/tasks?lang=zh": ["各负责人待办任务", "<td>T-5</td>"],
             "/at-risk?lang=zh": ["<td>C-1</td>", "<td>C-2</td>", "流失风险"],
             f"/channels?{span}": ["Channel health, week by week", "<td>CH-2</td>", "⚠", "<svg"],
         }

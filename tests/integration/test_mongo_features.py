@@ -463,7 +463,21 @@ COMPOUND: dict[str, tuple[str, list[tuple[str, int]], dict[str, Any], str, int]]
         [("owner", ASCENDING), ("status", ASCENDING), ("due_at", ASCENDING)],
         {"owner": "S-1", "status": "open"},
         "due_at",
-        DESCENDING,
+        ASCENDING,
+    ),
+    "notifier tasks (team, status, due_at)": (
+        "team",
+        [("team", ASCENDING), ("status", ASCENDING), ("due_at", ASCENDING)],
+        {"team": "east", "status": "open"},
+        "due_at",
+        ASCENDING,
+    ),
+    "notifier tasks (status, due_at)": (
+        "status_due",
+        [("status", ASCENDING), ("due_at", ASCENDING)],
+        {"status": "open"},
+        "due_at",
+        ASCENDING,
     ),
     "analytics buckets (g, dim, start)": (
         "query",

@@ -92,3 +92,42 @@ def by_identity(facts: list[Fact]) -> dict[str, Fact]:
 
 
 CUSTOMER = {"customer_id": "C-1", "name": "Acme", "timezone": "Asia/Shanghai"}
+
+
+def task_payload(kind: str, task_id: str = "T-1", at: datetime = T, **data: Any) -> dict[str, Any]:
+    """The payload of an ``upkeep.task.<kind>.v1`` event about customer C-1, at ``at``."""
+    common: dict[str, Any] = {"task_id": task_id, "about": "customer:C-1"}
+    defaults: dict[str, dict[str, Any]] = {
+        "created": {
+            "owner_id": "S-1",
+            "team": "north",
+            "rule": "followup",
+            "due_at": (at + timedelta(days=2)).isoformat(),
+            "created_at": at.isoformat(),
+        },
+        "completed": {"completed_at": at.isoformat()},
+        "snoozed": {"due_at": (at + timedelta(days=5)).isoformat(), "snoozed_at": at.isoformat()},
+        "reassigned": {
+            "owner_id": "S-2",
+            "previous_owner_id": "S-1",
+            "reassigned_at": at.isoformat(),
+        },
+        "overdue": {
+            "owner_id": "S-1",
+            "due_at": (at - timedelta(hours=1)).isoformat(),
+            "overdue_at": at.isoformat(),
+        },
+        "escalated": {
+            "owner_id": "S-1",
+            "level": 1,
+            "escalated_to": "M-1",
+            "escalated_at": at.isoformat(),
+        },
+    }
+    return {**common, **defaults[kind], **data}
+
+
+def task_event(
+    kind: str, task_id: str = "T-1", event_id: str = "e-1", at: datetime = T, **data: Any
+) -> CanonicalEvent:
+    return event(f"task.{kind}", event_id, "rules", at, **task_payload(kind, task_id, at, **data))

@@ -17,14 +17,18 @@ import pytest
 from fastapi import FastAPI
 
 from services.analytics.aggregates import Aggregates, Attribution
-from services.analytics.dashboard import ENVIRONMENT, TEXT, dashboard_router
-from services.analytics.report import Reporting
+from services.analytics.dashboard import ENVIRONMENT, dashboard_router
+from services.analytics.labels import TEXT
+from services.analytics.report import People, Reporting
+from tests.unit.analytics.people_fakes import FakeTasks, people
+from tests.unit.analytics.test_people import ev
+from tests.unit.analytics.test_people_api import world
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=1>'
 QUOTE = "O'Brien & <Co>"
 WINDOW = {"from": "2026-11-01T00:00:00Z", "to": "2026-11-03T00:00:00Z"}
-PAGES = ("/", "/channels", "/owners", "/rules", "/at-risk")
+PAGES = ("/", "/channels", "/owners", "/rules", "/tasks", "/at-risk")
 
 
 def row(
@@ -94,6 +98,9 @@ class FakeAttribution(Attribution):
     async def at_risk(self) -> dict[str, dict[str, str]]:
         return self.found
 
+    async def unowned(self) -> dict[str, int]:
+        return {"customer": 3, "channel": 1}
+
 
 FULL = {
     ("day", "all"): DAYS,
@@ -127,15 +134,21 @@ async def dashboard(
     rows: Mapping[tuple[str, str], Sequence[dict[str, Any]]] = FULL,
     at_risk: dict[str, dict[str, str]] | None = None,
     currency: str = "EUR",
+    found: People | None = None,
 ) -> AsyncIterator[httpx.AsyncClient]:
+    attribution = FakeAttribution(AT_RISK if at_risk is None else at_risk)
     reporting = Reporting(
-        cast(Aggregates, FakeAggregates(rows)), {"email": 6.0, "chat": 4.0}, 40.0, currency
+        cast(Aggregates, FakeAggregates(rows)),
+        {"email": 6.0, "chat": 4.0},
+        40.0,
+        currency,
+        found,
     )
     app = FastAPI()
     app.include_router(
         dashboard_router(
             reporting,
-            FakeAttribution(AT_RISK if at_risk is None else at_risk),
+            attribution,
             clock=lambda: datetime(2026, 11, 2, 12, tzinfo=UTC),
         )
     )
@@ -188,6 +201,7 @@ async def test_every_page_has_the_chrome_in_its_language(
         f"/channels?lang={lang}",
         f"/owners?lang={lang}",
         f"/rules?lang={lang}",
+        f"/tasks?lang={lang}",
         f"/at-risk?lang={lang}",
         "?lang=zh" if lang == "en" else "?lang=en",
     ]
@@ -195,7 +209,7 @@ async def test_every_page_has_the_chrome_in_its_language(
     assert [a["href"] for a in links if a.get("class") == "on"] == [f"{current}?lang={lang}"]
     switch = "中文" if lang == "en" else "English"
     assert f'<a href="{links[-1]["href"]}">{switch}</a></header>' in page
-    names = [t[k] for k in ("overview", "channels", "owners", "rules", "at-risk")]
+    names = [t[k] for k in ("overview", "channels", "owners", "rules", "tasks", "at-risk")]
     assert all(f">{name}</a>" in page for name in names)
 
 
@@ -243,7 +257,10 @@ async def test_the_dimension_pages_total_each_value() -> None:
         rules = await get(http, "/rules", lang="zh")
     assert "<h2>Owners · 2026-11-01 &ndash; 2026-11-03</h2>" in owners
     assert "<tr><th>Name</th><th>Actions</th><th>Sent</th><th>Renewals due</th>" in owners
-    assert "<tr><td>S-0</td><td>4</td><td>2</td><td>0</td><td>0</td><td>0</td></tr>" in owners
+    assert (
+        "<tr><td>S-0</td><td>4</td><td>2</td><td>0</td><td>0</td><td>0</td><td>0</td><td>0</td></tr>"
+        in owners
+    )
     assert "<h2>规则 · 2026-11-01 &ndash; 2026-11-03</h2>" in rules
     assert "<tr><td>renewal</td><td>20</td><td>0</td><td>0</td><td>0</td></tr>" in rules
     assert "Channel health" not in owners
@@ -283,12 +300,14 @@ async def test_empty_data_says_so_on_every_page(lang: str) -> None:
         channels = await get(http, "/channels", lang=lang)
         owners = await get(http, "/owners", lang=lang)
         at_risk = await get(http, "/at-risk", lang=lang)
+        tasks = await get(http, "/tasks", lang=lang)
     assert overview.count(none) == 2  # no chart, no months; the counters table is all zeros
     assert "<svg" not in overview
     assert channels.count(none) == 3  # no channels, no chart, no weeks
     assert owners.count(none) == 1
     assert at_risk.count(none) == 1
     assert "<table>" not in at_risk
+    assert tasks.count(none) == 3  # no owners, no teams, no tasks
 
 
 async def test_a_bad_window_falls_back_to_the_last_31_days() -> None:
@@ -337,6 +356,57 @@ def test_the_templates_escape_and_refuse_a_missing_value() -> None:
         "dimension.html",
         "macros.html",
         "overview.html",
+        "tasks.html",
     ]
     with pytest.raises(jinja2.UndefinedError):  # the page without its table, nor the chrome's
         ENVIRONMENT.get_template("at_risk.html").render(t=TEXT["en"], lang="en")
+
+
+async def test_the_tasks_page_shows_open_and_overdue_tasks_by_owner_and_team() -> None:
+    async with dashboard(found=world()) as http:
+        page = await get(http, "/tasks")
+        zh = await get(http, "/tasks", lang="zh")
+        one = await get(http, "/tasks", owner="S-2")
+    assert "<h2>Tasks · 2026-11-01 &ndash; 2026-11-03</h2>" in page
+    assert '<div class="card">Open tasks<b>2</b></div>' in page
+    assert '<div class="card">Overdue now<b>1</b></div>' in page
+    assert '<div class="card">Median hours to complete<b>4.0</b></div>' in page
+    assert "<h2>Open tasks by owner, the oldest first</h2>" in page
+    assert "<tr><th>Owner</th><th>Open</th><th>Overdue</th><th>Oldest since</th></tr>" in page
+    assert "<tr><td>S-1</td><td>1</td><td>1</td><td>2026-11-02 09:15</td></tr>" in page
+    assert page.index("<tr><td>south</td>") < page.index("<tr><td>north</td>")  # oldest first
+    assert (
+        "<tr><td>T-3</td><td>customer:C-1</td><td>S-1</td><td>south</td><td>normal</td>"
+        "<td>2026-11-02 09:15</td><td>2026-11-04 09:15 ⚠</td><td></td></tr>"
+    ) in page
+    assert page.index("<td>T-3</td>") < page.index("<td>T-4</td>")
+    assert "<td>T-1</td>" not in page  # done
+    assert "<h2>任务 · 2026-11-01 &ndash; 2026-11-03</h2>" in zh
+    assert "各负责人待办任务（最早优先）" in zh
+    assert "<td>T-3</td>" not in one
+    assert "<td>T-4</td>" in one
+
+
+async def test_the_overview_shows_tasks_revisit_compliance_and_subjects_without_owner() -> None:
+    async with dashboard(found=world()) as http:
+        page = await get(http, "/")
+        zh = await get(http, "/", lang="zh")
+    assert "<h2>Tasks, revisits and owners</h2>" in page
+    assert '<div class="card">Revisit compliance<b>66.7%</b></div>' in page
+    assert '<div class="card">Customers without owner<b>2</b></div>' in page
+    assert '<div class="card">Channels without manager<b>1</b></div>' in page
+    assert '<div class="card">Median hours to complete<b>4.0</b></div>' in page
+    assert "<h2>Revisit compliance by tier</h2>" in page
+    assert "<tr><td>A</td><td>2</td><td>1</td><td>50.0%</td></tr>" in page
+    assert "<tr><td>south</td><td>1</td><td>1</td><td>100.0%</td></tr>" in page
+    assert '<div class="card">回访达标率<b>66.7%</b></div>' in zh
+    assert "各团队回访达标率" in zh
+
+
+async def test_a_task_from_data_is_escaped_on_the_tasks_page() -> None:
+    tasks = FakeTasks()
+    await tasks.apply([ev("created", datetime(2026, 11, 2, tzinfo=UTC), SCRIPT)])
+    async with dashboard(found=people(tasks)) as http:
+        page = await get(http, "/tasks")
+    assert SCRIPT not in page
+    assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>" in page

@@ -84,12 +84,83 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "growth_percent": 31.5,
         "changed_at": "2026-11-22T10:00:00+08:00",
     },
+    "upkeep.channel.interaction.v1": {
+        "channel_id": "CH-7",
+        "kind": "visit",
+        "occurred_at": "2026-11-22T10:00:00+08:00",
+        "staff_id": "S-3",
+    },
+    "upkeep.customer.assigned.v1": {
+        "customer_id": "C-1001",
+        "owner_id": "S-3",
+        "reason": "unowned",
+        "assigned_at": "2026-11-22T10:00:00+08:00",
+    },
+    "upkeep.channel.assigned.v1": {
+        "channel_id": "CH-7",
+        "owner_id": "S-3",
+        "previous_owner_id": "S-1",
+        "team": "east",
+        "reason": "owner_inactive",
+        "assigned_at": "2026-11-22T10:00:00+08:00",
+    },
+    "upkeep.task.created.v1": {
+        "about": "customer:C-1001",
+        "task_id": "revisit:customer:C-1001:2026-11-22:S-3",
+        "owner_id": "S-3",
+        "rule": "revisit",
+        "priority": "high",
+        "due_at": "2026-11-25T10:00:00+08:00",
+        "created_at": "2026-11-22T10:00:00+08:00",
+    },
+    "upkeep.task.completed.v1": {
+        "about": "customer:C-1001",
+        "task_id": "t-1",
+        "completed_by": "S-3",
+        "completed_at": "2026-11-22T10:00:00+08:00",
+    },
+    "upkeep.task.snoozed.v1": {
+        "about": "customer:C-1001",
+        "task_id": "t-1",
+        "due_at": "2026-11-23T10:00:00+08:00",
+        "snoozed_at": "2026-11-22T10:00:00+08:00",
+    },
+    "upkeep.task.reassigned.v1": {
+        "about": "customer:C-1001",
+        "task_id": "t-1",
+        "owner_id": "S-4",
+        "reassigned_at": "2026-11-22T10:00:00+08:00",
+    },
+    "upkeep.task.overdue.v1": {
+        "about": "customer:C-1001",
+        "task_id": "t-1",
+        "owner_id": "S-3",
+        "due_at": "2026-11-22T09:00:00+08:00",
+        "overdue_at": "2026-11-22T10:00:00+08:00",
+    },
+    "upkeep.task.escalated.v1": {
+        "about": "customer:C-1001",
+        "task_id": "t-1",
+        "owner_id": "S-3",
+        "level": 1,
+        "escalated_to": "S-1",
+        "escalated_at": "2026-11-22T10:00:00+08:00",
+    },
+    "upkeep.revisit.status_changed.v1": {
+        "about": "customer:C-1001",
+        "in_cadence": False,
+        "tier": "A",
+        "every_days": 30,
+        "changed_at": "2026-11-22T10:00:00+08:00",
+    },
 }
 SUBJECT_BY_ENTITY = {  # upkeep.<entity>.<what>.vN -> subject; contracts belong to the customer
     "customer": "customer:C-1001",
     "contract": "customer:C-1001",
     "channel": "channel:CH-7",
     "staff": "staff:S-3",
+    "task": "customer:C-1001",  # tasks and revisits belong to the subject they are ``about``
+    "revisit": "customer:C-1001",
 }
 CUSTOMER = EXAMPLES["upkeep.customer.upserted.v1"]
 

@@ -1,0 +1,198 @@
+"""The tasks and revisits read models in MongoDB (``analytics_tasks``, ``analytics_revisits``):
+one document per task id and per subject, folded by :mod:`services.analytics.people`.
+
+**Why they are exact under redelivery and replay.** A batch reads the documents it touches,
+folds its events into them in memory, and writes back only the documents that changed. The
+fold is idempotent and order-free, so an event seen again changes nothing and writes nothing.
+Each write is conditional on the revision it read (``rev``; a new document: that none exists);
+if another writer got there first (a zombie replica), the batch fails with
+:class:`~services.analytics.aggregates.GuardMoved`, a transient error, and is folded again from
+fresh reads. Nothing here expires: a task or a subject's status is kept as long as analytics is.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import asdict, fields
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pymongo import ASCENDING, InsertOne, ReplaceOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
+
+from services.analytics.aggregates import GuardMoved
+from services.analytics.people import Revisit, Task, TaskEvent, fold_all, latest
+from shared.mongo import Document
+
+LIST_LIMIT = 1000  # the most tasks one list answers with
+_Model = TypeVar("_Model", Task, Revisit)
+
+
+class Tasks(abc.ABC):
+    """The tasks read model: one :class:`Task` per task id."""
+
+    @abc.abstractmethod
+    async def apply(self, events: Sequence[TaskEvent]) -> None:
+        """Fold a batch's task events in (idempotent: an event seen before changes nothing)."""
+
+    @abc.abstractmethod
+    async def get(self, task_ids: Collection[str]) -> dict[str, Task]: ...
+
+    @abc.abstractmethod
+    async def open(
+        self,
+        owner: str | None = None,
+        team: str | None = None,
+        overdue: bool | None = None,
+        limit: int = LIST_LIMIT,
+    ) -> list[Task]:
+        """Open tasks, the oldest (by creation) first."""
+
+    @abc.abstractmethod
+    async def completed(
+        self,
+        since: datetime,
+        until: datetime,
+        owner: str | None = None,
+        team: str | None = None,
+    ) -> list[Task]:
+        """Tasks completed in ``[since, until)``."""
+
+
+class Revisits(abc.ABC):
+    """The latest revisit status of every subject under a cadence."""
+
+    @abc.abstractmethod
+    async def apply(self, statuses: Sequence[Revisit]) -> None:
+        """Keep the latest status per subject (idempotent and order-free)."""
+
+    @abc.abstractmethod
+    async def all(self) -> list[Revisit]: ...
+
+
+def _utc(value: Any) -> Any:
+    return value.replace(tzinfo=UTC) if isinstance(value, datetime) and not value.tzinfo else value
+
+
+def to_doc(model: Task | Revisit, key: str) -> Document:
+    doc: Document = {"_id": key, **asdict(model)}
+    if isinstance(model, Task):
+        version = model.owner_version
+        doc["owner_version"] = list(version) if version else None
+        doc["status"], doc["is_overdue"] = model.status, model.overdue  # for the queries
+    return doc
+
+
+def from_doc(cls: type[_Model], doc: Document) -> _Model:
+    values = {f.name: _utc(doc.get(f.name)) for f in fields(cls) if f.name in doc}
+    if cls is Task and values.get("owner_version"):
+        rank, at = values["owner_version"]
+        values["owner_version"] = (rank, _utc(at))
+    return cls(**values)
+
+
+async def _save(
+    collection: AsyncCollection[Document],
+    before: dict[str, Document],
+    after: dict[str, Document],
+) -> None:
+    """Write the documents that changed, each conditional on the revision it was read at."""
+    ops: list[InsertOne[Document] | ReplaceOne[Document]] = []
+    for key, doc in after.items():
+        old = before.get(key)
+        if old is None:
+            ops.append(InsertOne({**doc, "rev": 1}))
+        elif {k: v for k, v in old.items() if k != "rev"} != doc:
+            rev = old.get("rev", 0)
+            ops.append(ReplaceOne({"_id": key, "rev": rev}, {**doc, "rev": rev + 1}))
+    if not ops:
+        return
+    try:
+        result = await collection.bulk_write(ops, ordered=False)
+    except BulkWriteError as exc:
+        raise GuardMoved(f"{collection.name}: a document was created meanwhile") from exc
+    if result.inserted_count + result.matched_count < len(ops):
+        raise GuardMoved(f"{collection.name}: a document changed meanwhile")
+
+
+async def _read(collection: AsyncCollection[Document], keys: Iterable[str]) -> dict[str, Document]:
+    found = {}
+    async for doc in collection.find({"_id": {"$in": sorted(set(keys))}}):
+        found[doc["_id"]] = {k: _utc(v) for k, v in doc.items()}
+        if found[doc["_id"]].get("owner_version"):
+            rank, at = found[doc["_id"]]["owner_version"]
+            found[doc["_id"]]["owner_version"] = [rank, _utc(at)]
+    return found
+
+
+class MongoTasks(Tasks):
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self._collection = collection
+
+    async def ensure_indexes(self) -> None:
+        await self._collection.create_index(
+            [("status", ASCENDING), ("created_at", ASCENDING)], name="open"
+        )
+        await self._collection.create_index([("completed_at", ASCENDING)], name="completed")
+
+    async def apply(self, events: Sequence[TaskEvent]) -> None:
+        if not events:
+            return
+        before = await _read(self._collection, (e.task_id for e in events))
+        tasks = {key: from_doc(Task, doc) for key, doc in before.items()}
+        after = fold_all(tasks, events)
+        await _save(self._collection, before, {k: to_doc(t, k) for k, t in after.items()})
+
+    async def get(self, task_ids: Collection[str]) -> dict[str, Task]:
+        if not task_ids:
+            return {}
+        found = await _read(self._collection, task_ids)
+        return {key: from_doc(Task, doc) for key, doc in found.items()}
+
+    async def open(
+        self,
+        owner: str | None = None,
+        team: str | None = None,
+        overdue: bool | None = None,
+        limit: int = LIST_LIMIT,
+    ) -> list[Task]:
+        query: dict[str, Any] = {"status": "open"}
+        for name, value in (("owner", owner), ("team", team), ("is_overdue", overdue)):
+            if value is not None:
+                query[name] = value
+        cursor = self._collection.find(query).sort("created_at", ASCENDING).limit(limit)
+        return [from_doc(Task, {k: _utc(v) for k, v in doc.items()}) async for doc in cursor]
+
+    async def completed(
+        self,
+        since: datetime,
+        until: datetime,
+        owner: str | None = None,
+        team: str | None = None,
+    ) -> list[Task]:
+        query: dict[str, Any] = {"completed_at": {"$gte": since, "$lt": until}}
+        for name, value in (("owner", owner), ("team", team)):
+            if value is not None:
+                query[name] = value
+        cursor = self._collection.find(query)
+        return [from_doc(Task, {k: _utc(v) for k, v in doc.items()}) async for doc in cursor]
+
+
+class MongoRevisits(Revisits):
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self._collection = collection
+
+    async def apply(self, statuses: Sequence[Revisit]) -> None:
+        if not statuses:
+            return
+        before = await _read(self._collection, (s.about for s in statuses))
+        now = {key: from_doc(Revisit, doc) for key, doc in before.items()}
+        for status in statuses:
+            now[status.about] = latest(now.get(status.about), status)
+        await _save(self._collection, before, {k: to_doc(r, k) for k, r in now.items()})
+
+    async def all(self) -> list[Revisit]:
+        cursor = self._collection.find({})
+        return [from_doc(Revisit, {k: _utc(v) for k, v in doc.items()}) async for doc in cursor]
