@@ -23,6 +23,7 @@ from shared.events.envelope import CanonicalEvent
 from shared.events.types import resolve_type
 from shared.mongo import make_client
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
+from tests.integration.test_analytics_kafka import analytics, consumed, counters
 from tests.integration.test_rules_kafka import Clock, running, settings_for
 from tests.kafka_helpers import publish_events, read_topic, wait_consumed
 from tests.waiting import eventually
@@ -88,6 +89,19 @@ SUBJECTS = [
         email="orders@dealer.example",
     ),
 ]
+
+
+# what analytics must have counted: each step once
+STEPS = {
+    "assignments": 2,
+    "assignments.unowned": 2,
+    "tasks.created": 1,
+    "tasks.overdue": 1,
+    "tasks.escalated": 2,
+    "tasks.escalated.level_1": 1,
+    "tasks.escalated.level_2": 1,
+    "tasks.completed": 1,
+}
 
 
 def last_tick() -> float:
@@ -222,8 +236,27 @@ async def test_assign_revisit_escalate_complete_and_replay(
         ]
     before = await everything(kafka, topics)
 
-    # replay the whole events topic into the existing database: nothing new is decided
-    replay = settings.model_copy(update={"consumer_group": f"rules-{tag}-replay"})
-    async with running(replay, clock):
-        await wait_consumed(kafka, replay.consumer_group, [topics.events])
-    assert await everything(kafka, topics) == before
+    # analytics counts each step, and the same again after a replay into its database
+    database = f"people_an_{tag}"
+    mongo = make_client(mongo_settings, "test")
+    try:
+        buckets = mongo[database]["analytics_buckets"]
+        async with analytics(kafka, mongo_settings, topics, database, f"an-{tag}"):
+            await consumed(kafka, topics, f"an-{tag}")
+        counted = await counters(buckets)
+        steps = {k: counted.get(k, 0) for k in STEPS}
+        assert steps == STEPS
+        by_team = await counters(buckets, "team")
+        assert by_team["tasks.created"] == 1  # the revisit task, made for the east team
+
+        # replay the whole events topic into the existing databases: nothing new is decided,
+        # nothing is counted again
+        replay = settings.model_copy(update={"consumer_group": f"rules-{tag}-replay"})
+        async with running(replay, clock):
+            await wait_consumed(kafka, replay.consumer_group, [topics.events])
+        assert await everything(kafka, topics) == before
+        async with analytics(kafka, mongo_settings, topics, database, f"an-{tag}-replay"):
+            await consumed(kafka, topics, f"an-{tag}-replay")
+        assert await counters(buckets) == counted
+    finally:
+        await mongo.close()
