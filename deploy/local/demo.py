@@ -17,6 +17,8 @@ escalated to the owner's manager and then to theirs, a little over a minute apar
 from __future__ import annotations
 
 import argparse
+import email
+import email.policy
 import sys
 import time
 from collections.abc import Callable
@@ -246,9 +248,11 @@ def people(args: argparse.Namespace, run: str, mail: Path, before: set[Path]) ->
 
     def escalated() -> bool:
         for path in new_mail(mail, before):
-            text = path.read_text(encoding="utf-8", errors="replace")
+            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            key = "".join(str(message.get("X-Upkeep-Key", "")).split())
+            to = str(message.get("To", ""))
             for address, who in wanted.items():
-                if who not in seen and f"To: {address}" in text and f"C-{run}-new" in text:
+                if who not in seen and address in to and f"C-{run}-new" in key:
                     seen.add(who)
                     sys.stdout.write(f"  escalated to the {who}: {path}\n")
         return len(seen) == len(wanted)
