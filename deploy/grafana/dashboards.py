@@ -246,6 +246,13 @@ SERVICE_PANELS: dict[str, list[Panel]] = {
             ("sum by (rule) (rate(upkeep_rules_errors_total[5m])) * 60", "{{rule}}"),
         ),
         ts(
+            "Unrouted work / h by rule and reason",
+            (
+                "sum by (rule, reason) (increase(upkeep_rules_unrouted_total[1h]))",
+                "{{rule}} {{reason}}",
+            ),
+        ),
+        ts(
             "Partitions held back (undecided transaction)",
             ("sum(increase(upkeep_rules_unsettled_partitions_total[5m]))", "skipped"),
         ),
