@@ -147,6 +147,8 @@ class RulesEngine:
         self._ticklog = ticklog
         self._settled: set[int] = set()  # owned partitions reconciled with the tick log
         self._roster: Roster | None = None
+        # the loads need a pass over every subject: only when some rule reads them
+        self._uses_roster = any(getattr(rule, "uses_roster", False) for rule in rules)
         self._roster_at = 0.0
         self._roster_refresh_s = roster_refresh_s
         for name in self.rules:
@@ -409,6 +411,9 @@ class RulesEngine:
     async def _current_roster(self) -> Roster:
         """All staff and their loads, read again every ``roster_refresh_s``; in between, the
         assignments this replica makes are counted into it (``Roster.took``)."""
+        if not self._uses_roster:  # no pass: only the staff this replica has seen in events
+            self._roster = self._roster or Roster()
+            return self._roster
         stale = time.monotonic() - self._roster_at > self._roster_refresh_s
         if self._roster is None or stale:
             self._roster = await self._subjects.roster()

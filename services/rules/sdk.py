@@ -323,7 +323,9 @@ class Roster:
     :meth:`took` counts an assignment into it at once, so the next subject in the same batch
     sees the new load, and remembers it as ``pending`` until the assigned event is applied (an
     event of the same subject in between must not assign it again). ``last`` is the member
-    each team was last given work to (round-robin). Both live as long as the process."""
+    each team was last given work to (round-robin). Both live as long as the process. A rule
+    that reads the loads says so with ``uses_roster = True``: without one, the engine makes no
+    pass over the subjects and the roster holds only the staff it has seen in events."""
 
     staff: dict[str, StaffState] = field(default_factory=dict)
     owned: dict[str, int] = field(default_factory=dict)

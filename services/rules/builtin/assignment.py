@@ -138,6 +138,7 @@ def available(member: StaffState, today: date, roster: Roster) -> bool:
 class Assignment:
     config: AssignmentConfig = field(default_factory=AssignmentConfig)
     name: str = "assignment"
+    uses_roster: bool = True  # the engine loads every member's load for it
     templates: Mapping[str, frozenset[str]] = field(
         default_factory=lambda: {
             "assignment_notice": _SUBJECT | {"reason", "previous_owner_name", "team"},

@@ -22,7 +22,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,6 +39,7 @@ from services.rules.sdk import (
     Unrouted,
 )
 from services.rules.state import StaffState, SubjectState, TaskState
+from shared.events.fields import zone
 from shared.events.types import (
     TaskCompleted,
     TaskCreated,
@@ -205,7 +205,7 @@ class TaskEscalation:
         self, task: TaskState, subject: SubjectState, owner: StaffState | None, ctx: RuleContext
     ) -> dict[str, Any]:
         tz = _zone_of(owner)
-        local = task.due_at.astimezone(ZoneInfo(tz))
+        local = task.due_at.astimezone(zone(tz))
         part = subject.maintained
         return {
             "task_id": task.task_id,

@@ -4,6 +4,7 @@ assignment that holds within a batch and across a redelivery."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ import orjson
 
 from services.rules.builtin.assignment import Assignment, AssignmentConfig
 from services.rules.engine import RulesEngine
-from services.rules.sdk import Action, Decision, Event, RuleContext, Timer
+from services.rules.sdk import Action, Decision, Event, Roster, RuleContext, Timer, task_created
 from services.rules.state import SubjectState
 from services.rules.store import InMemorySubjectStore, InMemoryTimerStore
 from shared.events.actions import ActionMessage
@@ -134,3 +135,45 @@ async def test_events_of_one_unowned_customer_in_a_batch_assign_it_once() -> Non
     }
     roster = await subjects.roster()
     assert roster.owned == {"S-1": 1, "S-2": 1}
+
+
+class CountingStore(InMemorySubjectStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.roster_reads = 0
+
+    async def roster(self) -> Roster:
+        self.roster_reads += 1
+        return await super().roster()
+
+
+async def test_the_roster_pass_is_made_only_for_a_rule_that_reads_the_loads() -> None:
+    without, with_ = CountingStore(), CountingStore()
+    plain = engine(CallTask(), subjects=without)
+    assigning = engine(CallTask(), Assignment(AssignmentConfig()), subjects=with_)
+    for e in (plain, assigning):
+        await e.handle(
+            [record(0, "staff.upserted", staff_id="S-1", name="S", timezone="UTC", team="east")]
+        )
+        result = await e.handle(
+            [record(1, "customer.upserted", customer_id="C-1", name="Acme", timezone="UTC")]
+        )
+        (task,) = [
+            ActionMessage.model_validate(orjson.loads(m.value))
+            for m in result.messages
+            if m.topic == "actions" and b'"kind":"task"' in m.value
+        ]
+        assert task.task is not None
+        assert task.task.team == "east"  # the staff seen in events, with or without the pass
+    assert (without.roster_reads, with_.roster_reads) == (0, 1)
+
+
+def test_a_task_about_no_customer_or_channel_is_not_chased() -> None:
+    """A scheduled job's task (subject ``schedule:…``) is stored by the notifier; there is no
+    subject whose state could hold it, so no task.created is made for it."""
+    subject = SubjectState(id="schedule:churn/weekly-at-risk")
+    ctx = RuleContext(now=NOW)
+    action = Action.task("churn", subject, "churn:weekly:S-1", "S-1", ctx, template="t", due_at=NOW)
+    assert action.task_spec is not None
+    assert task_created(action, None) is None
+    assert task_created(replace(action, subject="customer:C-1"), None) is not None
