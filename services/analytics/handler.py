@@ -73,13 +73,14 @@ class AnalyticsHandler:
             if found.revisit is not None:
                 statuses.append(found.revisit)
         await self._attribution.update(changes)  # before the facts: an event attributes itself
-        await self._tasks.apply(task_events)  # so is a task (its completion names no owner)
+        applied = await self._tasks.apply(task_events)  # and a task (its completion names no
+        # owner: its owner and team are the read model's)
         await self._revisits.apply(statuses)
         placed += await self._conversions.record(touches)
         subjects = {p.fact.subject for p in placed if p.fact.subject}
-        tasks = await self._tasks.get(
-            {s.removeprefix("task:") for s in subjects if s.startswith("task:")}
-        )
+        wanted = {s.removeprefix("task:") for s in subjects if s.startswith("task:")}
+        tasks = {k: t for k, t in applied.items() if k in wanted}
+        tasks |= await self._tasks.get(wanted - tasks.keys())  # read only those not just written
         known = await self._attribution.get(subjects | {t.about for t in tasks.values()})
         for subject in subjects:
             if subject.startswith("staff:"):  # a colleague's own messages are theirs

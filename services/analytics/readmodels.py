@@ -34,8 +34,9 @@ class Tasks(abc.ABC):
     """The tasks read model: one :class:`Task` per task id."""
 
     @abc.abstractmethod
-    async def apply(self, events: Sequence[TaskEvent]) -> None:
-        """Fold a batch's task events in (idempotent: an event seen before changes nothing)."""
+    async def apply(self, events: Sequence[TaskEvent]) -> dict[str, Task]:
+        """Fold a batch's task events in (idempotent: an event seen before changes nothing);
+        returns those tasks as they are now, so the caller need not read them again."""
 
     @abc.abstractmethod
     async def get(self, task_ids: Collection[str]) -> dict[str, Task]: ...
@@ -137,13 +138,14 @@ class MongoTasks(Tasks):
         )
         await self._collection.create_index([("completed_at", ASCENDING)], name="completed")
 
-    async def apply(self, events: Sequence[TaskEvent]) -> None:
+    async def apply(self, events: Sequence[TaskEvent]) -> dict[str, Task]:
         if not events:
-            return
+            return {}
         before = await _read(self._collection, (e.task_id for e in events))
         tasks = {key: from_doc(Task, doc) for key, doc in before.items()}
         after = fold_all(tasks, events)
         await _save(self._collection, before, {k: to_doc(t, k) for k, t in after.items()})
+        return after
 
     async def get(self, task_ids: Collection[str]) -> dict[str, Task]:
         if not task_ids:

@@ -18,8 +18,9 @@ class FakeTasks(Tasks):
     def __init__(self) -> None:
         self.tasks: dict[str, Task] = {}
 
-    async def apply(self, events: Sequence[TaskEvent]) -> None:
+    async def apply(self, events: Sequence[TaskEvent]) -> dict[str, Task]:
         self.tasks = fold_all(self.tasks, events)
+        return {e.task_id: self.tasks[e.task_id] for e in events}
 
     async def get(self, task_ids: Collection[str]) -> dict[str, Task]:
         return {k: v for k, v in self.tasks.items() if k in task_ids}
