@@ -151,6 +151,8 @@ class RulesEngine:
         self._uses_roster = any(getattr(rule, "uses_roster", False) for rule in rules)
         self._roster_at = 0.0
         self._roster_refresh_s = roster_refresh_s
+        # rules that keep records in the subject's state (journeys): it is saved after ticks too
+        self._stateful = {rule.name for rule in rules if getattr(rule, "keeps_state", False)}
         for name in self.rules:
             preinit(DECISIONS, [(name, "event"), (name, "timer"), (name, "schedule")])
             preinit(RULE_ERRORS, [(name,)])
@@ -187,7 +189,7 @@ class RulesEngine:
             _count_later(result, EVENTS_APPLIED, "applied" if changed else "repeat")
             if state.staff is not None:  # seen at once, not at the next roster refresh
                 staff[state.staff.staff_id] = roster.staff[state.staff.staff_id] = state.staff
-            incoming = Event.of(event, payload)
+            incoming = Event.of(event, payload, repeat=not changed)
             for rule in self.rules.values():
                 config = self._config.get(rule.name, {})
                 ctx = RuleContext(now=now, config=config, staff=staff, roster=roster)
@@ -227,11 +229,12 @@ class RulesEngine:
         staff = await self._staff_for(states.values())
         roster = await self._current_roster() if due else Roster()
         changes, fired = TimerChanges(), list[tuple[int, Timer]]()
+        touched: dict[str, SubjectState] = {}
         for placed in due:
             timer, rule = placed.timer, self.rules.get(placed.timer.rule)
             if rule is None:  # due() returns only our rules; a race with a config reload
                 continue
-            state = states.get(timer.subject) or SubjectState(id=timer.subject)
+            state = states.setdefault(timer.subject, SubjectState(id=timer.subject))
             config = self._config.get(rule.name, {})
             ctx = RuleContext(now=timer.due_at, config=config, staff=staff, roster=roster)
             outcome = self._ask(rule, timer.subject, rule.on_timer, timer, state, ctx)
@@ -247,7 +250,10 @@ class RulesEngine:
                 trigger=f"{timer.id}@{timer.due_at.isoformat()}",
             )
             fired.append((placed.partition, timer))
+            if rule.name in self._stateful:
+                touched[timer.subject] = state
             _count_later(result, TIMERS_FIRED, rule.name)
+        await self._subjects.save(touched.values())  # before the commit, as for events
         await self._timers.apply(changes)
         if self._ticklog is not None:
             for entry in tick_entries(
@@ -347,15 +353,20 @@ class RulesEngine:
             result.messages += self._action_messages(action, now, context, staff)
         for reason in outcome.unrouted:
             _count_later(result, UNROUTED, outcome.rule, reason)
+        committed = getattr(self.rules.get(outcome.rule), "committed", None)
+        seen: dict[str, int] = {}
         for emit in outcome.emits:
             model = resolve_type(emit.type)
             if model is None:
                 log.error("rule emitted an unknown event type", extra={"type": emit.type})
                 continue
             payload = model.model_validate(dict(emit.data))
-            result.messages.append(
-                self._derived(payload, f"{outcome.rule}|{trigger}|{emit.type}", now)
-            )
+            # the n-th event of a type one decision emits (n > 0) has its own identity
+            n = seen[emit.type] = seen.get(emit.type, -1) + 1
+            identity = f"{outcome.rule}|{trigger}|{emit.type}" + (f"|{n}" if n else "")
+            result.messages.append(self._derived(payload, identity, now))
+            if committed is not None:  # the rule counts what it emitted, once committed
+                result.after_commit.append(lambda emit=emit: committed(emit))
 
     def _derived(self, payload: EventPayload, identity: str, now: datetime) -> Outgoing:
         """A derived event for the events topic; its id is a function of ``identity`` (what

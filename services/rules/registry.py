@@ -31,6 +31,7 @@ from services.rules.builtin.revisit import Revisit, RevisitConfig
 from services.rules.builtin.task_escalation import TaskEscalation, TaskEscalationConfig
 from services.rules.builtin.tiering import Tiering, TieringConfig
 from services.rules.churn.rule import ChurnConfig, ChurnRisk
+from services.rules.journeys.runner import Journeys, JourneysConfig
 from services.rules.sdk import Rule
 from shared.templates import missing_templates
 
@@ -49,6 +50,8 @@ BUILTIN: dict[str, RuleFactory] = {
     "assignment": lambda cfg: Assignment(AssignmentConfig.model_validate(cfg)),
     "revisit": lambda cfg: Revisit(RevisitConfig.model_validate(cfg)),
     "task-escalation": lambda cfg: TaskEscalation(TaskEscalationConfig.model_validate(cfg)),
+    # operator-defined flows (docs/journeys.md): one rule runs them all
+    "journeys": lambda cfg: Journeys(config=JourneysConfig.model_validate(cfg)),
 }
 
 

@@ -233,10 +233,15 @@ class Event:
     time: datetime
     type: str
     id: str  # the event's de-duplication key: the same for every copy of it
+    # a copy of an event the state had applied already (a redelivery, a replay): rules that
+    # keep their own records in the state (journeys) decide nothing new from it
+    repeat: bool = False
 
     @classmethod
-    def of(cls, event: CanonicalEvent, payload: EventPayload) -> Event:
-        return cls(payload=payload, time=event.time, type=event.type, id=event.dedup_key)
+    def of(cls, event: CanonicalEvent, payload: EventPayload, *, repeat: bool = False) -> Event:
+        return cls(
+            payload=payload, time=event.time, type=event.type, id=event.dedup_key, repeat=repeat
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,8 +44,12 @@ from shared.events.types import (
     CustomerTierChanged,
     CustomerUpserted,
     EventPayload,
+    JourneyEntered,
+    JourneyLeft,
+    JourneyStepCompleted,
     RevisitStatusChanged,
     StaffUpserted,
+    SubjectLabelled,
     TaskCompleted,
     TaskCreated,
     TaskEscalated,
@@ -73,6 +77,11 @@ class _Maintained(_State):
     touches: dict[str, datetime] = Field(default_factory=dict)  # TouchKind -> latest
     assigned_at: datetime | None = None
     revisit_status: str | None = None  # "<tier>:in" or "<tier>:out" of its cadence; None: none yet
+    # the profile's attributes, and the tags and attributes set by ``subject.labelled`` (a
+    # journey's ``set`` step): a profile update replaces the former, never the latter
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    labels: list[str] = Field(default_factory=list)
+    label_attributes: dict[str, Any] = Field(default_factory=dict)
 
     def touch(self, kind: str, at: datetime) -> None:
         if kind not in self.touches or at > self.touches[kind]:
@@ -167,6 +176,38 @@ class TaskState(_State):
     level: int = 0  # how far up the manager chain it has been escalated
 
 
+class JourneyRun(_State):
+    """One subject's run through one journey (``services.rules.journeys``): the journey's
+    version it follows, the step it continues at when its one live timer (``timer``) fires,
+    and the last trigger that moved it (an event id or a timer occurrence) with the step it
+    found the run at — so that the same trigger delivered again decides the same again."""
+
+    run: str
+    version: int
+    step: int  # index of the step the live timer continues at
+    timer: str | None = None  # the name of the timer that may move the run on
+    due_at: datetime | None = None
+    timer_data: dict[str, Any] = Field(default_factory=dict)
+    waiting_for: str | None = None  # the event type a wait_for step is waiting for
+    entered_at: datetime
+    trigger: str  # the last trigger that moved the run
+    from_step: int = 0  # where that trigger found it
+    leaving: str | None = None  # a reason, once the goal or an exit was met
+    data: dict[str, Any] = Field(default_factory=dict)  # what it entered with (contract id …)
+
+
+class JourneyMemo(_State):
+    """What a subject's state remembers of one journey: its live runs, how often and when it
+    entered (re-entry), whether it was in the trigger's segment, and the last finished runs."""
+
+    runs: dict[str, JourneyRun] = Field(default_factory=dict)
+    entries: int = 0
+    last_entered_at: datetime | None = None
+    in_segment: bool = False
+    scheduled: list[str] = Field(default_factory=list)  # date-trigger occurrences with a timer
+    finished: list[str] = Field(default_factory=list)  # run ids, newest last (bounded)
+
+
 class SubjectState(_State):
     """Everything known about one subject."""
 
@@ -177,6 +218,7 @@ class SubjectState(_State):
     staff: StaffState | None = None
     tasks: list[TaskState] = Field(default_factory=list)  # open ones, oldest first
     done_tasks: list[str] = Field(default_factory=list)  # the last done: never reopened
+    journeys: dict[str, JourneyMemo] = Field(default_factory=dict)  # by journey name
     applied: list[str] = Field(default_factory=list)
     position: tuple[int, int] | None = None  # (events partition, offset) last applied
 
@@ -271,6 +313,7 @@ def _customer_upserted(state: SubjectState, p: EventPayload, event: CanonicalEve
             "region",
             "tags",
             "marketing_opt_in",
+            "attributes",
         }
     )
     if fields["owner_id"] is None and customer.assigned_at is not None:
@@ -365,7 +408,16 @@ def _channel_upserted(state: SubjectState, p: EventPayload, event: CanonicalEven
     if not _newer(channel.profile_time, at):
         return
     fields = p.model_dump(
-        include={"name", "timezone", "locale", "manager_id", "region", "email", "active"}
+        include={
+            "name",
+            "timezone",
+            "locale",
+            "manager_id",
+            "region",
+            "email",
+            "active",
+            "attributes",
+        }
     )
     if fields["manager_id"] is None and channel.assigned_at is not None:
         fields["manager_id"] = channel.manager_id
@@ -484,6 +536,22 @@ def _revisit_status(state: SubjectState, p: EventPayload, event: CanonicalEvent)
         part.revisit_status = f"{p.tier}:{'in' if p.in_cadence else 'out'}"
 
 
+def _labelled(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
+    assert isinstance(p, SubjectLabelled)
+    part = state.maintained
+    if part is None:
+        kind, ident = p.about.split(":", 1)
+        part = _customer(state, ident, event.time) if kind == "customer" else _channel(state, ident)
+    removed = set(p.remove_tags)
+    kept = [t for t in part.labels if t not in removed]
+    part.labels = [*kept, *(t for t in dict.fromkeys(p.add_tags) if t not in kept)]
+    part.label_attributes = {**part.label_attributes, **p.attributes}
+
+
+def _journey_run(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
+    """A journey's own report of a run: the run's state is kept by the journey itself."""
+
+
 _APPLY = {
     CustomerUpserted: _customer_upserted,
     CustomerInteraction: _interaction,
@@ -506,4 +574,8 @@ _APPLY = {
     TaskOverdue: _task_changed,
     TaskEscalated: _task_changed,
     RevisitStatusChanged: _revisit_status,
+    SubjectLabelled: _labelled,
+    JourneyEntered: _journey_run,
+    JourneyStepCompleted: _journey_run,
+    JourneyLeft: _journey_run,
 }

@@ -457,6 +457,84 @@ class RevisitStatusChanged(_AboutSubject):
     changed_at: UtcDatetime
 
 
+JourneyName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")
+]
+"""A journey's name (``distributor-onboarding``): lower case, digits and hyphens."""
+StepId = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
+]
+RunId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")]
+StepKind = Literal["send", "wait", "wait_for", "branch", "set", "emit", "exit"]
+StepOutcome = Literal[
+    "sent", "unrouted", "waited", "event", "timeout", "then", "else", "set", "emitted", "exited"
+]
+LeaveReason = Literal["completed", "converted", "exited", "disabled", "ended_by_update"]
+
+
+class _JourneyRun(_AboutSubject):
+    """Published by the rules service about one run of a journey (an operator-defined flow,
+    ``docs/journeys.md``) for one subject: what analytics counts its funnel from."""
+
+    journey: JourneyName
+    version: int = Field(ge=1)
+    run: RunId
+
+
+class JourneyEntered(_JourneyRun):
+    """A subject entered a journey (``trigger``: the event type, ``date:<field>`` or
+    ``segment``)."""
+
+    type_name = "upkeep.journey.entered.v1"
+    time_field = "entered_at"
+
+    trigger: Text
+    entered_at: UtcDatetime
+
+
+class JourneyStepCompleted(_JourneyRun):
+    """A run finished one step (``next_step``: where it is now; ``None``: it is leaving).
+    A send names the action it published (``action_key``)."""
+
+    type_name = "upkeep.journey.step_completed.v1"
+    time_field = "completed_at"
+
+    step: StepId
+    kind: StepKind
+    outcome: StepOutcome
+    next_step: StepId | None = None
+    action_key: TaskId | None = None
+    completed_at: UtcDatetime
+
+
+class JourneyLeft(_JourneyRun):
+    """A run ended: it went through every step (``completed``), met the goal (``converted``),
+    met an exit condition or an exit step (``exited``), its journey was switched off
+    (``disabled``) or changed so that its step no longer exists (``ended_by_update``)."""
+
+    type_name = "upkeep.journey.left.v1"
+    time_field = "left_at"
+
+    reason: LeaveReason
+    last_step: StepId | None = None
+    left_at: UtcDatetime
+
+
+class SubjectLabelled(_AboutSubject):
+    """Tags added to or removed from a customer or channel, or attributes set on it (by a
+    journey's ``set`` step, or by an upstream system). They live beside the profile's own
+    tags and attributes: a profile update does not undo them."""
+
+    type_name = "upkeep.subject.labelled.v1"
+    time_field = "labelled_at"
+
+    add_tags: list[Text] = Field(default_factory=list, max_length=50)
+    remove_tags: list[Text] = Field(default_factory=list, max_length=50)
+    attributes: Attributes = Field(default_factory=dict, max_length=100)
+    labelled_by: Text | None = None
+    labelled_at: UtcDatetime
+
+
 EVENT_TYPES: dict[str, type[EventPayload]] = {
     model.type_name: model
     for model in (
@@ -481,6 +559,10 @@ EVENT_TYPES: dict[str, type[EventPayload]] = {
         TaskOverdue,
         TaskEscalated,
         RevisitStatusChanged,
+        JourneyEntered,
+        JourneyStepCompleted,
+        JourneyLeft,
+        SubjectLabelled,
     )
 }
 """Every event type Upkeep accepts, by full versioned name. Add new types here."""
