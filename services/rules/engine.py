@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from prometheus_client import Counter, Gauge
@@ -98,6 +99,10 @@ def _count_later(result: HandlerResult, metric: Counter, *labels: str) -> None:
     result.after_commit.append(lambda: metric.labels(*labels).inc())
 
 
+def _not_counted(result: HandlerResult, metric: Counter, *labels: str) -> None:
+    """An engine that only rehearses (a dry run inside the service) counts nothing."""
+
+
 def reporting_context(state: SubjectState) -> dict[str, str]:
     """Whom a subject belongs to now (owner, channel, tier), carried on its actions so that
     analytics attributes them as they were when decided."""
@@ -128,8 +133,13 @@ class RulesEngine:
         timers_per_tick: int = 1000,
         ticklog: TickLog | None = None,
         roster_refresh_s: float = 300.0,
+        observed: bool = True,
     ) -> None:
+        """``observed=False``: a rehearsal (a journey's dry run in the service) that must not
+        move the service's own metrics."""
         self.rules = {rule.name: rule for rule in rules}
+        self._observed = observed
+        self._count = _count_later if observed else _not_counted
         self._subjects = subjects
         self._timers = timers
         self._events_topic = events_topic
@@ -186,7 +196,7 @@ class RulesEngine:
             states[event.subject] = state
             if changed:  # a repeat changes nothing: no write
                 dirty[event.subject] = state
-            _count_later(result, EVENTS_APPLIED, "applied" if changed else "repeat")
+            self._count(result, EVENTS_APPLIED, "applied" if changed else "repeat")
             if state.staff is not None:  # seen at once, not at the next roster refresh
                 staff[state.staff.staff_id] = roster.staff[state.staff.staff_id] = state.staff
             incoming = Event.of(event, payload, repeat=not changed)
@@ -224,7 +234,8 @@ class RulesEngine:
         if self._jobs and SCHEDULE_PARTITION in owned:
             ran = await self._run_schedules(now, result)
         due = await self._timers.due(owned, self.rules.keys(), now, self._timers_per_tick)
-        OVERDUE.set((now - due[0].timer.due_at).total_seconds() if due else 0)  # earliest first
+        if self._observed:  # earliest first
+            OVERDUE.set((now - due[0].timer.due_at).total_seconds() if due else 0)
         states = await self._subjects.load({p.timer.subject for p in due})
         staff = await self._staff_for(states.values())
         roster = await self._current_roster() if due else Roster()
@@ -252,7 +263,7 @@ class RulesEngine:
             fired.append((placed.partition, timer))
             if rule.name in self._stateful:
                 touched[timer.subject] = state
-            _count_later(result, TIMERS_FIRED, rule.name)
+            self._count(result, TIMERS_FIRED, rule.name)
         await self._subjects.save(touched.values())  # before the commit, as for events
         await self._timers.apply(changes)
         if self._ticklog is not None:
@@ -266,7 +277,8 @@ class RulesEngine:
 
         if fired:
             result.after_commit.append(forget)
-        LAST_TICK.set(now.timestamp())
+        if self._observed:
+            LAST_TICK.set(now.timestamp())
         result.tick_soon = len(due) >= self._timers_per_tick  # stopped at its limit
         return result
 
@@ -306,7 +318,7 @@ class RulesEngine:
             ctx = RuleContext(now=slot, config=self._config.get(rule.name, {}))
             outcome = self._ask(rule, f"schedule:{key}", rule.on_schedule, job, slot, subjects, ctx)
             for action in outcome.actions:
-                _count_later(result, DECISIONS, action.rule, "schedule")
+                self._count(result, DECISIONS, action.rule, "schedule")
                 result.messages += self._action_messages(action, now, {}, {})
             ran[key] = slot
 
@@ -349,11 +361,13 @@ class RulesEngine:
         changes.cancels += [(outcome.rule, outcome.subject, p) for p in outcome.cancel_prefixes]
         changes.sets += [PlacedTimer(t, partition) for t in outcome.set_timers]
         for action in outcome.actions:
-            _count_later(result, DECISIONS, action.rule, kind)
+            self._count(result, DECISIONS, action.rule, kind)
             result.messages += self._action_messages(action, now, context, staff)
         for reason in outcome.unrouted:
-            _count_later(result, UNROUTED, outcome.rule, reason)
-        committed = getattr(self.rules.get(outcome.rule), "committed", None)
+            self._count(result, UNROUTED, outcome.rule, reason)
+        committed = (
+            getattr(self.rules.get(outcome.rule), "committed", None) if self._observed else None
+        )
         seen: dict[str, int] = {}
         for emit in outcome.emits:
             model = resolve_type(emit.type)
@@ -366,7 +380,7 @@ class RulesEngine:
             identity = f"{outcome.rule}|{trigger}|{emit.type}" + (f"|{n}" if n else "")
             result.messages.append(self._derived(payload, identity, now))
             if committed is not None:  # the rule counts what it emitted, once committed
-                result.after_commit.append(lambda emit=emit: committed(emit))
+                result.after_commit.append(partial(committed, emit))
 
     def _derived(self, payload: EventPayload, identity: str, now: datetime) -> Outgoing:
         """A derived event for the events topic; its id is a function of ``identity`` (what

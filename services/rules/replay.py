@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
@@ -88,6 +89,45 @@ async def read_history(
         await consumer.stop()
 
 
+async def rehearse(
+    engine: RulesEngine,
+    clock: list[datetime],
+    records: Sequence[ConsumerRecord[bytes, bytes]],
+    until: datetime,
+    on_result: Callable[[HandlerResult], None],
+) -> None:
+    """Run ``engine`` (in-memory stores; its clock reads ``clock[0]``) over ``records`` in
+    event-time order with the clock following the events: before each event the timers due by
+    its time fire; at the end, those due by ``until``. ``on_result`` sees every result before
+    its after-commit hooks run (which remove fired timers, as a commit does)."""
+    partitions = set(range(1024))  # every partition the events topic may have
+
+    async def done(result: HandlerResult) -> None:
+        on_result(result)
+        for hook in result.after_commit:
+            outcome = hook()
+            if outcome is not None:
+                await outcome
+
+    async def fire_until(moment: datetime) -> None:
+        clock[0] = moment
+        while True:  # a tick with due timers always carries the hook that removes them
+            result = await engine.tick(partitions)
+            if not result.after_commit:
+                return
+            await done(result)
+
+    timed = sorted(records, key=lambda r: (CanonicalEvent.from_json(r.value).time, r.offset))
+    for record in timed:
+        moment = CanonicalEvent.from_json(record.value).time
+        if moment > until:
+            break
+        await fire_until(moment)
+        clock[0] = moment
+        await done(await engine.handle([record]))
+    await fire_until(until)
+
+
 async def replay(
     settings: RulesSettings, start: int | datetime, until: datetime, out: TextIO
 ) -> int:
@@ -103,36 +143,16 @@ async def replay(
         config=config,
         clock=lambda: clock[0],
     )
-    partitions = set(range(1024))  # every partition the events topic may have
     printed = 0
 
-    async def emit(result: HandlerResult) -> None:
+    def emit(result: HandlerResult) -> None:
         nonlocal printed
         for message in result.messages:
             if message.topic == settings.topics.actions:
                 out.write(message.value.decode() + "\n")
                 printed += 1
-        for hook in result.after_commit:
-            outcome = hook()
-            if outcome is not None:
-                await outcome
 
-    async def fire_until(moment: datetime) -> None:
-        clock[0] = moment
-        while True:  # a tick with due timers always carries the hook that removes them
-            result = await engine.tick(partitions)
-            if not result.after_commit:
-                return
-            await emit(result)
-
-    records = await read_history(settings, start)
-    timed = sorted(records, key=lambda r: (CanonicalEvent.from_json(r.value).time, r.offset))
-    for record in timed:
-        moment = CanonicalEvent.from_json(record.value).time
-        await fire_until(moment)
-        clock[0] = moment
-        await emit(await engine.handle([record]))
-    await fire_until(until)
+    await rehearse(engine, clock, await read_history(settings, start), until, emit)
     return printed
 
 

@@ -10,6 +10,7 @@ from services.rules.api import rules_router
 from services.rules.churn.jobs import refit_forever
 from services.rules.churn.rule import ChurnRisk
 from services.rules.engine import Clock, RulesEngine, utc_now
+from services.rules.journeys.service import journeys_part
 from services.rules.registry import check_templates, load_rules, read_config
 from services.rules.settings import RulesSettings
 from services.rules.store import MongoSubjectStore, MongoTimerStore
@@ -66,6 +67,10 @@ async def build(settings: RulesSettings, clock: Clock = utc_now) -> AsyncIterato
         },
     )
     app.include_router(rules_router(engine, subjects, timers))
+    journeys = journeys_part(settings, rules, db)
+    if journeys is not None:
+        app.include_router(journeys.router)
+        await journeys.start()
     refitting = (
         asyncio.create_task(
             refit_forever(db["subjects"], db["churn_model"], churn.model, churn.config),
@@ -81,5 +86,7 @@ async def build(settings: RulesSettings, clock: Clock = utc_now) -> AsyncIterato
             task.cancel()
         if refitting is not None:
             refitting.cancel()
+        if journeys is not None:
+            await journeys.stop()
         await ticklog.close()
         await mongo.close()

@@ -9,6 +9,7 @@ is ``docs/journeys.md``.
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Mapping
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -26,7 +27,7 @@ from pydantic import (
 )
 
 from services.rules.journeys.expressions import ExpressionError, compile_condition
-from shared.events.types import EventPayload, JourneyName, StepId, resolve_type
+from shared.events.types import EventPayload, JourneyName, StepId, StepKind, resolve_type
 from shared.templates import missing_templates
 
 SCHEMA_ID = "https://upkeep.dev/schemas/journey.v1.json"
@@ -271,11 +272,11 @@ class Step(_Part):
         return self
 
     @property
-    def kind(self) -> Literal["send", "wait", "wait_for", "branch", "set", "emit", "exit"]:
-        return next(k for k in STEP_KINDS if getattr(self, k) is not None)  # type: ignore[return-value]
+    def kind(self) -> StepKind:
+        return next(k for k in STEP_KINDS if getattr(self, k) is not None)
 
 
-STEP_KINDS = ("send", "wait", "wait_for", "branch", "set", "emit", "exit")
+STEP_KINDS: tuple[StepKind, ...] = typing.get_args(StepKind)
 
 
 class Journey(_Part):
@@ -342,8 +343,10 @@ class Journey(_Part):
 
 def _targets(step: Step) -> list[tuple[str, str]]:
     if step.wait_for is not None:
-        return [("wait_for.on_event", step.wait_for.on_event),
-                ("wait_for.on_timeout", step.wait_for.on_timeout)]  # fmt: skip
+        return [
+            ("wait_for.on_event", step.wait_for.on_event),
+            ("wait_for.on_timeout", step.wait_for.on_timeout),
+        ]
     if step.branch is not None:
         return [("branch.then", step.branch.then), ("branch.else", step.branch.else_)]
     return []

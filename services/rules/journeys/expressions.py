@@ -29,6 +29,8 @@ from typing import Any
 import celpy
 import lark
 from celpy import celtypes
+from celpy.celparser import CELParseError
+from celpy.evaluation import CELEvalError
 
 from services.rules.state import SubjectState
 
@@ -70,7 +72,7 @@ class Condition:
 
     def test(self, values: Mapping[str, Any]) -> bool:
         result = self.program.evaluate(values)
-        if isinstance(result, celpy.CELEvalError):
+        if isinstance(result, CELEvalError):
             raise EvaluationError(f"{self.source}: {result.args[0] if result.args else result}")
         return result is True or (isinstance(result, celtypes.BoolType) and bool(result))
 
@@ -90,7 +92,7 @@ def compile_condition(source: str) -> Condition:
         raise ExpressionError(f"longer than {MAX_LENGTH} characters")
     try:
         tree = _ENV.compile(source)
-    except celpy.CELParseError as exc:
+    except CELParseError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "does not parse"
         raise ExpressionError(f"does not parse: {first}") from None
     problems = sorted(_problems(tree))

@@ -51,6 +51,7 @@ from services.rules.sdk import (
     Decision,
     Emit,
     Event,
+    Priority,
     RuleContext,
     SetTimer,
     TaskSpec,
@@ -157,8 +158,12 @@ class _Run:
         self.out.append(Emit(payload.type_name, payload.model_dump(mode="json")))
 
     def ids(self) -> dict[str, Any]:
-        return {"about": self.subject.id, "journey": self.name, "version": self.version,
-                "run": self.record.run}  # fmt: skip
+        return {
+            "about": self.subject.id,
+            "journey": self.name,
+            "version": self.version,
+            "run": self.record.run,
+        }
 
     def step_id(self, index: int) -> str | None:
         return self.journey.steps[index].id if index < len(self.journey.steps) else None
@@ -172,7 +177,7 @@ class _Run:
                 **self.ids(),
                 step=step.id,
                 kind=step.kind,
-                outcome=outcome,  # type: ignore[arg-type]
+                outcome=outcome,
                 next_step=self.step_id(nxt) if nxt is not None else None,
                 action_key=action_key,
                 completed_at=self.at,
@@ -182,8 +187,12 @@ class _Run:
     def wait(self, index: int, due: datetime, data: Mapping[str, Any]) -> None:
         """Stop here: the run continues at step ``index`` when its timer fires at ``due``."""
         name = step_timer(self.name, self.record.run, self.version, index)
-        timer_data = {"version": self.version, "step": index, "step_id": self.step_id(index),
-                      **data}  # fmt: skip
+        timer_data = {
+            "version": self.version,
+            "step": index,
+            "step_id": self.step_id(index),
+            **data,
+        }
         self.out.append(CancelTimers(run_prefix(self.name, self.record.run)))
         self.out.append(SetTimer(name, due, timer_data))
         self.record.version, self.record.step = self.version, index
@@ -193,7 +202,7 @@ class _Run:
         self.report(
             JourneyLeft(
                 **self.ids(),
-                reason=reason,  # type: ignore[arg-type]
+                reason=reason,
                 last_step=self.step_id(last) if last is not None else None,
                 left_at=self.at,
             )
@@ -238,8 +247,8 @@ class _Run:
                 return
             elif step.branch is not None:
                 taken = self.test(step.branch.when)
-                target = step.branch.then if taken else step.branch.else_
-                nxt = self.journey.index_of(target, index)
+                chosen = step.branch.then if taken else step.branch.else_
+                nxt = self.journey.index_of(chosen, index)
                 self.completed(index, "then" if taken else "else", nxt)
                 index = nxt
             elif step.set is not None:
@@ -311,10 +320,14 @@ class _Run:
             text = send.message.get(locale) or send.message["en"]  # type: ignore[call-overload]
             data["message_subject"] = render_text(text.subject, view)
             data["message_body"] = render_text(text.body, view)
-        common: dict[str, Any] = {"template": send.template_name, "due_at": self.at,
-                                  "data": data, "purpose": send.purpose}  # fmt: skip
+        common: dict[str, Any] = {
+            "template": send.template_name,
+            "due_at": self.at,
+            "data": data,
+            "purpose": send.purpose,
+        }
         if staff_id is None:
-            priority = "marketing" if marketing is not False else "transactional"
+            priority: Priority = "marketing" if marketing is not False else "transactional"
             if send.to == "customer":
                 action = Action.to_customer(
                     RULE, self.subject, key, kind=send.kind, priority=priority, **common
@@ -325,12 +338,19 @@ class _Run:
         elif send.kind == "task":
             due = self.at + parse_duration(send.due_in)
             action = Action.to_staff(
-                RULE, self.subject, key, staff_id, self.ctx, kind="task",
-                task_spec=TaskSpec(due, send.priority), **common,
-            )  # fmt: skip
+                RULE,
+                self.subject,
+                key,
+                staff_id,
+                self.ctx,
+                kind="task",
+                task_spec=TaskSpec(due, send.priority),
+                **common,
+            )
         else:
-            action = Action.to_staff(RULE, self.subject, key, staff_id, self.ctx,
-                                     kind=send.kind, **common)  # fmt: skip
+            action = Action.to_staff(
+                RULE, self.subject, key, staff_id, self.ctx, kind=send.kind, **common
+            )
             if marketing:
                 action = _with(action, priority="marketing")
         self.out.append(action)
@@ -516,8 +536,9 @@ class Journeys:
         if trigger.kind == "date":
             self._schedule_dates(published, memo, subject, ctx, out)
             return
-        probe = self._run(published.name, journey, published.version, None, memo, subject, ctx,
-                          ctx.now, out)  # fmt: skip
+        probe = self._run(
+            published.name, journey, published.version, None, memo, subject, ctx, ctx.now, out
+        )
         if trigger.kind == "segment":
             inside = probe.test(trigger.segment)
             entering = inside and not memo.in_segment
@@ -535,8 +556,9 @@ class Journeys:
         if not self._may_enter(journey, memo, rid, ctx.now):
             return
         record = self._enter(published, memo, rid, event.id, ctx.now, {"trigger": label})
-        run = self._run(published.name, journey, published.version, record, memo, subject, ctx,
-                        ctx.now, out)  # fmt: skip
+        run = self._run(
+            published.name, journey, published.version, record, memo, subject, ctx, ctx.now, out
+        )
         run.wait(0, ctx.now, {"entered": label})
 
     def _may_enter(self, journey: Journey, memo: JourneyMemo, rid: str, now: datetime) -> bool:
@@ -562,8 +584,9 @@ class Journeys:
         now: datetime,
         data: dict[str, Any],
     ) -> JourneyRun:
-        record = JourneyRun(run=rid, version=published.version, step=0, entered_at=now,
-                            trigger=trigger, data=data)  # fmt: skip
+        record = JourneyRun(
+            run=rid, version=published.version, step=0, entered_at=now, trigger=trigger, data=data
+        )
         memo.runs[rid] = record
         memo.entries += 1
         memo.last_entered_at = now
@@ -609,8 +632,17 @@ class Journeys:
         occurrence = f"{timer.name}@{timer.due_at.isoformat()}"
         record = memo.runs.get(rid)
         if record is None:
-            probe = self._run(name, published.journey, published.version, None, memo, subject,
-                              ctx, timer.due_at, out)  # fmt: skip
+            probe = self._run(
+                name,
+                published.journey,
+                published.version,
+                None,
+                memo,
+                subject,
+                ctx,
+                timer.due_at,
+                out,
+            )
             if not probe.test(published.journey.trigger.when):
                 return
             if not self._may_enter(published.journey, memo, rid, timer.due_at):
@@ -621,10 +653,22 @@ class Journeys:
             record = self._enter(published, memo, rid, occurrence, timer.due_at, data)
         elif record.trigger != occurrence:
             return
-        run = self._run(name, published.journey, published.version, record, memo, subject, ctx,
-                        timer.due_at, out)  # fmt: skip
-        run.report(JourneyEntered(**run.ids(), trigger=str(record.data["trigger"]),
-                                  entered_at=timer.due_at))  # fmt: skip
+        run = self._run(
+            name,
+            published.journey,
+            published.version,
+            record,
+            memo,
+            subject,
+            ctx,
+            timer.due_at,
+            out,
+        )
+        run.report(
+            JourneyEntered(
+                **run.ids(), trigger=str(record.data["trigger"]), entered_at=timer.due_at
+            )
+        )
         run.advance(0)
         if published.journey.trigger.date in YEARLY_DATES:
             self._schedule_dates(published, memo, subject, RuleContext(now=timer.due_at), out)
@@ -677,7 +721,7 @@ class Journeys:
                     run=record.run,
                     step=step.id,
                     kind=step.kind,
-                    outcome=str(resolved[1]),  # type: ignore[arg-type]
+                    outcome=str(resolved[1]),
                     next_step=run.step_id(index),
                     completed_at=at,
                 )
@@ -697,8 +741,9 @@ class Journeys:
         at: datetime,
         out: list[Decision],
     ) -> _Run:
-        placeholder = record or JourneyRun(run="0", version=version, step=0, entered_at=at,
-                                           trigger="")  # fmt: skip
+        placeholder = record or JourneyRun(
+            run="0", version=version, step=0, entered_at=at, trigger=""
+        )
         return _Run(name, journey, version, placeholder, memo, subject, ctx, at, out, self.catalog)
 
 

@@ -54,14 +54,18 @@ def summarise(before: Journey | None, after: Journey) -> list[str]:
     if before is None:
         return [f"created with {len(after.steps)} steps"]
     old, new = before.definition(), after.definition()
-    lines = [f"{key} changed" for key in sorted(set(old) | set(new)) - {"steps"}
-             if old.get(key) != new.get(key)]  # fmt: skip
+    lines = [
+        f"{key} changed"
+        for key in sorted((set(old) | set(new)) - {"steps"})
+        if old.get(key) != new.get(key)
+    ]
     old_steps = {s["id"]: s for s in old["steps"]}
     new_steps = {s["id"]: s for s in new["steps"]}
     lines += [f"step {i} added" for i in new_steps if i not in old_steps]
     lines += [f"step {i} removed" for i in old_steps if i not in new_steps]
-    lines += [f"step {i} changed" for i in new_steps if i in old_steps
-              and old_steps[i] != new_steps[i]]  # fmt: skip
+    lines += [
+        f"step {i} changed" for i in new_steps if i in old_steps and old_steps[i] != new_steps[i]
+    ]
     if not lines and list(old_steps) != list(new_steps):
         lines.append("steps reordered")
     return lines
@@ -225,7 +229,11 @@ class MongoJourneyStore(JourneyStore):
             except DuplicateKeyError:
                 raise Conflict(f"{new.name} was created meanwhile") from None
         else:
-            guard = {"_id": new.name, "version": previous.version, "updated_at": previous.updated_at}
+            guard = {
+                "_id": new.name,
+                "version": previous.version,
+                "updated_at": previous.updated_at,
+            }
             done = await self._journeys.replace_one(guard, _current_doc(new))
             if done.matched_count != 1:
                 raise Conflict(f"{new.name} changed meanwhile")
