@@ -12,6 +12,11 @@ merges over the rules' settings): a new customer in the ``demo`` territory has n
 assigned to the team's active member (not the one who left); it was last visited days ago, so
 its new owner gets a revisit task at once, due a minute later; nobody completes it, so it is
 escalated to the owner's manager and then to theirs, a little over a minute apart.
+
+Journeys: the three shipped in ``journeys/`` are switched on over the rules API first, so the
+new distributor gets the onboarding journey's welcome e-mail at once (its day-7 call task and
+day-30 message wait for their days); ``GET /v1/journeys`` and the dashboard's Journeys page
+show each journey's funnel.
 """
 
 from __future__ import annotations
@@ -156,6 +161,7 @@ def scenario(now: datetime, run: str) -> list[dict[str, Any]]:
         timezone=owner_tz,
         manager_id=f"S-{run}",
         region="east",
+        email="orders@eastcoast.example",  # the onboarding journey welcomes it
     )
     add(
         "customer.upserted",
@@ -196,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     run = now.strftime("%H%M%S")
     events = scenario(now, run)
     headers = {"X-API-Key": DEV_API_KEY}
+    if not enable_journeys(args.rules, headers):
+        return 1
     staff = [e for e in events if e["type"] == "staff.upserted"]
     # staff first: the rules must know the team before they assign its new customer
     if not publish(args.ingest, staff, headers):
@@ -216,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         f"  tasks         curl -H 'X-API-Key: {DEV_API_KEY}' {args.notifier}/v1/tasks\n"
         "  actions       upkeep.actions.v1, outcomes on upkeep.deliveries.v1\n"
         f"  metrics       {args.notifier}/metrics  (upkeep_notifier_deliveries_total)\n"
+        f"  journeys      curl -H 'X-API-Key: {DEV_API_KEY}' {args.rules}/v1/journeys\n"
+        f"  funnels       http://127.0.0.1:{SERVICE_PORTS['analytics']}/v1/journeys\n"
     )
     before = set(mail.glob("*.eml")) if mail.exists() else set()
     if wait_for(lambda: len(new_mail(mail, before)) > 0, 60):
@@ -260,6 +270,24 @@ def people(args: argparse.Namespace, run: str, mail: Path, before: set[Path]) ->
     if not wait_for(escalated, args.escalation_wait, interval=2):
         sys.stdout.write("not escalated (yet): see `make logs` (rules, notifier)\n")
     return 0
+
+
+def enable_journeys(rules: str, headers: dict[str, str]) -> bool:
+    """Switch on the journeys shipped in ``journeys/`` (applied, switched off, at start-up)."""
+    found = httpx.get(f"{rules}/v1/journeys", headers=headers, timeout=10)
+    if not found.is_success:
+        sys.stderr.write(f"the rules API refused: {found.status_code} {found.text}\n")
+        return False
+    for journey in found.json():
+        answer = httpx.post(
+            f"{rules}/v1/journeys/{journey['name']}:enable", headers=headers, timeout=10
+        )
+        if not answer.is_success:
+            sys.stderr.write(f"could not enable {journey['name']}: {answer.text}\n")
+            return False
+    names = ", ".join(j["name"] for j in found.json())
+    sys.stdout.write(f"journeys switched on: {names or '(none found in journeys/)'}\n")
+    return True
 
 
 def publish(ingest: str, events: list[dict[str, Any]], headers: dict[str, str]) -> bool:

@@ -100,6 +100,11 @@ class LocalStack:
             )
         if service == "rules" and self.config.rules_overlay is not None:
             env[prefix + "CONFIG_OVERLAY"] = str(self.config.rules_overlay)
+        if service == "rules":
+            env[prefix + "API_KEYS"] = (
+                f'[{{"name": "local-dev", "sha256": "{digest(DEV_API_KEY)}", '
+                '"scopes": ["rules:read", "rules:admin"]}]'
+            )
         if service == "ingest":
             env[prefix + "API_KEYS"] = (
                 f'[{{"name": "local-dev", "sha256": "{digest(DEV_API_KEY)}", '

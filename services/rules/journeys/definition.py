@@ -107,6 +107,9 @@ class Trigger(_Part):
     at: LocalTime = "09:00"  # the local time, in the subject's zone, a date trigger fires at
     segment: Expression | None = None
     when: Expression | None = None
+    # an event (or the event that brings a subject into a segment) older than this enters no
+    # one: importing last year's history does not welcome last year's distributors
+    max_age: Duration = "1d"
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:

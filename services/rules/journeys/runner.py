@@ -494,6 +494,8 @@ class Journeys:
         journey = self.catalog.version(name, record.version)
         if journey is None:
             return
+        if event.time < record.entered_at:
+            return  # it happened before the run began (a late or historical event)
         run = self._run(name, journey, record.version, record, memo, subject, ctx, ctx.now, out)
         if journey.goal is not None and self._met(run, journey.goal, event, payload):
             self._leaving(run, "converted", event.id)
@@ -552,14 +554,17 @@ class Journeys:
             if not probe.test(trigger.when, payload):
                 return
             label = event.type
+        at = min(event.time, ctx.now)  # the run begins when its trigger happened
+        if ctx.now - at > parse_duration(trigger.max_age):
+            return  # a backfill of old history enters no one
         rid = run_id(published.name, event.id)
         if not self._may_enter(journey, memo, rid, ctx.now):
             return
-        record = self._enter(published, memo, rid, event.id, ctx.now, {"trigger": label})
+        record = self._enter(published, memo, rid, event.id, at, {"trigger": label})
         run = self._run(
             published.name, journey, published.version, record, memo, subject, ctx, ctx.now, out
         )
-        run.wait(0, ctx.now, {"entered": label})
+        run.wait(0, at, {"entered": label})
 
     def _may_enter(self, journey: Journey, memo: JourneyMemo, rid: str, now: datetime) -> bool:
         if rid in memo.runs or rid in memo.finished:
