@@ -71,7 +71,10 @@ class Condition:
     program: Any
 
     def test(self, values: Mapping[str, Any]) -> bool:
-        result = self.program.evaluate(values)
+        try:
+            result = self.program.evaluate(values)
+        except Exception as exc:  # CEL's own errors, and any the evaluator itself raises
+            raise EvaluationError(f"{self.source}: {exc}") from None
         if isinstance(result, CELEvalError):
             raise EvaluationError(f"{self.source}: {result.args[0] if result.args else result}")
         return result is True or (isinstance(result, celtypes.BoolType) and bool(result))
@@ -95,6 +98,8 @@ def compile_condition(source: str) -> Condition:
     except CELParseError as exc:
         first = str(exc).splitlines()[0] if str(exc) else "does not parse"
         raise ExpressionError(f"does not parse: {first}") from None
+    except Exception as exc:  # the parser's other errors (deep nesting …): refused all the same
+        raise ExpressionError(f"does not parse: {type(exc).__name__}") from None
     problems = sorted(_problems(tree))
     if problems:
         raise ExpressionError("; ".join(problems))
