@@ -192,7 +192,8 @@ class JourneyRun(_State):
     entered_at: datetime
     trigger: str  # the last trigger that moved the run
     from_step: int = 0  # where that trigger found it
-    leaving: str | None = None  # a reason, once the goal or an exit was met
+    leaving: str | None = None  # a reason, once the goal or an exit was met, or it left
+    left_at: datetime | None = None  # it left: kept a while as a tombstone (see the runner)
     data: dict[str, Any] = Field(default_factory=dict)  # what it entered with (contract id …)
 
 

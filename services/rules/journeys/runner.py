@@ -71,6 +71,7 @@ from shared.events.types import (
 log = logging.getLogger(__name__)
 RULE = "journeys"
 FINISHED_REMEMBERED = 20
+TOMBSTONE_KEPT = timedelta(hours=1)  # a run that left, kept for its tick's redelivery
 
 ENTERED = Counter("upkeep_journey_entered_total", "Subjects that entered a journey.", ["journey"])
 STEPS = Counter(
@@ -153,6 +154,7 @@ class _Run:
     at: datetime
     out: list[Decision]
     catalog: Catalog
+    in_tick: bool = False  # moved by a timer that is firing: never cancel that timer
 
     def report(self, payload: EventPayload) -> None:
         self.out.append(Emit(payload.type_name, payload.model_dump(mode="json")))
@@ -193,12 +195,15 @@ class _Run:
             "step_id": self.step_id(index),
             **data,
         }
-        self.out.append(CancelTimers(run_prefix(self.name, self.record.run)))
+        if not self.in_tick:  # the timer that fires is removed once its tick commits
+            self.out.append(CancelTimers(run_prefix(self.name, self.record.run)))
         self.out.append(SetTimer(name, due, timer_data))
         self.record.version, self.record.step = self.version, index
         self.record.timer, self.record.due_at, self.record.timer_data = name, due, timer_data
 
     def leave(self, reason: str, last: int | None) -> None:
+        """End the run (always in a tick). Its record stays a while as a tombstone, so that
+        the same timer firing again (its tick did not commit) decides the same again."""
         self.report(
             JourneyLeft(
                 **self.ids(),
@@ -207,8 +212,9 @@ class _Run:
                 left_at=self.at,
             )
         )
-        self.out.append(CancelTimers(run_prefix(self.name, self.record.run)))
-        self.memo.runs.pop(self.record.run, None)
+        record = self.record
+        record.leaving, record.left_at, record.waiting_for = reason, self.at, None
+        record.timer, record.due_at = None, None
         if self.record.run not in self.memo.finished:
             self.memo.finished = [*self.memo.finished, self.record.run][-FINISHED_REMEMBERED:]
 
@@ -422,6 +428,8 @@ class Journeys:
         payload: dict[str, Any] | None = None
         for name in sorted(names):
             memo = subject.journeys.get(name)
+            if memo is not None and not event.repeat:
+                _prune(memo, ctx.now)
             moved = self._again(name, memo, event.id, out) if memo else set()
             if event.repeat:
                 continue
@@ -447,11 +455,13 @@ class Journeys:
             self._date_fired(name, rest.removeprefix("date|"), timer, subject, ctx, out)
             return out
         memo = subject.journeys.get(name)
+        if memo is not None:
+            _prune(memo, timer.due_at)
         record = memo.runs.get(rest.split("|", 1)[0]) if memo else None
         if memo is None or record is None:
             return out  # a timer of a run that ended
         occurrence = f"{timer.name}@{timer.due_at.isoformat()}"
-        fresh = record.timer == timer.name and record.due_at == timer.due_at
+        fresh = record.timer == timer.name and record.due_at == timer.due_at and not record.left_at
         if not fresh and record.trigger != occurrence:
             return out  # an older timer of the run (moved on since): not ours to act on
         record.trigger = occurrence
@@ -668,6 +678,7 @@ class Journeys:
             ctx,
             timer.due_at,
             out,
+            in_tick=True,
         )
         run.report(
             JourneyEntered(
@@ -697,7 +708,7 @@ class Journeys:
         at = timer.due_at
         if journey is None:
             return
-        run = self._run(name, journey, version, record, memo, subject, ctx, at, out)
+        run = self._run(name, journey, version, record, memo, subject, ctx, at, out, in_tick=True)
         if "reason" in data:  # the goal or an exit was met
             run.leave(str(data["reason"]), int(data.get("step", record.step)))
             return
@@ -745,11 +756,24 @@ class Journeys:
         ctx: RuleContext,
         at: datetime,
         out: list[Decision],
+        in_tick: bool = False,
     ) -> _Run:
         placeholder = record or JourneyRun(
             run="0", version=version, step=0, entered_at=at, trigger=""
         )
-        return _Run(name, journey, version, placeholder, memo, subject, ctx, at, out, self.catalog)
+        return _Run(
+            name,
+            journey,
+            version,
+            placeholder,
+            memo,
+            subject,
+            ctx,
+            at,
+            out,
+            self.catalog,
+            in_tick=in_tick,
+        )
 
 
 def upcoming(
@@ -789,3 +813,10 @@ def upcoming(
         day = getattr(contract, attr)
         if moment(day) > now:
             yield f"{contract.contract_id}@{day.isoformat()}", moment(day)
+
+
+def _prune(memo: JourneyMemo, now: datetime) -> None:
+    """Forget the tombstones of runs that left more than :data:`TOMBSTONE_KEPT` ago."""
+    old = [r.run for r in memo.runs.values() if r.left_at and now - r.left_at > TOMBSTONE_KEPT]
+    for rid in old:
+        del memo.runs[rid]
