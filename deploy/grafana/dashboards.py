@@ -257,6 +257,32 @@ SERVICE_PANELS: dict[str, list[Panel]] = {
             ("sum(increase(upkeep_rules_unsettled_partitions_total[5m]))", "skipped"),
         ),
         stat("Churn model: customers fitted", ("max(upkeep_churn_model_customers)", "customers")),
+        ts(
+            "Journeys: entered / h by journey",
+            ("sum by (journey) (increase(upkeep_journey_entered_total[1h]))", "{{journey}}"),
+        ),
+        ts(
+            "Journey steps / h by outcome",
+            (
+                "sum by (journey, outcome) (increase(upkeep_journey_steps_total[1h]))",
+                "{{journey}} {{outcome}}",
+            ),
+        ),
+        ts(
+            "Journey runs ended / h by reason",
+            (
+                "sum by (journey, reason) (increase(upkeep_journey_left_total[1h]))",
+                "{{journey}} {{reason}}",
+            ),
+        ),
+        ts(
+            "Journey conditions failing / h",
+            (
+                "sum by (journey) (increase(upkeep_journey_condition_errors_total[1h]))",
+                "{{journey}}",
+            ),
+        ),
+        stat("Journeys switched on", ('max(upkeep_journeys{state="enabled"})', "enabled")),
     ],
     "notifier": [
         ts(
