@@ -95,7 +95,7 @@ async def dry_run(
     catalog.replace([Published(journey.name, version, journey, enabled=True)], [])
     clock = [datetime.min.replace(tzinfo=until.tzinfo)]
     engine = RulesEngine(
-        [Journeys(catalog)],
+        [Journeys(catalog, observed=False)],
         InMemorySubjectStore(),
         InMemoryTimerStore(),
         events_topic=events_topic,

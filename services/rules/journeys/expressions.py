@@ -206,12 +206,15 @@ def subject_view(state: SubjectState) -> dict[str, Any]:
 
 
 def values(
-    state: SubjectState, now: datetime, event: Mapping[str, Any] | None = None
+    state: SubjectState,
+    now: datetime,
+    event: Mapping[str, Any] | None = None,
+    subject: Any = None,
 ) -> dict[str, Any]:
-    """The activation of a condition: ``subject``, ``event`` (an empty map when there is
-    none) and ``now``."""
+    """The activation of a condition: ``subject`` (``subject``: its CEL value, when the caller
+    has it already), ``event`` (an empty map when there is none) and ``now``."""
     return {
-        "subject": to_cel(subject_view(state)),
+        "subject": subject if subject is not None else to_cel(subject_view(state)),
         "event": to_cel(dict(event or {})),
         "now": celtypes.TimestampType(now),
     }

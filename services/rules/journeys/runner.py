@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -44,7 +44,13 @@ from services.rules.journeys.definition import (
     Step,
     parse_duration,
 )
-from services.rules.journeys.expressions import EvaluationError, compile_condition, values
+from services.rules.journeys.expressions import (
+    EvaluationError,
+    compile_condition,
+    subject_view,
+    to_cel,
+    values,
+)
 from services.rules.sdk import (
     Action,
     CancelTimers,
@@ -155,6 +161,10 @@ class _Run:
     out: list[Decision]
     catalog: Catalog
     in_tick: bool = False  # moved by a timer that is firing: never cancel that timer
+    observed: bool = True  # count failing conditions (not in a dry run)
+    # the subject as a CEL value, made once per call of the rule (the state does not change
+    # while the rule decides)
+    views: dict[str, Any] = field(default_factory=dict)
 
     def report(self, payload: EventPayload) -> None:
         self.out.append(Emit(payload.type_name, payload.model_dump(mode="json")))
@@ -222,9 +232,13 @@ class _Run:
         if source is None:
             return True
         try:
-            return compile_condition(source).test(values(self.subject, self.at, event))
+            if "subject" not in self.views:
+                self.views["subject"] = to_cel(subject_view(self.subject))
+            activation = values(self.subject, self.at, event, self.views["subject"])
+            return compile_condition(source).test(activation)
         except EvaluationError as exc:
-            CONDITION_ERRORS.labels(self.catalog.label(self.name)).inc()
+            if self.observed:
+                CONDITION_ERRORS.labels(self.catalog.label(self.name)).inc()
             log.info("journey condition failed", extra={"journey": self.name, "error": str(exc)})
             return False
 
@@ -413,10 +427,17 @@ class Journeys:
     }
 
     def __init__(
-        self, catalog: Catalog | None = None, config: JourneysConfig | None = None
+        self,
+        catalog: Catalog | None = None,
+        config: JourneysConfig | None = None,
+        *,
+        observed: bool = True,
     ) -> None:
+        """``observed=False``: a rehearsal (a dry run) that moves no metric."""
         self.catalog = catalog or Catalog()
         self.config = config or JourneysConfig()
+        self.observed = observed
+        self._views: dict[str, Any] = {}  # the subject's CEL value, for one call
 
     # -- the engine's calls ------------------------------------------------------------------
 
@@ -424,6 +445,7 @@ class Journeys:
         if subject.kind not in ("customer", "channel"):
             return []
         out: list[Decision] = []
+        self._views = {}
         names = {p.name for p in self.catalog.running(subject.kind)} | set(subject.journeys)
         payload: dict[str, Any] | None = None
         for name in sorted(names):
@@ -451,6 +473,7 @@ class Journeys:
     def on_timer(self, timer: Timer, subject: SubjectState, ctx: RuleContext) -> Iterable[Decision]:
         name, _, rest = timer.name.partition("|")
         out: list[Decision] = []
+        self._views = {}
         if rest.startswith("date|"):
             self._date_fired(name, rest.removeprefix("date|"), timer, subject, ctx, out)
             return out
@@ -469,7 +492,8 @@ class Journeys:
         return out
 
     def committed(self, emit: Emit) -> None:
-        """Count a ``journey.*`` event once its transaction committed."""
+        """Count a ``journey.*`` event once its transaction committed (the engine calls it
+        only when it is observed)."""
         label = self.catalog.label(str(emit.data.get("journey", "")))
         if emit.type == JourneyEntered.type_name:
             ENTERED.labels(label).inc()
@@ -773,6 +797,8 @@ class Journeys:
             out,
             self.catalog,
             in_tick=in_tick,
+            observed=self.observed,
+            views=self._views,
         )
 
 
