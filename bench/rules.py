@@ -17,9 +17,13 @@ from datetime import UTC, datetime, timedelta
 
 from deploy.local.stack import ephemeral_stack
 from services.rules.engine import RulesEngine
+from services.rules.journeys.catalog import Published
+from services.rules.journeys.definition import parse_document, validate
+from services.rules.journeys.files import journey_files
+from services.rules.journeys.runner import Journeys
 from services.rules.registry import load_rules, read_config
 from services.rules.sdk import Timer
-from services.rules.settings import DEFAULT_RULES_FILE
+from services.rules.settings import DEFAULT_JOURNEYS_DIR, DEFAULT_RULES_FILE
 from services.rules.state import CustomerState, SubjectState
 from services.rules.store import (
     InMemorySubjectStore,
@@ -87,10 +91,43 @@ def history(customers: int) -> list[StoredRecord]:
     return records
 
 
-def engine(subjects: SubjectStore, timers: TimerStore, now: list[datetime]) -> RulesEngine:
+# a journey every customer of the history enters (its first order), beside the shipped three
+BENCH_JOURNEY = {
+    "name": "bench-first-order",
+    "subject": "customer",
+    "trigger": {"event": "customer.interaction", "when": 'event.kind == "order"'},
+    "goal": {"when": "subject.orders > 3"},
+    "exits": [{"when": 'subject.tier == "C"'}],
+    "steps": [
+        {"id": "thanks", "send": {"to": "customer", "template": "birthday_greeting"}},
+        {"id": "week", "wait": {"for": "7d"}},
+        {"id": "call", "send": {"kind": "task", "to": "owner", "template": "channel_checkin"}},
+    ],
+}
+
+
+def journeys_on() -> list[Published]:
+    """The shipped journeys and :data:`BENCH_JOURNEY`, switched on."""
+    found = [
+        validate(parse_document(path.read_text(encoding="utf-8"), path.name))
+        for path in journey_files(DEFAULT_JOURNEYS_DIR)
+    ]
+    return [Published(j.name, 1, j, enabled=True) for j in [*found, validate(BENCH_JOURNEY)]]
+
+
+def engine(
+    subjects: SubjectStore,
+    timers: TimerStore,
+    now: list[datetime],
+    journeys: list[Published] | None = None,
+) -> RulesEngine:
     config = read_config(DEFAULT_RULES_FILE)
+    rules = load_rules(config)
+    for rule in rules:
+        if isinstance(rule, Journeys) and journeys:
+            rule.catalog.replace(journeys, [])
     return RulesEngine(
-        load_rules(config),
+        rules,
         subjects,
         timers,
         events_topic="events",
@@ -100,9 +137,14 @@ def engine(subjects: SubjectStore, timers: TimerStore, now: list[datetime]) -> R
     )
 
 
-async def events_per_second(subjects: SubjectStore, timers: TimerStore, customers: int) -> float:
+async def events_per_second(
+    subjects: SubjectStore,
+    timers: TimerStore,
+    customers: int,
+    journeys: list[Published] | None = None,
+) -> float:
     records = history(customers)
-    e = engine(subjects, timers, [NOW])
+    e = engine(subjects, timers, [NOW], journeys)
     started = time.perf_counter()
     for i in range(0, len(records), 500):
         await e.handle(records[i : i + 500])
@@ -179,6 +221,14 @@ async def run(customers: int, due: int) -> None:
     print(f"rules engine, {customers} customers x 3 events; {due} timers due")
     memory_rate = await events_per_second(InMemorySubjectStore(), InMemoryTimerStore(), customers)
     print(f"  events evaluated, in-memory stores:   {memory_rate:>9,.0f} events/s")
+    on = journeys_on()
+    with_journeys = await events_per_second(
+        InMemorySubjectStore(), InMemoryTimerStore(), customers, on
+    )
+    print(
+        f"  ... with {len(on)} journeys switched on: {with_journeys:>9,.0f} events/s "
+        f"({with_journeys / memory_rate:.2f} of none; every customer enters one)"
+    )
     memory_fire, _ = await timers_per_second(InMemorySubjectStore(), InMemoryTimerStore(), due)
     print(f"  timers fired, in-memory stores:       {memory_fire:>9,.0f} timers/s")
     with ephemeral_stack("bench-rules") as stack:

@@ -6,6 +6,8 @@ anything but the values handed in. On top of CEL's own guarantees a definition i
 expression
 
 * names anything but ``subject``, ``event`` and ``now`` (:data:`NAMES`),
+* reads a field of ``subject`` that is not documented (:data:`SUBJECT_FIELDS`), or any field
+  whose name begins with ``_``,
 * calls a function or method that is not in :data:`FUNCTIONS` / :data:`METHODS`,
 * uses a comprehension macro (``all``, ``exists``, ``exists_one``, ``map``, ``filter``): there
   are no loops of any kind, so every condition runs in time linear in its length,
@@ -53,6 +55,35 @@ METHODS = frozenset(
     }
 )
 MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+SUBJECT_FIELDS = frozenset(
+    {
+        "id",
+        "kind",
+        "name",
+        "timezone",
+        "locale",
+        "owner",
+        "region",
+        "tier",
+        "tags",
+        "attributes",
+        "orders",
+        "last_order_at",
+        "assigned_at",
+        "open_tasks",
+        "at_risk",
+        "churn_risk",
+        "order_value",
+        "first_order_at",
+        "last_interaction_at",
+        "birthday",
+        "customer_since",
+        "channel",
+        "marketing_opt_in",
+        "contracts",
+        "active",
+    }
+)  # the keys of :func:`subject_view`
 MAX_LENGTH = 1000
 
 _ENV = celpy.Environment()
@@ -69,6 +100,7 @@ class Condition:
 
     source: str
     program: Any
+    names: frozenset[str] = NAMES  # the names it reads: only those need building
 
     def test(self, values: Mapping[str, Any]) -> bool:
         try:
@@ -103,7 +135,18 @@ def compile_condition(source: str) -> Condition:
     problems = sorted(_problems(tree))
     if problems:
         raise ExpressionError("; ".join(problems))
-    return Condition(source, _ENV.program(tree))
+    return Condition(source, _ENV.program(tree), frozenset(_names(tree)))
+
+
+def _names(tree: lark.Tree[Any]) -> set[str]:
+    return {
+        str(node.children[0].children[0])
+        for node in tree.iter_subtrees()
+        if node.data == "primary"
+        and node.children
+        and isinstance(node.children[0], lark.Tree)
+        and node.children[0].data == "ident"
+    }
 
 
 def _problems(tree: lark.Tree[Any]) -> set[str]:
@@ -121,6 +164,12 @@ def _problems(tree: lark.Tree[Any]) -> set[str]:
                     found.add(f"function {name!r} is not allowed")
             elif isinstance(child, lark.Tree) and child.data == "dot_ident_arg":
                 found.add("qualified function calls are not allowed")
+        elif node.data == "member_dot" and len(node.children) > 1:
+            name = str(node.children[1])
+            if name.startswith("_"):
+                found.add(f"field {name!r} is not allowed")
+            elif _is_name(node.children[0], "subject") and name not in SUBJECT_FIELDS:
+                found.add(f"subject has no field {name!r} (see docs/journeys.md)")
         elif node.data == "member_dot_arg" and len(node.children) > 1:
             name = str(node.children[1])
             if name in MACROS:
@@ -128,6 +177,22 @@ def _problems(tree: lark.Tree[Any]) -> set[str]:
             elif name not in METHODS:
                 found.add(f"method {name!r} is not allowed")
     return found
+
+
+def _is_name(node: Any, name: str) -> bool:
+    """Whether ``node`` (a ``member``) is the bare name ``name``."""
+    if not (isinstance(node, lark.Tree) and node.data == "member" and node.children):
+        return False
+    primary = node.children[0]
+    if not (isinstance(primary, lark.Tree) and primary.data == "primary" and primary.children):
+        return False
+    ident = primary.children[0]
+    return (
+        isinstance(ident, lark.Tree)
+        and ident.data == "ident"
+        and bool(ident.children)
+        and str(ident.children[0]) == name
+    )
 
 
 def to_cel(value: Any) -> Any:

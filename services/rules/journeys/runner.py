@@ -232,10 +232,11 @@ class _Run:
         if source is None:
             return True
         try:
-            if "subject" not in self.views:
+            condition = compile_condition(source)
+            if "subject" in condition.names and "subject" not in self.views:
                 self.views["subject"] = to_cel(subject_view(self.subject))
-            activation = values(self.subject, self.at, event, self.views["subject"])
-            return compile_condition(source).test(activation)
+            activation = values(self.subject, self.at, event, self.views.get("subject", {}))
+            return condition.test(activation)
         except EvaluationError as exc:
             if self.observed:
                 CONDITION_ERRORS.labels(self.catalog.label(self.name)).inc()
