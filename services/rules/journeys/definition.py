@@ -307,25 +307,9 @@ class Journey(_Part):
 
     @model_validator(mode="after")
     def _flow(self) -> Self:
-        errors = []
-        ids = [s.id for s in self.steps]
-        seen: set[str] = set()
-        for index, step in enumerate(self.steps):
-            if step.id in seen:
-                errors.append(f"steps.{index}.id: {step.id!r} is used by an earlier step")
-            seen.add(step.id)
-            for field, target in _targets(step):
-                if target == "next":
-                    continue
-                if target not in ids:
-                    errors.append(f"steps.{index}.{field}: no step {target!r}")
-                elif ids.index(target) <= index:
-                    errors.append(
-                        f"steps.{index}.{field}: {target!r} is not a later step (journeys only "
-                        "move forward)"
-                    )
+        errors = _flow_errors([(s.id, _targets(s)) for s in self.steps])
         if errors:
-            raise ValueError("; ".join(errors))
+            raise ValueError("; ".join(f"{e['path']}: {e['message']}" for e in errors))
         return self
 
     def index_of(self, target: str, after: int) -> int:
@@ -342,6 +326,48 @@ class Journey(_Part):
         model = resolve_type(step.type)
         assert model is not None  # validated
         return model
+
+
+def _flow_errors(
+    steps: list[tuple[str | None, list[tuple[str, str]]]],
+) -> list[dict[str, str]]:
+    """Duplicate step ids and targets that are not later steps, from each step's id (``None``:
+    it has none) and its (field, target) pairs."""
+    errors = []
+    ids = [step_id for step_id, _ in steps]
+    seen: set[str] = set()
+    for index, (step_id, targets) in enumerate(steps):
+        if step_id is None:
+            pass
+        elif step_id in seen:
+            errors.append(
+                {"path": f"steps.{index}.id", "message": f"{step_id!r} is used by an earlier step"}
+            )
+        else:
+            seen.add(step_id)
+        for field, target in targets:
+            if target == "next":
+                continue
+            if target not in ids:
+                errors.append({"path": f"steps.{index}.{field}", "message": f"no step {target!r}"})
+            elif ids.index(target) <= index:
+                errors.append(
+                    {
+                        "path": f"steps.{index}.{field}",
+                        "message": f"{target!r} is not a later step (journeys only move forward)",
+                    }
+                )
+    return errors
+
+
+def _raw_targets(step: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """:func:`_targets` of a step as written (before it validated)."""
+    found = []
+    for kind, fields in (("wait_for", ("on_event", "on_timeout")), ("branch", ("then", "else"))):
+        part = step.get(kind)
+        if isinstance(part, Mapping):
+            found += [(f"{kind}.{f}", str(part.get(f, "next"))) for f in fields]
+    return found
 
 
 def _targets(step: Step) -> list[tuple[str, str]]:
@@ -366,35 +392,65 @@ class Invalid(ValueError):
 def validate(document: Mapping[str, Any], template_root: Path | None = None) -> Journey:
     """The journey in ``document``, or :class:`Invalid` with every error and its path. With
     ``template_root``, the templates its sends name must exist there."""
+    errors: list[dict[str, str]] = []
     try:
-        journey = Journey.model_validate(dict(document))
+        journey: Journey | None = Journey.model_validate(dict(document))
     except ValidationError as exc:
-        raise Invalid([entry for e in exc.errors() for entry in _errors(e)]) from None
-    errors = []
-    if template_root is not None:
-        for index, step in enumerate(journey.steps):
-            if step.send is not None and missing_templates(
-                [step.send.template_name], template_root
-            ):
-                errors.append(
-                    {
-                        "path": f"steps.{index}.send.template",
-                        "message": f"no template {step.send.template_name!r} in the template store",
-                    }
-                )
-    for index, step in enumerate(journey.steps):
-        if step.emit is not None:
-            errors += _emit_errors(journey, index, step.emit)
-    if errors:
+        # the checks of the whole journey (step ids, targets) and of each step that validated
+        # run all the same: every error is reported at once, not the first kind found
+        journey = None
+        errors = [entry for e in exc.errors() for entry in _errors(e)]
+        errors += [e for e in _flow_errors_of(document) if e not in errors]
+    subject = journey.subject if journey else document.get("subject")
+    for index, step in _steps_that_validate(journey, document):
+        send = step.send
+        if (
+            template_root is not None
+            and send
+            and missing_templates([send.template_name], template_root)
+        ):
+            errors.append(
+                {
+                    "path": f"steps.{index}.send.template",
+                    "message": f"no template {send.template_name!r} in the template store",
+                }
+            )
+        if step.emit is not None and subject in ("customer", "channel"):
+            errors += _emit_errors(str(subject), index, step.emit)
+    if errors or journey is None:
         raise Invalid(errors)
     return journey
 
 
-def _emit_errors(journey: Journey, index: int, emit: EmitEvent) -> list[dict[str, str]]:
+def _flow_errors_of(document: Mapping[str, Any]) -> list[dict[str, str]]:
+    steps = document.get("steps")
+    if not isinstance(steps, list) or not all(isinstance(s, Mapping) for s in steps):
+        return []
+    return _flow_errors(
+        [(s["id"] if isinstance(s.get("id"), str) else None, _raw_targets(s)) for s in steps]
+    )
+
+
+def _steps_that_validate(
+    journey: Journey | None, document: Mapping[str, Any]
+) -> list[tuple[int, Step]]:
+    if journey is not None:
+        return list(enumerate(journey.steps))
+    steps = document.get("steps")
+    found = []
+    for index, raw in enumerate(steps if isinstance(steps, list) else []):
+        try:
+            found.append((index, Step.model_validate(raw)))
+        except ValidationError:
+            continue  # reported with the journey's errors
+    return found
+
+
+def _emit_errors(kind: str, index: int, emit: EmitEvent) -> list[dict[str, str]]:
     """An emitted event must validate once the subject and time are filled in."""
     from services.rules.journeys.runner import emitted_payload  # the runner fills the same way
 
-    subject = f"{journey.subject}:SAMPLE-1"
+    subject = f"{kind}:SAMPLE-1"
     try:
         emitted_payload(emit, subject, _SAMPLE_TIME)
     except ValidationError as exc:
@@ -432,7 +488,29 @@ def parse_document(text: str, source: str = "<text>") -> dict[str, Any]:
         ) from None
     if not isinstance(loaded, dict):
         raise Invalid([{"path": "(document)", "message": f"{source}: expected a mapping"}])
+    if _too_big(loaded):  # YAML aliases can make a small text a huge document
+        raise Invalid(
+            [{"path": "(document)", "message": f"{source}: more than {MAX_NODES} values"}]
+        )
     return loaded
+
+
+MAX_NODES = 20_000  # values in one document, aliases expanded (a journey has a few hundred)
+
+
+def _too_big(document: Any) -> bool:
+    """Whether ``document`` holds more than :data:`MAX_NODES` values (stops counting there)."""
+    pending, count = [document], 0
+    while pending:
+        value = pending.pop()
+        count += 1
+        if count > MAX_NODES:
+            return True
+        if isinstance(value, dict):
+            pending += value.values()
+        elif isinstance(value, list):
+            pending += value
+    return False
 
 
 def schema() -> dict[str, Any]:
