@@ -21,6 +21,11 @@ atomic write:
 If the conditional update finds the offset moved (another writer: a zombie replica), the batch
 fails with a transient error and is recomputed from fresh reads.
 
+**Scoped facts.** A fact with a ``scope`` (a journey's: its steps mean something only within
+it) is counted in the buckets of that one dimension's value and not overall, and also in one
+all-time bucket of it (granularity ``total``, starting at :data:`ALL_TIME`), under the same three
+rules; the journeys' figures without a window are read from there.
+
 **Retention.** A claim of one occurrence carries ``claimed_at`` and a TTL index deletes it the
 replay horizon plus its grace later (:mod:`shared.retention`): by then every record that could
 carry it is gone from the topics. Claims that distinct records share
@@ -50,6 +55,8 @@ from shared.settings import DEFAULT_REPLAY_HORIZON_DAYS
 
 GRANULARITIES = ("hour", "day")  # stored
 ROLLUPS = ("week", "month")  # summed from the days when asked
+TOTAL = "total"  # the all-time bucket of a scoped fact's value
+ALL_TIME = datetime(1970, 1, 1, tzinfo=UTC)  # where it starts
 DIMENSIONS = ("rule", "kind", "owner", "channel", "tier", "team")
 SUBJECT_KINDS = ("customer", "channel")  # what may be owned
 
@@ -197,10 +204,18 @@ class Aggregates:
     ) -> int:
         """Count a batch; returns how many facts counted (new, or redelivered from their own
         record). ``attribution`` is what is known now about each fact's subject."""
+        return len(await self.count(placed, attribution))
+
+    async def count(
+        self, placed: Sequence[Placed], attribution: Mapping[str, dict[str, str]]
+    ) -> list[Placed]:
+        """As :meth:`apply`, returning the facts that counted, each with the record that
+        carries it: a fact whose claim is another record's (a copy published again) is not
+        among them, and of the same identity twice in the batch only the first is."""
         counted = await self._claim(placed, attribution)
         if counted:
             await self._add(counted)
-        return len(counted)
+        return [p for p, _ in counted]
 
     async def _claim(
         self, placed: Sequence[Placed], attribution: Mapping[str, dict[str, str]]
@@ -252,12 +267,18 @@ class Aggregates:
         plan: dict[str, dict[str, list[tuple[int, Fact]]]] = defaultdict(lambda: defaultdict(list))
         meta: dict[str, dict[str, Any]] = {}
         for p, dims in counted:
-            for granularity in GRANULARITIES:
-                start = bucket_start(p.fact.at, granularity, self._tz)
-                for dim, value in [
-                    ("all", "*"),
-                    *((d, dims[d]) for d in DIMENSIONS if dims.get(d)),
-                ]:
+            scope = p.fact.scope
+            if scope is None:
+                targets = [("all", "*"), *((d, dims[d]) for d in DIMENSIONS if dims.get(d))]
+            else:
+                targets = [(scope, dims[scope])] if dims.get(scope) else []
+            for granularity in (*GRANULARITIES, TOTAL) if scope else GRANULARITIES:
+                start = (
+                    ALL_TIME
+                    if granularity == TOTAL
+                    else bucket_start(p.fact.at, granularity, self._tz)
+                )
+                for dim, value in targets:
                     key = bucket_id(granularity, start, dim, value)
                     plan[key][p.source].append((p.offset, p.fact))
                     meta[key] = {"g": granularity, "start": start, "dim": dim, "value": value}

@@ -1,6 +1,6 @@
 """The analytics JSON API: time series of every counter by dimension and period, the maintenance
-report, the manual work saved, CSV export; and the people side: the task summary, open and
-overdue tasks, revisit compliance, and the subjects without owner."""
+report, the manual work saved, CSV export; the people side: the task summary, open and
+overdue tasks, revisit compliance, and the subjects without owner; and the journeys' funnels."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from services.analytics.funnels import JourneyDetail, JourneyFigures, JourneySummary
 from services.analytics.readmodels import LIST_LIMIT
 from services.analytics.report import (
     People,
@@ -28,6 +29,7 @@ from services.analytics.report import (
 
 Granularity = Literal["hour", "day", "week", "month"]
 Dimension = Literal["all", "rule", "kind", "owner", "channel", "tier", "team"]
+SeriesDimension = Literal["all", "rule", "kind", "owner", "channel", "tier", "team", "journey"]
 RevisitDimension = Literal["all", "owner", "team", "tier"]
 
 
@@ -49,7 +51,7 @@ def analytics_router(reporting: Reporting) -> APIRouter:
     @router.get("/series", response_model=list[Row], summary="Counters per bucket")
     async def series(
         granularity: Granularity = "day",
-        dim: Dimension = "all",
+        dim: SeriesDimension = "all",
         value: str | None = None,
         since: Annotated[datetime | None, Query(alias="from")] = None,
         until: Annotated[datetime | None, Query(alias="to")] = None,
@@ -60,7 +62,7 @@ def analytics_router(reporting: Reporting) -> APIRouter:
     @router.get("/series.csv", summary="Counters per bucket, as CSV")
     async def series_csv(
         granularity: Granularity = "day",
-        dim: Dimension = "all",
+        dim: SeriesDimension = "all",
         value: str | None = None,
         since: Annotated[datetime | None, Query(alias="from")] = None,
         until: Annotated[datetime | None, Query(alias="to")] = None,
@@ -102,6 +104,8 @@ def analytics_router(reporting: Reporting) -> APIRouter:
 
     if reporting.people is not None:
         router.include_router(people_router(reporting, reporting.people, window))
+    if reporting.journeys is not None:
+        router.include_router(journeys_router(reporting.journeys))
     return router
 
 
@@ -151,5 +155,43 @@ def people_router(
     async def unowned() -> Unowned:
         """How many customers have no owner, and channels no manager, now."""
         return await people.unowned()
+
+    return router
+
+
+def journeys_router(figures: JourneyFigures) -> APIRouter:
+    router = APIRouter()
+
+    def window(
+        since: datetime | None, until: datetime | None
+    ) -> tuple[datetime | None, datetime | None]:
+        """All time without ``from`` and ``to``; else from ``from`` (all time) to ``to`` (now)."""
+        if since is None and until is None:
+            return None, None
+        until = until or datetime.now(UTC) + timedelta(days=1)
+        return since or datetime(1970, 1, 1, tzinfo=UTC), until
+
+    @router.get("/journeys", response_model=list[JourneySummary], summary="Journeys")
+    async def journeys(
+        since: Annotated[datetime | None, Query(alias="from")] = None,
+        until: Annotated[datetime | None, Query(alias="to")] = None,
+    ) -> list[JourneySummary]:
+        """Every journey seen, by name: the runs that entered and that left (by reason), the
+        conversion rate (converted / entered) and the runs in it now. All time, or in the
+        window from ``from`` to ``to``."""
+        return await figures.summaries(*window(since, until))
+
+    @router.get("/journeys/{name}", response_model=JourneyDetail, summary="A journey and its steps")
+    async def journey(
+        name: Annotated[str, Path(max_length=64)],
+        since: Annotated[datetime | None, Query(alias="from")] = None,
+        until: Annotated[datetime | None, Query(alias="to")] = None,
+    ) -> JourneyDetail:
+        """A journey's totals, per version, and its steps in the order they were first seen:
+        completions, sends, unrouted sends, outcomes and the runs waiting at each now."""
+        found = await figures.detail(name, *window(since, until))
+        if found is None:
+            raise HTTPException(status_code=404, detail=f"no journey {name!r}")
+        return found
 
     return router

@@ -3,7 +3,8 @@ nothing to download — in English or Chinese (``?lang=zh`` or the browser's lan
 
 Pages: overview (the maintenance report, tasks, revisit compliance and subjects without owner,
 daily activity, manual work saved by month), channels (with their health week by week), owners,
-rules, tasks (open and overdue, by owner and team, the oldest first), and the customers at risk.
+rules, tasks (open and overdue, by owner and team, the oldest first), journeys (their runs and
+each one's steps as a funnel: :mod:`services.analytics.journey_views`), and the customers at risk.
 
 Python shapes the data into plain values; the HTML is in ``templates/`` (see ``base.html``),
 rendered with autoescaping: every value from data is escaped by Jinja, none by hand. The labels
@@ -22,6 +23,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from services.analytics import journey_views
 from services.analytics.aggregates import Attribution, totals
 from services.analytics.labels import TEXT
 from services.analytics.report import Reporting
@@ -63,7 +65,7 @@ COLUMNS = {
 }
 NAV = [
     ("overview", "/"),
-    *((key, f"/{key}") for key in ("channels", "owners", "rules", "tasks", "at-risk")),
+    *((key, f"/{key}") for key in ("channels", "owners", "rules", "tasks", "journeys", "at-risk")),
 ]
 HTML_LANG = {"en": "en", "zh": "zh-CN"}
 SWITCH = {"en": ("zh", "中文"), "zh": ("en", "English")}  # the other language, in its own words
@@ -87,6 +89,7 @@ PEOPLE_CARDS = [
     "unowned_channels",
 ]
 TASKS_SHOWN = 200  # the open tasks the tasks page lists
+JOURNEYS_SHOWN = 20  # the journeys whose steps the journeys page draws
 COLORS = ["#2680c2", "#3ebd93", "#e12d39", "#f0b429"]
 
 # One environment for the process, as the notifier's: the immutable sandbox, strict undefined
@@ -155,9 +158,9 @@ def dashboard_router(
     router = APIRouter(include_in_schema=False)
     aggregates = reporting.aggregates
     # compiled once, here: a template that does not compile stops the service at start-up
-    overview_page, dimension_page, channels_page, at_risk_page, tasks_page = (
+    overview_page, dimension_page, channels_page, at_risk_page, tasks_page, journeys_page = (
         ENVIRONMENT.get_template(f"{name}.html")
-        for name in ("overview", "dimension", "channels", "at_risk", "tasks")
+        for name in ("overview", "dimension", "channels", "at_risk", "tasks", "journeys")
     )
     people = reporting.people
     tz = zone(aggregates.timezone)
@@ -313,6 +316,28 @@ def dashboard_router(
             by_owner=load_table(t["owner"], summary.by_owner),
             by_team=load_table(t["team"], summary.by_team),
             listed=_table([*head, t["level"]], rows),
+        )
+
+    @router.get("/journeys", response_class=HTMLResponse)
+    async def journeys(request: Request) -> HTMLResponse:
+        """Each journey's runs in the window and now, and its steps as a funnel (the first
+        :data:`JOURNEYS_SHOWN`; ``?journey=`` for one of them)."""
+        lang = language(request)
+        since, until = window(request)
+        figures = reporting.journeys
+        found = await figures.summaries(since, until) if figures is not None else []
+        asked = request.query_params.get("journey") or None
+        details = []
+        for j in [j for j in found if asked in (None, j.journey)][:JOURNEYS_SHOWN]:
+            detail = await figures.detail(j.journey, since, until) if figures else None
+            details += [detail] if detail is not None else []
+        return render(
+            journeys_page,
+            lang,
+            "journeys",
+            since=f"{since:%Y-%m-%d}",
+            until=f"{until:%Y-%m-%d}",
+            **journey_views.page(TEXT[lang], found, details),
         )
 
     @router.get("/at-risk", response_class=HTMLResponse)

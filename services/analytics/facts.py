@@ -6,7 +6,9 @@ are integers: money is counted in minor units per currency (``order_value.EUR`` 
 
 * ``upkeep.events.v1`` — events by type; orders and order value; new customers; renewals
   renewed and lost; customers at risk and recovered; tier changes; assignments by reason and
-  reassignments; tasks created, completed, snoozed, reassigned, overdue and escalated (by level).
+  reassignments; tasks created, completed, snoozed, reassigned, overdue and escalated (by level);
+  journeys' runs entered and left (by reason, per version) and their steps completed (by
+  outcome), counted in the buckets of their journey only (``scope``).
 * ``upkeep.actions.v1`` — actions by rule and kind; renewals due (one per contract term named
   by an action's ``term``); channels flagged (``purpose`` ``channel_alert``).
 * ``upkeep.deliveries.v1`` — final outcomes by kind and rule; automated and manual touches;
@@ -17,7 +19,8 @@ Records written before actions carried ``purpose`` and ``term`` are read by
 
 A record may also be a :class:`Touch` of a contract term (a reminder sent, a renewal), from
 which :mod:`services.analytics.conversions` finds reminders followed by a renewal, and a task or
-revisit event that changes a read model of :mod:`services.analytics.people`.
+revisit event that changes a read model of :mod:`services.analytics.people`, or a journey's event
+that moves a run of :mod:`services.analytics.journeys`.
 
 A task's facts are about ``task:<id>``: the handler attributes them to the task's owner and team
 as the tasks read model knows them (a completion does not say whose task it was).
@@ -33,6 +36,13 @@ import orjson
 from pydantic import ValidationError
 
 from services.analytics import legacy
+from services.analytics.journeys import (
+    JOURNEY_EVENTS,
+    JourneyEvent,
+    entry_counters,
+    leave_counters,
+    step_counters,
+)
 from services.analytics.people import TASK_EVENTS, Revisit, TaskEvent
 from shared.events.actions import ActionMessage, ContractTerm
 from shared.events.deliveries import DeliveryMessage
@@ -49,6 +59,8 @@ from shared.events.types import (
     CustomerTierChanged,
     CustomerUpserted,
     EventPayload,
+    JourneyEntered,
+    JourneyStepCompleted,
     RevisitStatusChanged,
     TaskCompleted,
     TaskCreated,
@@ -81,6 +93,9 @@ class Fact:
     counters: dict[str, int]
     subject: str | None = None  # whose owner, channel and tier the fact is attributed to
     dims: dict[str, str] = field(default_factory=dict)  # known from the record itself
+    # the one dimension whose buckets count the fact (None: overall and every dimension it is
+    # attributed by); a scoped fact is also kept in an all-time bucket of its value
+    scope: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +168,7 @@ def event_facts(event: CanonicalEvent, payload: EventPayload) -> list[Fact]:
         add(f"assigned:{event.dedup_key}", counters, **{k: v for k, v in dims.items() if v})
     else:
         facts += task_facts(event, payload)
+        facts += journey_facts(event, payload)
     return facts
 
 
@@ -183,6 +199,26 @@ def task_facts(event: CanonicalEvent, payload: EventPayload) -> list[Fact]:
         identity = f"task-escalated:{payload.task_id}:{payload.level}"
         counters = {"tasks.escalated": 1, f"tasks.escalated.level_{payload.level}": 1}
     return [Fact(identity, event.time, counters, task, {k: v for k, v in dims.items() if v})]
+
+
+def journey_identity(event: CanonicalEvent) -> str:
+    return f"journey:{event.dedup_key}"
+
+
+def journey_facts(event: CanonicalEvent, payload: EventPayload) -> list[Fact]:
+    """One per journey event (by its id): a run entered, a step completed, a run left. Counted
+    in the buckets of dimension ``journey`` (the journey's name) and nowhere else: a step's
+    counters mean something only within its journey."""
+    if not isinstance(payload, JOURNEY_EVENTS):
+        return []
+    if isinstance(payload, JourneyEntered):
+        counters = entry_counters(payload.version)
+    elif isinstance(payload, JourneyStepCompleted):
+        counters = step_counters(payload.step, payload.outcome)
+    else:
+        counters = leave_counters(payload.version, payload.reason)
+    dims = {"journey": payload.journey}
+    return [Fact(journey_identity(event), event.time, counters, None, dims, scope="journey")]
 
 
 def action_facts(action: ActionMessage) -> list[Fact]:
@@ -269,6 +305,7 @@ class Read:
     touch: Touch | None = None
     task: TaskEvent | None = None
     revisit: Revisit | None = None
+    journey: tuple[JourneyEvent, str] | None = None  # and the identity of its fact
 
 
 def read(topic_kind: str, value: bytes | None) -> Read:
@@ -292,7 +329,10 @@ def read(topic_kind: str, value: bytes | None) -> Read:
             if isinstance(payload, RevisitStatusChanged):
                 revisit = Revisit.of(payload, event.dedup_key)
             facts = event_facts(event, payload)
-            return Read(facts, attribution_of(payload), touch, task, revisit)
+            journey = None
+            if isinstance(payload, JOURNEY_EVENTS):
+                journey = (payload, journey_identity(event))
+            return Read(facts, attribution_of(payload), touch, task, revisit, journey)
         if topic_kind == "actions":
             return Read(action_facts(ActionMessage.model_validate_json(value or b"")))
         delivery = DeliveryMessage.model_validate_json(value or b"")

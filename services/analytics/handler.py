@@ -11,8 +11,9 @@ from prometheus_client import Counter
 from services.analytics.aggregates import Aggregates, Attribution, Placed
 from services.analytics.conversions import Conversions
 from services.analytics.facts import Touch, Unreadable, read
+from services.analytics.journeys import JourneyEvent, Seen
 from services.analytics.people import Revisit, TaskEvent
-from services.analytics.readmodels import Revisits, Tasks
+from services.analytics.readmodels import Journeys, Revisits, Tasks
 from shared.kafka.messages import DeadLetter, HandlerResult, Record
 from shared.metrics import preinit
 from shared.settings import TopicSettings
@@ -34,9 +35,11 @@ class AnalyticsHandler:
         tasks: Tasks,
         revisits: Revisits,
         topics: TopicSettings,
+        journeys: Journeys | None = None,
     ) -> None:
         self._aggregates, self._attribution = aggregates, attribution
         self._conversions, self._tasks, self._revisits = conversions, tasks, revisits
+        self._journeys = journeys
         self._kinds = {
             topics.events: "events",
             topics.actions: "actions",
@@ -50,6 +53,7 @@ class AnalyticsHandler:
         changes: dict[str, dict[str, str]] = {}
         task_events: list[TaskEvent] = []
         statuses: list[Revisit] = []
+        journey_events: list[tuple[JourneyEvent, Placed]] = []
         for record in records:
             kind = self._kinds.get(record.topic)
             if kind is None:
@@ -72,6 +76,12 @@ class AnalyticsHandler:
                 task_events.append(found.task)
             if found.revisit is not None:
                 statuses.append(found.revisit)
+            if found.journey is not None:
+                payload, identity = found.journey
+                fact = next(f for f in found.facts if f.identity == identity)
+                journey_events.append(
+                    (payload, Placed(fact, record.topic, record.partition, record.offset))
+                )
         await self._attribution.update(changes)  # before the facts: an event attributes itself
         applied = await self._tasks.apply(task_events)  # and a task (its completion names no
         # owner: its owner and team are the read model's)
@@ -88,7 +98,19 @@ class AnalyticsHandler:
         for task_id, task in tasks.items():  # the task's subject's, then its owner and team
             dims = {**known.get(task.about, {}), "owner": task.owner or "", "team": task.team or ""}
             known[f"task:{task_id}"] = {k: v for k, v in dims.items() if v}
-        counted = await self._aggregates.apply(placed, known)
+        applied_facts = await self._aggregates.count(placed, known)
+        if self._journeys is not None and journey_events:
+            # a run moves only by an event read from the record that first carried it: a copy
+            # published again later (its claim is the first record's) must not move it back
+            mine = {(p.fact.identity, p.partition, p.offset) for p in applied_facts}
+            await self._journeys.apply(
+                [
+                    (event, Seen(p.partition, p.offset, p.fact.at))
+                    for event, p in journey_events
+                    if (p.fact.identity, p.partition, p.offset) in mine
+                ]
+            )
+        counted = len(applied_facts)
         repeats = len({p.fact.identity for p in placed}) - counted
         result.after_commit.append(lambda: FACTS.labels("counted").inc(counted))
         result.after_commit.append(lambda: FACTS.labels("repeat").inc(repeats))

@@ -1,5 +1,7 @@
-"""The tasks and revisits read models in MongoDB (``analytics_tasks``, ``analytics_revisits``):
-one document per task id and per subject, folded by :mod:`services.analytics.people`.
+"""The tasks, revisits and journeys read models in MongoDB (``analytics_tasks``,
+``analytics_revisits``, ``analytics_journey_runs``): one document per task id, per subject and
+per journey run, folded by :mod:`services.analytics.people` and :mod:`services.analytics.journeys`;
+and one document per journey (``analytics_journeys``) with the first position of each step.
 
 **Why they are exact under redelivery and replay.** A batch reads the documents it touches,
 folds its events into them in memory, and writes back only the documents that changed. The
@@ -7,7 +9,9 @@ fold is idempotent and order-free, so an event seen again changes nothing and wr
 Each write is conditional on the revision it read (``rev``; a new document: that none exists);
 if another writer got there first (a zombie replica), the batch fails with
 :class:`~services.analytics.aggregates.GuardMoved`, a transient error, and is folded again from
-fresh reads. Nothing here expires: a task or a subject's status is kept as long as analytics is.
+fresh reads. A journey's document only takes minima (``$min``), which is order-free and
+idempotent by itself. Nothing here expires: a task, a subject's status or a run is kept as long as
+analytics is.
 """
 
 from __future__ import annotations
@@ -18,16 +22,18 @@ from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from pymongo import ASCENDING, InsertOne, ReplaceOne
+from pymongo import ASCENDING, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
+from services.analytics import journeys
 from services.analytics.aggregates import GuardMoved
+from services.analytics.journeys import Journey, JourneyEvent, Run, Seen, run_key
 from services.analytics.people import Revisit, Task, TaskEvent, fold_all, latest
 from shared.mongo import Document
 
 LIST_LIMIT = 1000  # the most tasks one list answers with
-_Model = TypeVar("_Model", Task, Revisit)
+_Model = TypeVar("_Model", Task, Revisit, Run)
 
 
 class Tasks(abc.ABC):
@@ -77,12 +83,39 @@ def _utc(value: Any) -> Any:
     return value.replace(tzinfo=UTC) if isinstance(value, datetime) and not value.tzinfo else value
 
 
-def to_doc(model: Task | Revisit, key: str) -> Document:
+class Journeys(abc.ABC):
+    """The journeys seen and where their runs are: one :class:`Run` per journey run."""
+
+    @abc.abstractmethod
+    async def apply(self, events: Sequence[tuple[JourneyEvent, Seen]]) -> None:
+        """Fold a batch's journey events, each with the record that first carried it
+        (idempotent and order-free: an event seen before changes nothing)."""
+
+    @abc.abstractmethod
+    async def known(self) -> list[Journey]:
+        """Every journey seen, by name."""
+
+    @abc.abstractmethod
+    async def get(self, name: str) -> Journey | None: ...
+
+    @abc.abstractmethod
+    async def waiting(self, name: str, steps: Iterable[str]) -> dict[str, int]:
+        """How many runs of the journey wait at each of ``steps`` now."""
+
+    @abc.abstractmethod
+    async def active(self, name: str) -> int:
+        """How many runs are in the journey now (at a step, or at its start)."""
+
+
+def to_doc(model: Task | Revisit | Run, key: str) -> Document:
     doc: Document = {"_id": key, **asdict(model)}
     if isinstance(model, Task):
         version = model.owner_version
         doc["owner_version"] = list(version) if version else None
         doc["status"], doc["is_overdue"] = model.status, model.overdue  # for the queries
+    if isinstance(model, Run):
+        doc["waiting_at"] = model.waiting_at  # for the queries
+        doc["live"] = model.waiting_at is not None
     return doc
 
 
@@ -198,3 +231,64 @@ class MongoRevisits(Revisits):
     async def all(self) -> list[Revisit]:
         cursor = self._collection.find({})
         return [from_doc(Revisit, {k: _utc(v) for k, v in doc.items()}) async for doc in cursor]
+
+
+class MongoJourneys(Journeys):
+    """``analytics_journeys`` (one document per journey: the first position of each step and
+    of each step's kind, kept with ``$min``) and ``analytics_journey_runs`` (one per run)."""
+
+    def __init__(
+        self, journeys: AsyncCollection[Document], runs: AsyncCollection[Document]
+    ) -> None:
+        self._journeys, self._runs = journeys, runs
+
+    async def ensure_indexes(self) -> None:
+        await self._runs.create_index(
+            [("journey", ASCENDING), ("live", ASCENDING), ("waiting_at", ASCENDING)],
+            name="waiting",
+        )
+
+    async def apply(self, events: Sequence[tuple[JourneyEvent, Seen]]) -> None:
+        if not events:
+            return
+        ops = []
+        for name, seen in journeys.sightings(events).items():
+            least = {"first": seen.first}
+            least |= {f"steps.{step}": at for step, at in seen.steps.items()}
+            least |= {f"kinds.{step}": at for step, at in seen.kinds.items()}
+            ops.append(UpdateOne({"_id": name}, {"$min": least}, upsert=True))
+        try:
+            await self._journeys.bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
+            # another replica inserted the same journey at the same moment: now it exists
+            await self._journeys.bulk_write(ops, ordered=False)
+        keys = {run_key(e.journey, e.run) for e, _ in events}
+        before = await _read(self._runs, keys)
+        runs = {key: from_doc(Run, doc) for key, doc in before.items()}
+        after = journeys.fold_all(runs, events)
+        await _save(self._runs, before, {k: to_doc(r, k) for k, r in after.items()})
+
+    async def known(self) -> list[Journey]:
+        cursor = self._journeys.find({}).sort("_id", ASCENDING)
+        return [_journey(doc) async for doc in cursor]
+
+    async def get(self, name: str) -> Journey | None:
+        doc = await self._journeys.find_one({"_id": name})
+        return _journey(doc) if doc is not None else None
+
+    async def waiting(self, name: str, steps: Iterable[str]) -> dict[str, int]:
+        return {
+            step: await self._runs.count_documents(
+                {"journey": name, "live": True, "waiting_at": step}
+            )
+            for step in dict.fromkeys(steps)
+        }
+
+    async def active(self, name: str) -> int:
+        return await self._runs.count_documents({"journey": name, "live": True})
+
+
+def _journey(doc: Document) -> Journey:
+    return Journey.of(doc["_id"], doc.get("steps", {}), doc.get("kinds", {}))

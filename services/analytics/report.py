@@ -15,6 +15,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from services.analytics.aggregates import Aggregates, Attribution, totals
+from services.analytics.funnels import JourneyFigures
 from services.analytics.people import Load, Revisit, Share, Task, compliance, loads, median_hours
 from services.analytics.readmodels import Revisits, Tasks
 
@@ -205,14 +206,16 @@ class People:
 @dataclass(frozen=True)
 class Reporting:
     """The report over the aggregates, with the configured value of an automated touch:
-    ``minutes_saved`` of manual work per touch, by delivery kind, at ``hourly_cost``; and the
-    people side's figures from the read models (``people``; None: counters only)."""
+    ``minutes_saved`` of manual work per touch, by delivery kind, at ``hourly_cost``; the
+    people side's figures from the read models (``people``; None: counters only); and the
+    journeys' (``journeys``; None: none)."""
 
     aggregates: Aggregates
     minutes_saved: Mapping[str, float]
     hourly_cost: float
     currency: str
     people: People | None = None
+    journeys: JourneyFigures | None = None
 
     def hours_saved(self, counters: Mapping[str, int]) -> float:
         """Manual work the automated touches replaced: touches of each kind x its minutes."""

@@ -12,9 +12,10 @@ from services.analytics.aggregates import Aggregates, MongoAttribution
 from services.analytics.api import analytics_router
 from services.analytics.conversions import Conversions
 from services.analytics.dashboard import dashboard_router
+from services.analytics.funnels import JourneyFigures
 from services.analytics.gauges import refresh_forever
 from services.analytics.handler import AnalyticsHandler
-from services.analytics.readmodels import MongoRevisits, MongoTasks
+from services.analytics.readmodels import MongoJourneys, MongoRevisits, MongoTasks
 from services.analytics.report import People, Reporting
 from services.analytics.settings import AnalyticsSettings
 from shared.http import create_app
@@ -38,16 +39,20 @@ async def build(settings: AnalyticsSettings) -> AsyncIterator[Service]:
     )
     tasks = MongoTasks(db["analytics_tasks"])
     revisits = MongoRevisits(db["analytics_revisits"])
+    journeys = MongoJourneys(db["analytics_journeys"], db["analytics_journey_runs"])
 
     async def ensure_indexes() -> None:
         await aggregates.ensure_indexes()
         await tasks.ensure_indexes()
+        await journeys.ensure_indexes()
 
     indexes = asyncio.create_task(retry_until_done(ensure_indexes), name="analytics-indexes")
     topics = settings.topics
     attribution = MongoAttribution(db["analytics_subjects"])
     conversions = Conversions(db["analytics_contracts"])
-    handler = AnalyticsHandler(aggregates, attribution, conversions, tasks, revisits, topics)
+    handler = AnalyticsHandler(
+        aggregates, attribution, conversions, tasks, revisits, topics, journeys
+    )
     loop = service_loop(
         settings,
         topics=[topics.events, topics.actions, topics.deliveries],
@@ -69,6 +74,7 @@ async def build(settings: AnalyticsSettings) -> AsyncIterator[Service]:
         settings.hourly_cost,
         settings.cost_currency,
         People(tasks, revisits, attribution),
+        JourneyFigures(aggregates, journeys),
     )
     app.include_router(analytics_router(reporting))
     app.include_router(dashboard_router(reporting, attribution))

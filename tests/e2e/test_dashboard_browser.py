@@ -14,6 +14,7 @@ import pytest
 from deploy.local.stack import LocalStack
 from shared.settings import KafkaSettings, TopicSettings
 from tests.e2e.replicas import Replicas
+from tests.integration.test_analytics_journeys import SUMMARY, journey_scenario
 from tests.integration.test_analytics_kafka import ORDERS, publish_all
 from tests.integration.test_analytics_tasks import people_scenario
 from tests.kafka_helpers import publish_events
@@ -62,6 +63,8 @@ async def test_every_dashboard_page_loads_with_data_and_no_console_errors(
         await asyncio.to_thread(procs.start, "a")
         await publish_all(kafka_settings, topics, twice=False)
         await publish_events(kafka_settings, topics.events, people_scenario())
+        for events in journey_scenario():
+            await publish_events(kafka_settings, topics.events, events)
         base = procs.urls["a"]
         window = {"from": "2026-11-01T00:00:00Z", "to": "2026-11-03T00:00:00Z"}
         async with httpx.AsyncClient(base_url=base, timeout=10) as http:
@@ -78,6 +81,11 @@ async def test_every_dashboard_page_loads_with_data_and_no_console_errors(
 
             await eventually(tasks_read, 120, interval=0.5, what="the tasks are not read")
 
+            async def journeys_read() -> bool:
+                return bool((await http.get("/v1/journeys")).json() == [SUMMARY])
+
+            await eventually(journeys_read, 120, interval=0.5, what="the journeys are not read")
+
         span = "from=2026-11-01T00:00:00Z&to=2026-11-03T00:00:00Z"
         pages = {
             f"/?{span}": [
@@ -93,6 +101,13 @@ async def test_every_dashboard_page_loads_with_data_and_no_console_errors(
             f"/rules?{span}": ["<td>renewal</td>"],
             f"/tasks?{span}": ["Open tasks, the oldest first", "<td>T-3</td>", "<td>S-9</td>"],
             "/tasks?lang=zh": ["各负责人待办任务", "<td>T-5</td>"],
+            "/journeys?from=2026-10-26T00:00:00Z&to=2026-11-26T00:00:00Z": [
+                "Journey: onboarding",
+                "<td>onboarding</td><td>12</td><td>1</td><td>2</td><td>2</td><td>5</td>",
+                "<svg",
+                "<td>wait-3d</td><td>wait</td><td>7</td>",
+            ],
+            "/journeys?lang=zh": ["旅程", "当前在途", "（起点）"],
             "/at-risk?lang=zh": ["<td>C-1</td>", "<td>C-2</td>", "流失风险"],
             f"/channels?{span}": ["Channel health, week by week", "<td>CH-2</td>", "⚠", "<svg"],
         }

@@ -18,8 +18,10 @@ from fastapi import FastAPI
 
 from services.analytics.aggregates import Aggregates, Attribution
 from services.analytics.dashboard import ENVIRONMENT, dashboard_router
+from services.analytics.funnels import JourneyFigures
 from services.analytics.labels import TEXT
 from services.analytics.report import People, Reporting
+from tests.unit.analytics.journey_builders import World, entered, onboarding, records, step
 from tests.unit.analytics.people_fakes import FakeTasks, people
 from tests.unit.analytics.test_people import ev
 from tests.unit.analytics.test_people_api import world
@@ -28,7 +30,7 @@ SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=1>'
 QUOTE = "O'Brien & <Co>"
 WINDOW = {"from": "2026-11-01T00:00:00Z", "to": "2026-11-03T00:00:00Z"}
-PAGES = ("/", "/channels", "/owners", "/rules", "/tasks", "/at-risk")
+PAGES = ("/", "/channels", "/owners", "/rules", "/tasks", "/journeys", "/at-risk")
 
 
 def row(
@@ -135,6 +137,7 @@ async def dashboard(
     at_risk: dict[str, dict[str, str]] | None = None,
     currency: str = "EUR",
     found: People | None = None,
+    journeys: JourneyFigures | None = None,
 ) -> AsyncIterator[httpx.AsyncClient]:
     attribution = FakeAttribution(AT_RISK if at_risk is None else at_risk)
     reporting = Reporting(
@@ -143,6 +146,7 @@ async def dashboard(
         40.0,
         currency,
         found,
+        journeys,
     )
     app = FastAPI()
     app.include_router(
@@ -202,6 +206,7 @@ async def test_every_page_has_the_chrome_in_its_language(
         f"/owners?lang={lang}",
         f"/rules?lang={lang}",
         f"/tasks?lang={lang}",
+        f"/journeys?lang={lang}",
         f"/at-risk?lang={lang}",
         "?lang=zh" if lang == "en" else "?lang=en",
     ]
@@ -209,7 +214,8 @@ async def test_every_page_has_the_chrome_in_its_language(
     assert [a["href"] for a in links if a.get("class") == "on"] == [f"{current}?lang={lang}"]
     switch = "中文" if lang == "en" else "English"
     assert f'<a href="{links[-1]["href"]}">{switch}</a></header>' in page
-    names = [t[k] for k in ("overview", "channels", "owners", "rules", "tasks", "at-risk")]
+    pages = ("overview", "channels", "owners", "rules", "tasks", "journeys", "at-risk")
+    names = [t[k] for k in pages]
     assert all(f">{name}</a>" in page for name in names)
 
 
@@ -301,6 +307,7 @@ async def test_empty_data_says_so_on_every_page(lang: str) -> None:
         owners = await get(http, "/owners", lang=lang)
         at_risk = await get(http, "/at-risk", lang=lang)
         tasks = await get(http, "/tasks", lang=lang)
+        journeys = await get(http, "/journeys", lang=lang)
     assert overview.count(none) == 2  # no chart, no months; the counters table is all zeros
     assert "<svg" not in overview
     assert channels.count(none) == 3  # no channels, no chart, no weeks
@@ -308,6 +315,8 @@ async def test_empty_data_says_so_on_every_page(lang: str) -> None:
     assert at_risk.count(none) == 1
     assert "<table>" not in at_risk
     assert tasks.count(none) == 3  # no owners, no teams, no tasks
+    assert journeys.count(none) == 1  # no journeys
+    assert "<svg" not in journeys
 
 
 async def test_a_bad_window_falls_back_to_the_last_31_days() -> None:
@@ -354,6 +363,7 @@ def test_the_templates_escape_and_refuse_a_missing_value() -> None:
         "base.html",
         "channels.html",
         "dimension.html",
+        "journeys.html",
         "macros.html",
         "overview.html",
         "tasks.html",
@@ -410,3 +420,64 @@ async def test_a_task_from_data_is_escaped_on_the_tasks_page() -> None:
         page = await get(http, "/tasks")
     assert SCRIPT not in page
     assert "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>" in page
+
+
+async def journeys_world() -> JourneyFigures:
+    world = World()
+    other = [
+        entered("7", journey="win-back"),
+        step("7", "offer", "send", "sent", None, journey="win-back"),
+    ]
+    await world.handle(records(onboarding()))
+    await world.handle(records(other, partition=1))
+    return world.figures
+
+
+ALL_TIME = {"from": "2026-10-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
+
+
+async def test_the_journeys_page_lists_journeys_and_draws_each_funnel() -> None:
+    async with dashboard(journeys=await journeys_world()) as http:
+        page = await get(http, "/journeys", **ALL_TIME)
+        zh = await get(http, "/journeys", lang="zh", **ALL_TIME)
+        one = await get(http, "/journeys", journey="win-back", **ALL_TIME)
+    assert "<h2>Journeys · 2026-10-01 &ndash; 2026-12-01</h2>" in page
+    assert (
+        "<tr><th>Journey</th><th>Entered</th><th>Converted</th><th>Exited</th><th>Completed</th>"
+        "<th>In the journey now</th><th>Conversion</th></tr>"
+    ) in page
+    assert "<tr><td>onboarding</td><td>5</td><td>1</td><td>1</td><td>1</td><td>2</td>" in page
+    assert "<td>20.0%</td></tr>" in page
+    assert "<tr><td>win-back</td><td>1</td><td>0</td><td>0</td><td>0</td><td>0</td>" in page
+    assert "<h2>Journey: onboarding</h2>" in page
+    assert '<div class="card">Conversion<b>20.0%</b></div>' in page
+    # the funnel: the entries, then each step in the order first seen, with who waits there
+    assert page.count('<svg role="img"') == 2
+    labels = re.findall(r'<text x="0" y="\d+" font-size="12">([^<]+)</text>', page)
+    assert labels[:6] == ["Entered (start)", "welcome", "wait-3d", "check", "call", "bye"]
+    assert "<title>Entered (start): 5</title>" in page
+    assert "<title>welcome: 4</title>" in page
+    assert "<title>Waiting now: 1</title>" in page
+    assert '<tspan fill="#f0b429">■ Waiting now  </tspan>' in page
+    assert (
+        "<tr><td>welcome</td><td>send</td><td>4</td><td>4</td><td>0</td>"
+        "<td>0</td><td>0</td><td>0</td><td>0</td><td>0</td></tr>"
+    ) in page
+    assert "<tr><td>(start)</td><td></td><td></td><td></td><td></td>" in page
+    assert "<tr><td>check</td><td>branch</td><td>2</td><td>0</td><td>0</td><td>0</td>" in page
+    assert "<tr><td>v2</td><td>1</td><td>0</td><td>1</td>" in page
+    assert "<h2>旅程 · 2026-10-01 &ndash; 2026-12-01</h2>" in zh
+    assert "<th>当前在途</th><th>转化率</th>" in zh
+    assert "<tr><td>（起点）</td>" in zh
+    assert "<td>check</td><td>分支</td>" in zh
+    assert "<h2>Journey: onboarding</h2>" not in one
+    assert "<h2>Journey: win-back</h2>" in one
+    assert "<script" not in page
+
+
+async def test_the_journeys_page_counts_the_window_and_shows_who_waits_now() -> None:
+    async with dashboard(journeys=await journeys_world()) as http:
+        later = await get(http, "/journeys", **{**ALL_TIME, "from": "2026-11-04T00:00:00Z"})
+    # in the window: no entry, the waits that ended on the 5th; waiting: now, whatever window
+    assert "<tr><td>onboarding</td><td>0</td><td>0</td><td>1</td><td>1</td><td>2</td>" in later
+    assert "<td>—</td></tr>" in later  # no entry: no conversion rate
