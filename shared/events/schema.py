@@ -1,7 +1,8 @@
 """Generates the JSON Schema documents of the event contract from the models.
 
 ``python -m shared.events.schema docs/schemas`` (re)writes one file per event type plus the
-envelope; ``--check`` exits 1 if the files on disk differ from the models.
+envelope, and the schema of a journey document (``journey.v1.json``); ``--check`` exits 1 if the
+files on disk differ from the models.
 """
 
 from __future__ import annotations
@@ -42,6 +43,18 @@ def schema_documents() -> dict[str, dict[str, Any]]:
     return docs
 
 
+JOURNEY_SCHEMA = "journey.v1.json"
+
+
+def other_documents() -> dict[str, dict[str, Any]]:
+    """File name -> JSON Schema, for the documents that are not messages: a journey
+    definition (``docs/journeys.md``), whose model is the rules service's."""
+    # imported here, not at the top: the event contract itself needs nothing of the services
+    from services.rules.journeys.definition import schema as journey_schema
+
+    return {JOURNEY_SCHEMA: journey_schema()}
+
+
 def render(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
@@ -52,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     args = parser.parse_args(argv)
     stale = []
-    for file_name, document in schema_documents().items():
+    for file_name, document in {**schema_documents(), **other_documents()}.items():
         path = args.directory / file_name
         text = render(document)
         if args.check:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.events.schema import main, render, schema_documents
+from services.rules.journeys.definition import SCHEMA_ID
+from services.rules.journeys.definition import schema as journey_schema
+from shared.events.schema import JOURNEY_SCHEMA, main, other_documents, render, schema_documents
 from shared.events.types import EVENT_TYPES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,10 +62,31 @@ def test_writing_regenerates_what_check_accepts(tmp_path: Path) -> None:
     assert main([str(target), "--check"]) == 1
     assert main([str(target)]) == 0
     assert main([str(target), "--check"]) == 0
-    for name in schema_documents():
+    for name in [*schema_documents(), *other_documents()]:
         assert (target / name).read_text(encoding="utf-8") == (COMMITTED / name).read_text(
             encoding="utf-8"
         )
+
+
+def test_the_journey_schema_is_committed_as_its_model_generates_it() -> None:
+    assert set(other_documents()) == {JOURNEY_SCHEMA} == {"journey.v1.json"}
+    committed = (COMMITTED / JOURNEY_SCHEMA).read_text(encoding="utf-8")
+    assert committed == render(journey_schema())
+    document = json.loads(committed)
+    assert (document["$id"], document["title"]) == (SCHEMA_ID, "Upkeep journey")
+
+
+def test_a_missing_or_edited_journey_schema_is_stale(
+    copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = copy / JOURNEY_SCHEMA
+    document = json.loads(path.read_text(encoding="utf-8"))
+    del document["properties"]["on_update"]
+    path.write_text(render(document), encoding="utf-8")
+    assert main([str(copy), "--check"]) == 1
+    assert JOURNEY_SCHEMA in capsys.readouterr().err
+    path.unlink()
+    assert main([str(copy), "--check"]) == 1
 
 
 def test_schemas_carry_ids_and_titles() -> None:

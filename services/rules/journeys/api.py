@@ -71,7 +71,7 @@ def published_json(p: Published, *, definition: bool = True) -> dict[str, Any]:
 def _invalid(exc: Invalid) -> JSONResponse:
     return JSONResponse(
         {"detail": "the journey does not validate", "errors": exc.errors},
-        status_code=status.HTTP_422_UNPROCESSABLE_ENTITY,
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
     )
 
 
@@ -94,6 +94,9 @@ def journeys_router(
     dry_runner: DryRunner,
 ) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["journeys"])
+    # the keys are parameter defaults: an ``Annotated`` alias of a name local to this function
+    # is unresolvable for FastAPI under ``from __future__ import annotations`` (the parameter
+    # would become a query parameter and the route would not authenticate at all)
     reader = require_scope(keys, RULES_READ, RULES_ADMIN)
     admin = require_scope(keys, RULES_ADMIN)
 
@@ -114,7 +117,7 @@ def journeys_router(
         return journey
 
     @router.get("/journeys", summary="Every journey: its current version and state")
-    async def list_journeys(key: Annotated[ApiKeySpec, reader]) -> list[dict[str, Any]]:
+    async def list_journeys(key: ApiKeySpec = reader) -> list[dict[str, Any]]:
         return [
             published_json(p, definition=False)
             for p in sorted(await store.all(), key=lambda p: p.name)
@@ -122,18 +125,16 @@ def journeys_router(
         ]
 
     @router.get("/journeys/{name}", summary="A journey's current version, its state and definition")
-    async def get_journey(name: str, key: Annotated[ApiKeySpec, reader]) -> dict[str, Any]:
+    async def get_journey(name: str, key: ApiKeySpec = reader) -> dict[str, Any]:
         return published_json(await found(name))
 
     @router.get("/journeys/{name}/versions", summary="Who changed what, newest first")
-    async def history(name: str, key: Annotated[ApiKeySpec, reader]) -> list[dict[str, Any]]:
+    async def history(name: str, key: ApiKeySpec = reader) -> list[dict[str, Any]]:
         await found(name)
         return [c.as_json() for c in await store.history(name)]
 
     @router.get("/journeys/{name}/versions/{version}", summary="One version's definition")
-    async def version(
-        name: str, version: int, key: Annotated[ApiKeySpec, reader]
-    ) -> dict[str, Any]:
+    async def version(name: str, version: int, key: ApiKeySpec = reader) -> dict[str, Any]:
         journey = catalog.version(name, version)
         if journey is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no version {version} of {name!r}")
@@ -145,9 +146,7 @@ def journeys_router(
         openapi_extra={"requestBody": DOCUMENT_BODY},
         responses={201: {"description": "created"}, 422: {"description": "does not validate"}},
     )
-    async def put_journey(
-        name: str, request: Request, key: Annotated[ApiKeySpec, admin]
-    ) -> Response:
+    async def put_journey(name: str, request: Request, key: ApiKeySpec = admin) -> Response:
         try:
             journey = checked(await _document(request), name)
         except Invalid as exc:
@@ -166,7 +165,7 @@ def journeys_router(
         status_code=status.HTTP_204_NO_CONTENT,
         summary="Delete a journey: no one enters, runs leave at their next step; versions stay",
     )
-    async def delete_journey(name: str, key: Annotated[ApiKeySpec, admin]) -> Response:
+    async def delete_journey(name: str, key: ApiKeySpec = admin) -> Response:
         await found(name)
         try:
             await store.delete(name, key.name)
@@ -180,9 +179,7 @@ def journeys_router(
         summary="Check a definition without storing it: every error with its path",
         openapi_extra={"requestBody": DOCUMENT_BODY},
     )
-    async def validate_journey(
-        name: str, request: Request, key: Annotated[ApiKeySpec, reader]
-    ) -> Response:
+    async def validate_journey(name: str, request: Request, key: ApiKeySpec = reader) -> Response:
         try:
             journey = checked(await _document(request), name)
         except Invalid as exc:
@@ -199,14 +196,14 @@ def journeys_router(
         return published_json(published, definition=False)
 
     @router.post("/journeys/{name}:enable", summary="Switch a journey on: subjects may enter")
-    async def enable(name: str, key: Annotated[ApiKeySpec, admin]) -> dict[str, Any]:
+    async def enable(name: str, key: ApiKeySpec = admin) -> dict[str, Any]:
         return await switch(name, True, key.name)
 
     @router.post(
         "/journeys/{name}:disable",
         summary="Switch a journey off: no one enters, runs leave at their next step",
     )
-    async def disable(name: str, key: Annotated[ApiKeySpec, admin]) -> dict[str, Any]:
+    async def disable(name: str, key: ApiKeySpec = admin) -> dict[str, Any]:
         return await switch(name, False, key.name)
 
     @router.post(
@@ -216,7 +213,7 @@ def journeys_router(
     )
     async def dry_run(
         name: str,
-        key: Annotated[ApiKeySpec, admin],
+        key: ApiKeySpec = admin,
         body: Annotated[DryRunRequest | None, Body()] = None,
     ) -> Response:
         request = body or DryRunRequest()
@@ -240,7 +237,7 @@ def journeys_router(
         if until.tzinfo is None:
             until = until.replace(tzinfo=UTC)
         if since is not None and since > until:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "from is after until")
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "from is after until")
         return JSONResponse(await dry_runner(journey, version, since, until))
 
     return router

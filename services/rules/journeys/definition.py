@@ -15,7 +15,10 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
+import jinja2
 import yaml
+from jinja2 import meta, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -26,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from services.rules.journeys.expressions import ExpressionError, compile_condition
+from services.rules.journeys.expressions import SUBJECT_FIELDS, ExpressionError, compile_condition
 from shared.events.types import EventPayload, JourneyName, StepId, StepKind, resolve_type
 from shared.templates import missing_templates
 
@@ -34,6 +37,7 @@ SCHEMA_ID = "https://upkeep.dev/schemas/journey.v1.json"
 MAX_STEPS = 50
 INLINE_TEMPLATE = "journey_message"  # renders an inline message's subject and body
 _SAMPLE_TIME = datetime(2026, 1, 1, tzinfo=UTC)  # fills an emitted event's time when checked
+_TEXT = ImmutableSandboxedEnvironment(autoescape=False, undefined=jinja2.Undefined)  # as sent
 _DURATION = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?$")
 
 
@@ -415,6 +419,8 @@ def validate(document: Mapping[str, Any], template_root: Path | None = None) -> 
                     "message": f"no template {send.template_name!r} in the template store",
                 }
             )
+        if send is not None:
+            errors += _message_errors(index, send)
         if step.emit is not None and subject in ("customer", "channel"):
             errors += _emit_errors(str(subject), index, step.emit)
     if errors or journey is None:
@@ -446,6 +452,35 @@ def _steps_that_validate(
     return found
 
 
+def _message_errors(index: int, send: Send) -> list[dict[str, str]]:
+    """An inline message's texts must compile and name only ``subject``'s documented fields
+    (an unknown name's attribute would fail every time the step runs)."""
+    errors = []
+    for locale, text in (send.message or {}).items():
+        for part in ("subject", "body"):
+            problem = _text_problem(getattr(text, part))
+            if problem is not None:
+                path = f"steps.{index}.send.message.{locale}.{part}"
+                errors.append({"path": path, "message": problem})
+    return errors
+
+
+def _text_problem(source: str) -> str | None:
+    try:
+        _TEXT.from_string(source)
+        tree = _TEXT.parse(source)
+    except jinja2.TemplateError as exc:
+        return f"not a valid text: {exc}"
+    unknown = sorted(meta.find_undeclared_variables(tree) - {"subject"})
+    if unknown:
+        return f"unknown name {unknown[0]!r} (use subject)"
+    for node in tree.find_all(nodes.Getattr):
+        on_subject = isinstance(node.node, nodes.Name) and node.node.name == "subject"
+        if on_subject and node.attr not in SUBJECT_FIELDS:
+            return f"subject has no field {node.attr!r} (see docs/journeys.md)"
+    return None
+
+
 def _emit_errors(kind: str, index: int, emit: EmitEvent) -> list[dict[str, str]]:
     """An emitted event must validate once the subject and time are filled in."""
     from services.rules.journeys.runner import emitted_payload  # the runner fills the same way
@@ -468,7 +503,8 @@ def _emit_errors(kind: str, index: int, emit: EmitEvent) -> list[dict[str, str]]
 
 def _errors(error: Any) -> list[dict[str, str]]:
     """One pydantic error as entries; the flow check names several paths in one message."""
-    path = ".".join(str(p) for p in error["loc"]) or "(journey)"
+    # a mapping's key that is refused is reported at the key (not at "<key>.[key]")
+    path = ".".join(str(p) for p in error["loc"] if p != "[key]") or "(journey)"
     message = str(error["msg"]).removeprefix("Value error, ")
     if path == "(journey)" and message.startswith("steps."):
         return [

@@ -29,7 +29,7 @@ from services.rules.store import InMemorySubjectStore, InMemoryTimerStore
 from shared.events.actions import ActionMessage
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import JourneyEntered, JourneyLeft, JourneyStepCompleted
-from shared.kafka.messages import HandlerResult
+from shared.kafka.messages import HandlerResult, Record, StoredRecord
 
 SAMPLES_PER_STEP = 3
 MAX_SENDS_LISTED = 1000
@@ -137,6 +137,7 @@ async def dry_run(
             else:
                 report.left[str(data["reason"])] += 1
 
+    records = in_time_order(records)
     before = [r for r in records if since is not None and _time(r) < since]
     in_range = [r for r in records if since is None or _time(r) >= since]
     report.events = len(in_range)
@@ -149,8 +150,23 @@ async def dry_run(
     return report.as_json([s.id for s in journey.steps])
 
 
-def _time(record: ConsumerRecord[bytes, bytes]) -> datetime:
+def _time(record: Record) -> datetime:
     return CanonicalEvent.from_json(record.value or b"").time
+
+
+def in_time_order(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Record]:
+    """The records in the order the rehearsal takes them (event time), numbered in that order.
+
+    The state takes a record at or before the last offset it applied in the same partition for
+    a redelivery and skips it. In the topic a record may be older than the one before it (an
+    upstream event that arrived late; a journey's own ``journey.entered``, stamped with its
+    timer's due time, which MongoDB keeps to the millisecond, a moment before the event that
+    entered the run): taken in time order under its own offset, it would be skipped as seen."""
+    timed = sorted(records, key=lambda r: (_time(r), r.partition, r.offset))
+    return [
+        StoredRecord(r.topic, r.partition, n, r.value, r.key, tuple(r.headers or ()), r.timestamp)
+        for n, r in enumerate(timed)
+    ]
 
 
 def samples(actions: Sequence[ActionMessage], root: Path | None) -> list[dict[str, Any]]:

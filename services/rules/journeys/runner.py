@@ -123,6 +123,13 @@ def run_prefix(journey: str, run: str) -> str:
     return f"{journey}|{run}|"
 
 
+def stored_moment(moment: datetime) -> datetime:
+    """``moment`` as the timer store keeps it: MongoDB's dates have whole milliseconds, so a
+    run records its timer's due time as the fired timer carries it (``on_timer`` compares
+    them; a microsecond more and the run would never move again)."""
+    return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
+
+
 def date_timer(journey: str, key: str) -> str:
     return f"{journey}|date|{key}"
 
@@ -205,6 +212,7 @@ class _Run:
             "step_id": self.step_id(index),
             **data,
         }
+        due = stored_moment(due)  # as the fired timer will carry it: on_timer compares
         if not self.in_tick:  # the timer that fires is removed once its tick commits
             self.out.append(CancelTimers(run_prefix(self.name, self.record.run)))
         self.out.append(SetTimer(name, due, timer_data))
@@ -553,11 +561,11 @@ class Journeys:
         """The goal or an exit was met: the run leaves at once, in a tick."""
         record = run.record
         record.leaving, record.trigger, record.waiting_for = reason, trigger, None
-        name = f"{run.name}|{record.run}|leave"
-        record.timer, record.due_at = name, run.ctx.now
+        name, due = f"{run.name}|{record.run}|leave", stored_moment(run.ctx.now)
+        record.timer, record.due_at = name, due
         record.timer_data = {"reason": reason, "step": record.step}
         run.out.append(CancelTimers(run_prefix(run.name, record.run)))
-        run.out.append(SetTimer(name, run.ctx.now, record.timer_data))
+        run.out.append(SetTimer(name, due, record.timer_data))
 
     def _maybe_enter(
         self,

@@ -101,9 +101,13 @@ class JourneyStore(abc.ABC):
         (``None``: nothing changed)."""
         previous = await self.get(journey.name)
         now = datetime.now(UTC)
+        requested = enabled if enabled is not None else journey.enabled
+        # a new journey (or one deleted) starts switched off unless asked; an existing one
+        # keeps its state, a new version too
+        wanted = bool(requested)
         if previous is not None and not previous.deleted:
             same = previous.journey.definition() == journey.definition()
-            wanted = previous.enabled if enabled is None else enabled
+            wanted = previous.enabled if requested is None else requested
             if same and wanted == previous.enabled:
                 return previous, None
             if same:
@@ -113,7 +117,7 @@ class JourneyStore(abc.ABC):
             name=journey.name,
             version=version,
             journey=journey,
-            enabled=bool(enabled) if enabled is not None else bool(journey.enabled),
+            enabled=wanted,
             updated_at=now,
             updated_by=by,
         )

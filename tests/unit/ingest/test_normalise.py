@@ -153,6 +153,43 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "every_days": 30,
         "changed_at": "2026-11-22T10:00:00+08:00",
     },
+    "upkeep.journey.entered.v1": {
+        "about": "customer:C-1001",
+        "journey": "churn-win-back",
+        "version": 2,
+        "run": "1f2e3d4c5b6a7988",
+        "trigger": "upkeep.customer.churn_risk_changed.v1",
+        "entered_at": "2026-11-22T10:00:00+08:00",
+    },
+    "upkeep.journey.step_completed.v1": {
+        "about": "customer:C-1001",
+        "journey": "churn-win-back",
+        "version": 2,
+        "run": "1f2e3d4c5b6a7988",
+        "step": "we-miss-you",
+        "kind": "send",
+        "outcome": "sent",
+        "next_step": "wait-for-an-order",
+        "action_key": "journey:churn-win-back:v2:customer:C-1001:1f2e3d4c5b6a7988:we-miss-you",
+        "completed_at": "2026-11-22T10:00:00+08:00",
+    },
+    "upkeep.journey.left.v1": {
+        "about": "customer:C-1001",
+        "journey": "churn-win-back",
+        "version": 2,
+        "run": "1f2e3d4c5b6a7988",
+        "reason": "converted",
+        "last_step": "wait-for-an-order",
+        "left_at": "2026-11-24T10:00:00+08:00",
+    },
+    "upkeep.subject.labelled.v1": {
+        "about": "customer:C-1001",
+        "add_tags": ["welcomed"],
+        "remove_tags": ["prospect"],
+        "attributes": {"stage": "onboarded"},
+        "labelled_by": "journey:distributor-onboarding",
+        "labelled_at": "2026-11-22T10:00:00+08:00",
+    },
 }
 SUBJECT_BY_ENTITY = {  # upkeep.<entity>.<what>.vN -> subject; contracts belong to the customer
     "customer": "customer:C-1001",
@@ -161,6 +198,8 @@ SUBJECT_BY_ENTITY = {  # upkeep.<entity>.<what>.vN -> subject; contracts belong 
     "staff": "staff:S-3",
     "task": "customer:C-1001",  # tasks and revisits belong to the subject they are ``about``
     "revisit": "customer:C-1001",
+    "journey": "customer:C-1001",  # a journey's run and a label are about their subject too
+    "subject": "customer:C-1001",
 }
 CUSTOMER = EXAMPLES["upkeep.customer.upserted.v1"]
 
