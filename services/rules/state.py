@@ -539,10 +539,16 @@ def _revisit_status(state: SubjectState, p: EventPayload, event: CanonicalEvent)
 
 def _labelled(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
     assert isinstance(p, SubjectLabelled)
+    label(state, p, event.time)
+
+
+def label(state: SubjectState, p: SubjectLabelled, at: datetime) -> None:
+    """Apply ``p``'s tags and attributes (idempotent: a journey applies its own ``set`` at once,
+    so its next steps see it, and again when the event comes back)."""
     part = state.maintained
     if part is None:
         kind, ident = p.about.split(":", 1)
-        part = _customer(state, ident, event.time) if kind == "customer" else _channel(state, ident)
+        part = _customer(state, ident, at) if kind == "customer" else _channel(state, ident)
     removed = set(p.remove_tags)
     kept = [t for t in part.labels if t not in removed]
     part.labels = [*kept, *(t for t in dict.fromkeys(p.add_tags) if t not in kept)]

@@ -516,7 +516,7 @@ class JourneyLeft(_JourneyRun):
     time_field = "left_at"
 
     reason: LeaveReason
-    last_step: StepId | None = None
+    last_step: StepId | None = None  # the step it took last or was waiting in (None: none yet)
     left_at: UtcDatetime
 
 

@@ -140,7 +140,7 @@ async def dry_run(
     records = in_time_order(records)
     before = [r for r in records if since is not None and _time(r) < since]
     in_range = [r for r in records if since is None or _time(r) >= since]
-    report.events = len(in_range)
+    report.events = sum(1 for r in in_range if _time(r) <= until)  # what was replayed
     # the state at ``since`` is built from the history before it, with the journey off
     catalog.current[journey.name] = Published(journey.name, version, journey, enabled=False)
     await rehearse(engine, clock, before, since or until, lambda _: None)

@@ -64,7 +64,7 @@ from services.rules.sdk import (
     Timer,
     Unrouted,
 )
-from services.rules.state import JourneyMemo, JourneyRun, SubjectState
+from services.rules.state import JourneyMemo, JourneyRun, SubjectState, label
 from shared.events.types import (
     EventPayload,
     JourneyEntered,
@@ -102,13 +102,30 @@ CATALOG_REVISION = Gauge(
     "When this replica last read the journey catalogue.",
 )
 
-_TEXT = ImmutableSandboxedEnvironment(autoescape=False, undefined=jinja2.Undefined)
+_TEXT = ImmutableSandboxedEnvironment(
+    autoescape=False,
+    undefined=jinja2.ChainableUndefined,  # subject.contracts[0].id of no contract: empty
+    finalize=lambda value: "" if value is None else value,  # an unknown tier: empty, not None
+)
 
 
 def render_text(source: str, variables: Mapping[str, Any]) -> str:
     """An inline message's text, with ``{{ subject.name }}`` and the like filled in (Jinja's
-    sandbox; an unknown variable renders empty)."""
-    return _TEXT.from_string(source).render(**variables)
+    sandbox; what the subject does not have renders empty). Validation refused every text
+    that does not compile; one that still fails on this subject's data is sent as written
+    rather than stalling the run."""
+    try:
+        return _TEXT.from_string(source).render(**variables)
+    except jinja2.TemplateError:
+        log.warning("journey message not rendered; sent as written")
+        return source
+
+
+def waiting_at(timer_data: Mapping[str, Any]) -> int | None:
+    """The step a run waits in (a ``wait`` or ``wait_for``), from its timer's data; ``None``
+    for a run that has not taken a step yet."""
+    resolved = timer_data.get("resolved")
+    return int(resolved[0]) if resolved else None
 
 
 def run_id(journey: str, trigger: str) -> str:
@@ -290,6 +307,8 @@ class _Run:
                     labelled_at=self.at,
                 )
                 self.report(labels)
+                label(self.subject, labels, self.at)  # the next steps see it at once
+                self.views.clear()
                 self.completed(index, "set", index + 1)
                 index += 1
             elif step.emit is not None:
@@ -432,7 +451,16 @@ class Journeys:
     uses_roster = True  # a send to ``team:<name>`` picks its least loaded member
     keeps_state = True  # its runs live in the subject's state: the engine saves it on ticks
     templates: Mapping[str, frozenset[str]] = {
-        INLINE_TEMPLATE: frozenset({"message_subject", "message_body"})
+        INLINE_TEMPLATE: frozenset(
+            {
+                "message_subject",
+                "message_body",
+                "subject_id",
+                "subject_name",
+                "journey",
+                "journey_step",
+            }
+        )
     }
 
     def __init__(
@@ -563,7 +591,11 @@ class Journeys:
         record.leaving, record.trigger, record.waiting_for = reason, trigger, None
         name, due = f"{run.name}|{record.run}|leave", stored_moment(run.ctx.now)
         record.timer, record.due_at = name, due
-        record.timer_data = {"reason": reason, "step": record.step}
+        record.timer_data = {
+            "reason": reason,
+            "step": record.step,
+            "at": waiting_at(record.timer_data),
+        }
         run.out.append(CancelTimers(run_prefix(run.name, record.run)))
         run.out.append(SetTimer(name, due, record.timer_data))
 
@@ -742,20 +774,21 @@ class Journeys:
         if journey is None:
             return
         run = self._run(name, journey, version, record, memo, subject, ctx, at, out, in_tick=True)
-        if "reason" in data:  # the goal or an exit was met
-            run.leave(str(data["reason"]), int(data.get("step", record.step)))
+        if "reason" in data:  # the goal or an exit was met while the run waited at step "at"
+            at_step = data.get("at")
+            run.leave(str(data["reason"]), int(at_step) if at_step is not None else None)
             return
         index = int(data.get("step", 0))
         if "entered" in data:
             run.report(JourneyEntered(**run.ids(), trigger=str(data["entered"]), entered_at=at))
         if published is None or not published.running:
-            run.leave("disabled", index - 1 if index > 0 else None)
+            run.leave("disabled", waiting_at(data))
             return
         if version != published.version and published.journey.on_update == "migrate":
             step_id = data.get("step_id")
             ids = [s.id for s in published.journey.steps]
             if step_id is not None and step_id not in ids:
-                run.leave("ended_by_update", index - 1 if index > 0 else None)
+                run.leave("ended_by_update", waiting_at(data))
                 return
             run.journey, run.version = published.journey, published.version
             index = ids.index(step_id) if step_id is not None else len(ids)
@@ -843,7 +876,7 @@ def upcoming(
         return
     attr = field.split(".", 1)[1]
     for contract in subject.contracts.values():
-        if contract.status not in ("active", "pending"):
+        if contract.status not in ("active", "pending", "renewed"):  # renewed: its new term
             continue
         day = getattr(contract, attr)
         if moment(day) > now:

@@ -68,23 +68,9 @@ def test_the_store_holds_exactly_the_templates_the_rules_produce(templates: Temp
         assert templates.locales(name) == sorted(LOCALES)
 
 
-# the journeys rule declares only message_subject and message_body for its inline messages, but
-# every journey action also carries subject_id, subject_name, journey and journey_step (as
-# docs/journeys.md says, and as the template's sample holds): the declaration is short of them
-_INLINE_DECLARATION_SHORT = pytest.mark.xfail(
-    reason="services/rules/journeys/runner.py Journeys.templates declares journey_message with "
-    "message_subject/message_body only; its actions also send subject_id, subject_name, journey, "
-    "journey_step",
-    strict=True,
-)
-
-
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(n, marks=_INLINE_DECLARATION_SHORT) if n == INLINE_TEMPLATE else n
-        for n in sorted(RULE_TEMPLATES)
-    ],
+    sorted(RULE_TEMPLATES),
 )
 def test_each_sample_holds_exactly_the_data_its_rule_sends(templates: Templates, name: str) -> None:
     sample = templates.sample(name)

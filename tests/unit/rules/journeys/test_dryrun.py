@@ -220,12 +220,6 @@ async def test_history_before_the_window_builds_the_state_but_enters_no_one(
     assert report["left"] == {"completed": 1}
 
 
-@pytest.mark.xfail(
-    reason="dryrun.py counts events_read over every record from `from` on, including those "
-    "after `until` that the rehearsal never replays (4 in the window, 5 reported; 2 and 3 "
-    "with `from`)",
-    strict=True,
-)
 async def test_events_read_counts_the_events_of_the_window(
     whole: dict[str, Any], windowed: dict[str, Any]
 ) -> None:

@@ -292,12 +292,6 @@ def test_a_date_that_moved_or_a_contract_cancelled_fires_nothing_at_the_old_date
     assert [a.due_at for a in h.actions] == [datetime(2026, 7, 1, 1, tzinfo=UTC)]
 
 
-@pytest.mark.xfail(
-    reason="runner.py upcoming() schedules only contracts whose status is active or pending: "
-    "a renewed contract (status renewed, a new end date) gets no date-trigger run for its new "
-    "term, while the built-in renewal rule plans for active and renewed",
-    strict=True,
-)
 def test_a_renewed_contract_fires_before_its_new_end() -> None:
     h = renewal_reminder()
     contract(h, "2026-05-31")

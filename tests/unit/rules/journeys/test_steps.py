@@ -79,13 +79,6 @@ def test_an_inline_message_is_rendered_in_the_recipients_language() -> None:
     assert to_manager.data["message_subject"] == "华东贸易，您好"
 
 
-@pytest.mark.xfail(
-    reason="runner.py _Run.send renders inline texts unguarded: a text that fails for one "
-    "subject ({{ subject.contracts[0].id }} for a customer without contracts) raises "
-    "UndefinedError out of on_timer; the engine skips the rule and drops the fired timer, so "
-    "the run stalls for good without a step_completed or left event",
-    strict=True,
-)
 def test_a_text_that_cannot_be_rendered_for_one_subject_does_not_stall_its_run() -> None:
     h = started(
         send(message=message("Contract {{ subject.contracts[0].id }}")), {"id": "after", **send()}
@@ -93,11 +86,6 @@ def test_a_text_that_cannot_be_rendered_for_one_subject_does_not_stall_its_run()
     assert reasons(h) == ["completed"]
 
 
-@pytest.mark.xfail(
-    reason="runner.py render_text renders a documented subject field that is null (tier, "
-    "region, churn_risk … before they are known) as the text 'None' in a message to a customer",
-    strict=True,
-)
 def test_a_field_not_known_yet_renders_empty_not_none() -> None:
     h = started(send("customer", message=message("Tier {{ subject.tier }}, {{ subject.region }}")))
     assert h.actions[0].data["message_subject"] == "Tier , "
@@ -480,12 +468,6 @@ def test_set_labels_the_subject_and_a_later_condition_sees_it() -> None:
     assert (state.tags, state.labels) == (["gold"], ["welcomed"])
 
 
-@pytest.mark.xfail(
-    reason="runner.py takes a tick's steps on the subject's state as it was when the timer "
-    "fired: a set step's subject.labelled is applied only after the tick, so a branch right "
-    "after it (with no wait between) does not see the tag docs/journeys.md says it sees",
-    strict=True,
-)
 def test_a_condition_right_after_a_set_sees_what_it_set() -> None:
     h = started(
         {"id": "tag", "set": {"add_tags": ["welcomed"]}},
