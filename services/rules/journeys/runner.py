@@ -608,8 +608,24 @@ class Journeys:
         ctx: RuleContext,
         out: list[Decision],
     ) -> None:
+        memo = subject.journeys.get(published.name) or JourneyMemo()
+        try:
+            self._enter_on_event(published, memo, event, payload, subject, ctx, out)
+        finally:  # a subject that never entered nor was in the segment keeps no memo
+            if memo != JourneyMemo():
+                subject.journeys[published.name] = memo
+
+    def _enter_on_event(
+        self,
+        published: Published,
+        memo: JourneyMemo,
+        event: Event,
+        payload: Mapping[str, Any],
+        subject: SubjectState,
+        ctx: RuleContext,
+        out: list[Decision],
+    ) -> None:
         journey, trigger = published.journey, published.journey.trigger
-        memo = subject.journeys.setdefault(published.name, JourneyMemo())
         if trigger.kind == "date":
             self._schedule_dates(published, memo, subject, ctx, out)
             return
