@@ -179,8 +179,8 @@ class TaskState(_State):
 class JourneyRun(_State):
     """One subject's run through one journey (``services.rules.journeys``): the journey's
     version it follows, the step it continues at when its one live timer (``timer``) fires,
-    and the last trigger that moved it (an event id or a timer occurrence) with the step it
-    found the run at — so that the same trigger delivered again decides the same again."""
+    and the last triggers that moved it (event ids, timer occurrences) — so that the same
+    trigger delivered again decides the same again."""
 
     run: str
     version: int
@@ -191,7 +191,7 @@ class JourneyRun(_State):
     waiting_for: str | None = None  # the event type a wait_for step is waiting for
     entered_at: datetime
     trigger: str  # the last trigger that moved the run
-    from_step: int = 0  # where that trigger found it
+    recent: list[str] = Field(default_factory=list)  # the last few, newest last
     leaving: str | None = None  # a reason, once the goal or an exit was met, or it left
     left_at: datetime | None = None  # it left: kept a while as a tombstone (see the runner)
     data: dict[str, Any] = Field(default_factory=dict)  # what it entered with (contract id …)

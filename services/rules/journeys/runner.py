@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 RULE = "journeys"
 FINISHED_REMEMBERED = 20
 TOMBSTONE_KEPT = timedelta(hours=1)  # a run that left, kept for its tick's redelivery
+RECENT_TRIGGERS = 8  # the triggers a run remembers: a tick redone after later ones still counts
 
 ENTERED = Counter("upkeep_journey_entered_total", "Subjects that entered a journey.", ["journey"])
 STEPS = Counter(
@@ -119,6 +120,12 @@ def render_text(source: str, variables: Mapping[str, Any]) -> str:
     except jinja2.TemplateError:
         log.warning("journey message not rendered; sent as written")
         return source
+
+
+def moved_by(record: JourneyRun, trigger: str) -> None:
+    """``trigger`` moved the run: it is the last, and one of the :data:`RECENT_TRIGGERS`."""
+    record.trigger = trigger
+    record.recent = [*(t for t in record.recent if t != trigger), trigger][-RECENT_TRIGGERS:]
 
 
 def waiting_at(timer_data: Mapping[str, Any]) -> int | None:
@@ -230,8 +237,10 @@ class _Run:
             **data,
         }
         due = stored_moment(due)  # as the fired timer will carry it: on_timer compares
-        if not self.in_tick:  # the timer that fires is removed once its tick commits
-            self.out.append(CancelTimers(run_prefix(self.name, self.record.run)))
+        if not self.in_tick and self.record.timer:  # an event moves it: its live timer goes
+            # (only that one: an older timer may belong to a tick that has yet to be redone;
+            # in a tick, the timer that fires is removed once the tick commits)
+            self.out.append(CancelTimers(self.record.timer))
         self.out.append(SetTimer(name, due, timer_data))
         self.record.version, self.record.step = self.version, index
         self.record.timer, self.record.due_at, self.record.timer_data = name, due, timer_data
@@ -522,11 +531,19 @@ class Journeys:
             return out  # a timer of a run that ended
         occurrence = f"{timer.name}@{timer.due_at.isoformat()}"
         fresh = record.timer == timer.name and record.due_at == timer.due_at and not record.left_at
-        if not fresh and record.trigger != occurrence:
-            return out  # an older timer of the run (moved on since): not ours to act on
-        record.trigger = occurrence
-        self._continue(name, memo, record, timer, subject, ctx, out)
-        return out
+        if fresh or record.trigger == occurrence:
+            moved_by(record, occurrence)
+            self._continue(name, memo, record, timer, subject, ctx, out)
+        elif occurrence in record.recent:
+            # a tick that did not commit, redone after an event moved the run on: what it
+            # published is published again (same keys, same event ids); where the run is stays
+            ghost = subject.model_copy(deep=True)
+            ghost_memo = ghost.journeys[name]
+            ghost_out: list[Decision] = []
+            ghost_run = ghost_memo.runs[record.run]
+            self._continue(name, ghost_memo, ghost_run, timer, ghost, ctx, ghost_out)
+            out += [d for d in ghost_out if isinstance(d, Action | Emit)]
+        return out  # else an older timer of the run (moved on since): not ours to act on
 
     def committed(self, emit: Emit) -> None:
         """Count a ``journey.*`` event once its transaction committed (the engine calls it
@@ -546,7 +563,6 @@ class Journeys:
         moved = set()
         for record in memo.runs.values():
             if record.trigger == trigger and record.timer is not None and record.due_at:
-                out.append(CancelTimers(run_prefix(name, record.run)))
                 out.append(SetTimer(record.timer, record.due_at, record.timer_data))
                 moved.add(record.run)
         return moved
@@ -577,7 +593,8 @@ class Journeys:
             wait_for = journey.steps[waiting].wait_for
             if wait_for is not None and run.test(wait_for.when, payload):
                 target = journey.index_of(wait_for.on_event, waiting)
-                record.waiting_for, record.trigger = None, event.id
+                record.waiting_for = None
+                moved_by(record, event.id)
                 run.wait(target, ctx.now, {"resolved": [waiting, "event"]})
 
     def _met(self, run: _Run, outcome: Outcome, event: Event, payload: Mapping[str, Any]) -> bool:
@@ -588,15 +605,17 @@ class Journeys:
     def _leaving(self, run: _Run, reason: str, trigger: str) -> None:
         """The goal or an exit was met: the run leaves at once, in a tick."""
         record = run.record
-        record.leaving, record.trigger, record.waiting_for = reason, trigger, None
+        record.leaving, record.waiting_for = reason, None
+        moved_by(record, trigger)
         name, due = f"{run.name}|{record.run}|leave", stored_moment(run.ctx.now)
+        if record.timer:  # its live timer only (see _Run.wait)
+            run.out.append(CancelTimers(record.timer))
         record.timer, record.due_at = name, due
         record.timer_data = {
             "reason": reason,
             "step": record.step,
             "at": waiting_at(record.timer_data),
         }
-        run.out.append(CancelTimers(run_prefix(run.name, record.run)))
         run.out.append(SetTimer(name, due, record.timer_data))
 
     def _maybe_enter(
@@ -681,7 +700,13 @@ class Journeys:
         data: dict[str, Any],
     ) -> JourneyRun:
         record = JourneyRun(
-            run=rid, version=published.version, step=0, entered_at=now, trigger=trigger, data=data
+            run=rid,
+            version=published.version,
+            step=0,
+            entered_at=now,
+            trigger=trigger,
+            recent=[trigger],
+            data=data,
         )
         memo.runs[rid] = record
         memo.entries += 1

@@ -176,3 +176,46 @@ async def test_journey_metrics_count_what_committed_and_a_rehearsal_counts_nothi
     await commit(uncommitted)
     assert sample("upkeep_journey_entered_total", journey="welcome-call") == entered + 1
     assert sample("upkeep_journey_steps_total", journey="welcome-call", outcome="sent") == sent + 1
+
+
+async def test_a_tick_redone_after_an_event_moved_the_run_publishes_what_it_had_decided() -> None:
+    """A tick sends ``hello`` and does not commit; before it is redone, an order meets the
+    goal. The redone tick publishes ``hello`` and ``journey.entered`` (same key, same ids);
+    the run leaves as converted and sends nothing more."""
+    journey = {
+        **JOURNEY,
+        "goal": {"event": "customer.interaction", "when": 'event.kind == "order"'},
+    }
+    catalog = Catalog()
+    catalog.replace([Published("welcome-call", 1, validate(journey), enabled=True)], [])
+    subjects, timers, clock = InMemorySubjectStore(), InMemoryTimerStore(), Clock()
+    engine = RulesEngine(
+        [Journeys(catalog)],
+        subjects,
+        timers,
+        events_topic="events",
+        actions_topic="actions",
+        clock=clock,
+    )
+    await commit(await engine.handle([upserted()]))
+    lost = await engine.tick({0})  # sends hello, saves the run's state, does not commit
+    order = record(
+        1,
+        "order-1",
+        "customer.interaction",
+        interaction_id="I-1",
+        customer_id="C-1",
+        kind="order",
+        occurred_at=T0.isoformat(),
+    )
+    await commit(await engine.handle([order]))
+    clock.now = T0 + timedelta(minutes=1)
+    redone = await engine.tick({0})
+    await commit(redone)
+    assert keys(redone) == keys(lost)
+    lost_ids = {e.id for e in derived(lost)}
+    assert lost_ids <= {e.id for e in derived(redone)}
+    left = [e for e in derived(redone) if e.type == "upkeep.journey.left.v1"]
+    assert [e.data["reason"] for e in left] == ["converted"]
+    clock.now = T0 + timedelta(days=2)
+    assert keys(await engine.tick({0})) == []  # the call step never comes

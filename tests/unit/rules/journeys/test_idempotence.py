@@ -157,13 +157,19 @@ def test_a_timer_that_ended_a_run_fired_again_ends_it_the_same_way() -> None:
     assert len(keys(first)) == 1
 
 
-def test_an_older_timer_of_a_run_that_moved_on_decides_nothing() -> None:
+def test_an_older_timer_of_a_run_that_moved_on_publishes_again_and_moves_nothing() -> None:
+    """A tick that did not commit is redone after later triggers moved the run (its timer
+    was never removed): it decides its actions and events again, with the same keys, and
+    leaves the run where it is. An occurrence that never moved the run decides nothing."""
     h, _ = entered()
     (entry,) = h.pending()
-    h.advance(to=T0 + timedelta(days=1))  # the entry timer, then the wait's, fired
+    first = h.advance(to=T0 + timedelta(days=1))  # the entry timer, then the wait's, fired
     state = state_of(h)
     before = state.model_copy(deep=True)
-    assert fire(h, entry, state) == []
+    again = fire(h, entry, state)
+    assert keys(again) == [a.key for a in first if a.key.endswith(":hello")]
+    assert not [d for d in again if isinstance(d, SetTimer | CancelTimers)]
+    assert state == before
     (pause,) = h.pending()
     stale = Timer(
         entry.rule, entry.subject, entry.name, entry.due_at - timedelta(hours=1), entry.data
