@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import typing
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -70,9 +71,12 @@ from shared.events.types import (
     JourneyEntered,
     JourneyLeft,
     JourneyStepCompleted,
+    LeaveReason,
+    StepOutcome,
     SubjectLabelled,
     resolve_type,
 )
+from shared.metrics import preinit
 
 log = logging.getLogger(__name__)
 RULE = "journeys"
@@ -102,6 +106,18 @@ CATALOG_REVISION = Gauge(
     "upkeep_journeys_catalog_refreshed_timestamp_seconds",
     "When this replica last read the journey catalogue.",
 )
+
+
+def preinit_journey_metrics(catalog: Catalog) -> None:
+    """Export every journey's counters as 0 before their first use (bounded like the labels)."""
+    outcomes = typing.get_args(StepOutcome)
+    reasons = typing.get_args(LeaveReason)
+    for journey in {catalog.label(name) for name in catalog.current}:
+        preinit(ENTERED, [(journey,)])
+        preinit(CONDITION_ERRORS, [(journey,)])
+        preinit(STEPS, [(journey, outcome) for outcome in outcomes])
+        preinit(LEFT, [(journey, reason) for reason in reasons])
+
 
 _TEXT = ImmutableSandboxedEnvironment(
     autoescape=False,
@@ -271,10 +287,13 @@ class _Run:
                 self.views["subject"] = to_cel(subject_view(self.subject))
             activation = values(self.subject, self.at, event, self.views.get("subject", {}))
             return condition.test(activation)
-        except EvaluationError as exc:
+        except EvaluationError:
             if self.observed:
                 CONDITION_ERRORS.labels(self.catalog.label(self.name)).inc()
-            log.info("journey condition failed", extra={"journey": self.name, "error": str(exc)})
+            # the condition as written, not the evaluator's message (it may quote the data)
+            log.info(
+                "journey condition failed", extra={"journey": self.name, "condition": source[:200]}
+            )
             return False
 
     # -- taking steps ------------------------------------------------------------------------

@@ -19,7 +19,12 @@ from services.rules.journeys.catalog import Catalog
 from services.rules.journeys.definition import Journey
 from services.rules.journeys.dryrun import dry_run
 from services.rules.journeys.files import apply_directory
-from services.rules.journeys.runner import CATALOG_REVISION, JOURNEYS, Journeys
+from services.rules.journeys.runner import (
+    CATALOG_REVISION,
+    JOURNEYS,
+    Journeys,
+    preinit_journey_metrics,
+)
 from services.rules.journeys.store import JourneyStore, MongoJourneyStore, refresh
 from services.rules.replay import read_history
 from services.rules.sdk import Rule
@@ -64,12 +69,16 @@ class JourneysPart:
             for applied in await apply_directory(
                 self.store, directory, by, self.settings.template_dir
             ):
-                log.info("journey file applied", extra=applied.as_json())
+                found = applied.as_json()  # (``name`` is a LogRecord attribute: not as is)
+                log.info(
+                    "journey file applied", extra={f"journey_{k}": v for k, v in found.items()}
+                )
         await self._refresh()
 
     async def _refresh(self) -> None:
         await refresh(self.store, self.catalog)
         CATALOG_REVISION.set_to_current_time()
+        preinit_journey_metrics(self.catalog)
         running = sum(1 for p in self.catalog.current.values() if p.running)
         JOURNEYS.labels("enabled").set(running)
         JOURNEYS.labels("disabled").set(len(self.catalog.current) - running)
