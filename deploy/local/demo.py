@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for member in staff:
         url = f"{args.rules}/v1/subjects/staff:{member['staff_id']}"
-        if not wait_for(partial(known, url), 60):
+        if not wait_for(partial(known, url, headers), 60):
             sys.stderr.write(f"the rules service has not seen {member['staff_id']}\n")
             return 1
     if not publish(args.ingest, [e for e in events if e not in staff], headers):
@@ -241,7 +241,7 @@ def people(args: argparse.Namespace, run: str, mail: Path, before: set[Path]) ->
     customer = f"{args.rules}/v1/subjects/customer:C-{run}-new"
 
     def owner() -> str | None:
-        answer = httpx.get(customer, timeout=5)
+        answer = httpx.get(customer, headers={"X-API-Key": DEV_API_KEY}, timeout=5)
         found = answer.json().get("customer", {}).get("owner_id") if answer.is_success else None
         return str(found) if found else None
 
@@ -298,8 +298,8 @@ def publish(ingest: str, events: list[dict[str, Any]], headers: dict[str, str]) 
     return True
 
 
-def known(url: str) -> bool:
-    return httpx.get(url, timeout=5).status_code == 200
+def known(url: str, headers: dict[str, str]) -> bool:
+    return httpx.get(url, headers=headers, timeout=5).status_code == 200
 
 
 def new_mail(mail: Path, before: set[Path]) -> list[Path]:

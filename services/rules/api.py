@@ -1,4 +1,5 @@
-"""Read-only HTTP API of the rules service: loaded rules, a subject's state and its timers."""
+"""Read-only HTTP API of the rules service: loaded rules, a subject's state and its timers,
+the churn model. Every route needs a key with ``rules:read`` (or ``rules:admin``)."""
 
 from datetime import UTC, datetime
 from typing import Any
@@ -8,10 +9,16 @@ from fastapi import APIRouter, HTTPException
 from services.rules.churn.rule import ChurnRisk, score
 from services.rules.engine import RulesEngine
 from services.rules.store import SubjectStore, TimerStore
+from shared.apikeys import RULES_ADMIN, RULES_READ, KeyRing, require_scope
 
 
-def rules_router(engine: RulesEngine, subjects: SubjectStore, timers: TimerStore) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["rules"])
+def rules_router(
+    engine: RulesEngine, subjects: SubjectStore, timers: TimerStore, keys: KeyRing
+) -> APIRouter:
+    # a router-wide dependency: no route here can forget it
+    router = APIRouter(
+        prefix="/v1", tags=["rules"], dependencies=[require_scope(keys, RULES_READ, RULES_ADMIN)]
+    )
 
     @router.get("/rules", summary="The rules this replica runs")
     async def list_rules() -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from services.rules.registry import check_templates, load_rules, read_config
 from services.rules.settings import RulesSettings
 from services.rules.store import MongoSubjectStore, MongoTimerStore
 from services.rules.ticklog import KafkaTickLog
+from shared.apikeys import KeyRing
 from shared.http import create_app
 from shared.kafka.loops import service_loop
 from shared.kafka.progress import MongoProgressStore
@@ -66,7 +67,7 @@ async def build(settings: RulesSettings, clock: Clock = utc_now) -> AsyncIterato
             "consumer": loop.check_ready,
         },
     )
-    app.include_router(rules_router(engine, subjects, timers))
+    app.include_router(rules_router(engine, subjects, timers, KeyRing(settings.api_keys)))
     journeys = journeys_part(settings, rules, db)
     if journeys is not None:
         app.include_router(journeys.router)

@@ -259,7 +259,7 @@ async def diagnose(system: System, keys: list[str]) -> str:
             for service, replica in system.running:
                 if service == "rules":
                     url = system.procs[service].urls[replica]
-                    answer = await http.get(f"{url}/v1/subjects/{subject}/timers")
+                    answer = await http.get(f"{url}/v1/subjects/{subject}/timers", headers=headers)
                     found.append(f"{subject} timers: {answer.text[:300]}")
                     break
     return " | ".join(found)

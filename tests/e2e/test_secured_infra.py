@@ -274,8 +274,9 @@ async def test_every_service_runs_on_sasl_kafka_and_an_authenticated_database(
             await eventually(lambda: counted("events.channel.order"), 60, what="no event counted")
 
             async def timers() -> Any:
-                state = await http.get(f"{rules}/v1/subjects/channel:CH-1")
-                pending = await http.get(f"{rules}/v1/subjects/channel:CH-1/timers")
+                key = {"X-API-Key": DEV_API_KEY}  # the rules API's read key
+                state = await http.get(f"{rules}/v1/subjects/channel:CH-1", headers=key)
+                pending = await http.get(f"{rules}/v1/subjects/channel:CH-1/timers", headers=key)
                 return state.text, pending.text
 
             async def delivered() -> list[Any]:
