@@ -157,8 +157,6 @@ class RulesEngine:
         self._ticklog = ticklog
         self._settled: set[int] = set()  # owned partitions reconciled with the tick log
         self._roster: Roster | None = None
-        # the loads need a pass over every subject: only when some rule reads them
-        self._uses_roster = any(getattr(rule, "uses_roster", False) for rule in rules)
         self._roster_at = 0.0
         self._roster_refresh_s = roster_refresh_s
         # rules that keep records in the subject's state (journeys): it is saved after ticks too
@@ -436,7 +434,10 @@ class RulesEngine:
     async def _current_roster(self) -> Roster:
         """All staff and their loads, read again every ``roster_refresh_s``; in between, the
         assignments this replica makes are counted into it (``Roster.took``)."""
-        if not self._uses_roster:  # no pass: only the staff this replica has seen in events
+        # the loads need a pass over every subject: only while some rule reads them (journeys
+        # do while one of them sends to a team)
+        uses = any(getattr(rule, "uses_roster", False) for rule in self.rules.values())
+        if not uses:  # no pass: only the staff this replica has seen in events
             self._roster = self._roster or Roster()
             return self._roster
         stale = time.monotonic() - self._roster_at > self._roster_refresh_s

@@ -24,7 +24,7 @@ from services.rules.settings import RulesSettings
 from services.rules.store import InMemorySubjectStore, InMemoryTimerStore
 from shared.events.envelope import CanonicalEvent
 from shared.kafka.clients import connection_kwargs, make_admin
-from shared.kafka.messages import HandlerResult
+from shared.kafka.messages import HandlerResult, Record, StoredRecord
 
 
 def parse_start(text: str) -> int | datetime:
@@ -89,17 +89,39 @@ async def read_history(
         await consumer.stop()
 
 
+Timed = tuple[datetime, Record]
+
+
+def in_time_order(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Timed]:
+    """The records in the order a rehearsal takes them (event time), each with its time and
+    numbered in that order (one partition, consecutive offsets).
+
+    The state takes a record at or before the last offset it applied in the same partition for
+    a redelivery and skips it. In the topic a record may be older than the one before it (an
+    upstream event that arrived late; a journey's own ``journey.entered``, stamped with its
+    timer's due time, which MongoDB keeps to the millisecond, a moment before the event that
+    entered the run): taken in time order under its own offset, it would be skipped as seen."""
+    timed = sorted(
+        ((CanonicalEvent.from_json(r.value or b"").time, r) for r in records),
+        key=lambda t: (t[0], t[1].partition, t[1].offset),
+    )
+    return [
+        (at, StoredRecord(r.topic, 0, n, r.value, r.key, tuple(r.headers or ()), r.timestamp))
+        for n, (at, r) in enumerate(timed)
+    ]
+
+
 async def rehearse(
     engine: RulesEngine,
     clock: list[datetime],
-    records: Sequence[ConsumerRecord[bytes, bytes]],
+    timed: Sequence[Timed],
     until: datetime,
     on_result: Callable[[HandlerResult], None],
 ) -> None:
-    """Run ``engine`` (in-memory stores; its clock reads ``clock[0]``) over ``records`` in
-    event-time order with the clock following the events: before each event the timers due by
-    its time fire; at the end, those due by ``until``. ``on_result`` sees every result before
-    its after-commit hooks run (which remove fired timers, as a commit does)."""
+    """Run ``engine`` (in-memory stores; its clock reads ``clock[0]``) over ``timed`` (from
+    :func:`in_time_order`) with the clock following the events: before each event the timers
+    due by its time fire; at the end, those due by ``until``. ``on_result`` sees every result
+    before its after-commit hooks run (which remove fired timers, as a commit does)."""
     partitions = set(range(1024))  # every partition the events topic may have
 
     async def done(result: HandlerResult) -> None:
@@ -117,9 +139,7 @@ async def rehearse(
                 return
             await done(result)
 
-    timed = sorted(records, key=lambda r: (CanonicalEvent.from_json(r.value).time, r.offset))
-    for record in timed:
-        moment = CanonicalEvent.from_json(record.value).time
+    for moment, record in timed:
         if moment > until:
             break
         await fire_until(moment)
@@ -152,7 +172,8 @@ async def replay(
                 out.write(message.value.decode() + "\n")
                 printed += 1
 
-    await rehearse(engine, clock, await read_history(settings, start), until, emit)
+    timed = in_time_order(await read_history(settings, start))
+    await rehearse(engine, clock, timed, until, emit)
     return printed
 
 

@@ -37,6 +37,11 @@ class Catalog:
     current: dict[str, Published] = field(default_factory=dict)
     versions: dict[tuple[str, int], Journey] = field(default_factory=dict)
     revision: int = 0  # bumped on every change (tests wait for it)
+    _labelled: frozenset[str] = frozenset()  # the names counted under their own label
+    sends_to_teams: bool = False  # a running journey sends to ``team:<name>`` (needs loads)
+
+    def __post_init__(self) -> None:
+        self._labelled = frozenset(sorted(self.current)[:MAX_METRIC_JOURNEYS])
 
     def replace(
         self, current: Iterable[Published], versions: Iterable[tuple[int, Journey]]
@@ -49,6 +54,13 @@ class Catalog:
         if new_current != self.current or new_versions.keys() != self.versions.keys():
             self.revision += 1
         self.current, self.versions = new_current, new_versions
+        self._labelled = frozenset(sorted(new_current)[:MAX_METRIC_JOURNEYS])
+        self.sends_to_teams = any(
+            s.send is not None and s.send.to.startswith("team:")
+            for p in new_current.values()
+            if p.running
+            for s in p.journey.steps
+        )
 
     def version(self, name: str, version: int) -> Journey | None:
         return self.versions.get((name, version))
@@ -58,8 +70,7 @@ class Catalog:
 
     def label(self, name: str) -> str:
         """``name`` as a metric label: the first :data:`MAX_METRIC_JOURNEYS` names by name."""
-        allowed = sorted(self.current)[:MAX_METRIC_JOURNEYS]
-        return name if name in allowed else "other"
+        return name if name in self._labelled else "other"
 
 
 def full_type(name: str) -> str:

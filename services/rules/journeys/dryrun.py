@@ -24,12 +24,12 @@ from services.rules.engine import RulesEngine
 from services.rules.journeys.catalog import Catalog, Published
 from services.rules.journeys.definition import Journey
 from services.rules.journeys.runner import Journeys
-from services.rules.replay import rehearse
+from services.rules.replay import in_time_order, rehearse
 from services.rules.store import InMemorySubjectStore, InMemoryTimerStore
 from shared.events.actions import ActionMessage
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import JourneyEntered, JourneyLeft, JourneyStepCompleted
-from shared.kafka.messages import HandlerResult, Record, StoredRecord
+from shared.kafka.messages import HandlerResult
 
 SAMPLES_PER_STEP = 3
 MAX_SENDS_LISTED = 1000
@@ -137,10 +137,10 @@ async def dry_run(
             else:
                 report.left[str(data["reason"])] += 1
 
-    records = in_time_order(records)
-    before = [r for r in records if since is not None and _time(r) < since]
-    in_range = [r for r in records if since is None or _time(r) >= since]
-    report.events = sum(1 for r in in_range if _time(r) <= until)  # what was replayed
+    timed = in_time_order(records)  # numbered across both parts: the state sees one history
+    before = [t for t in timed if since is not None and t[0] < since]
+    in_range = [t for t in timed if since is None or t[0] >= since]
+    report.events = sum(1 for at, _ in in_range if at <= until)  # what was replayed
     # the state at ``since`` is built from the history before it, with the journey off
     catalog.current[journey.name] = Published(journey.name, version, journey, enabled=False)
     await rehearse(engine, clock, before, since or until, lambda _: None)
@@ -148,25 +148,6 @@ async def dry_run(
     await rehearse(engine, clock, in_range, until, take)
     report.samples = samples(report.actions, template_root)
     return report.as_json([s.id for s in journey.steps])
-
-
-def _time(record: Record) -> datetime:
-    return CanonicalEvent.from_json(record.value or b"").time
-
-
-def in_time_order(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Record]:
-    """The records in the order the rehearsal takes them (event time), numbered in that order.
-
-    The state takes a record at or before the last offset it applied in the same partition for
-    a redelivery and skips it. In the topic a record may be older than the one before it (an
-    upstream event that arrived late; a journey's own ``journey.entered``, stamped with its
-    timer's due time, which MongoDB keeps to the millisecond, a moment before the event that
-    entered the run): taken in time order under its own offset, it would be skipped as seen."""
-    timed = sorted(records, key=lambda r: (_time(r), r.partition, r.offset))
-    return [
-        StoredRecord(r.topic, r.partition, n, r.value, r.key, tuple(r.headers or ()), r.timestamp)
-        for n, r in enumerate(timed)
-    ]
 
 
 def samples(actions: Sequence[ActionMessage], root: Path | None) -> list[dict[str, Any]]:

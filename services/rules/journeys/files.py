@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from services.rules.journeys.definition import Invalid, parse_document, validate
-from services.rules.journeys.store import JourneyStore
+from services.rules.journeys.store import Conflict, JourneyStore
 
 log = logging.getLogger(__name__)
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -27,7 +27,9 @@ SUFFIXES = (".yaml", ".yml", ".json")
 class Applied:
     file: str
     name: str | None = None
-    outcome: str = "unchanged"  # created | updated | restored | enabled | disabled | unchanged
+    # created | updated | restored | enabled | disabled | unchanged | invalid | conflict (another
+    # writer changed it at the same moment: applied by a replica that started with this one)
+    outcome: str = "unchanged"
     version: int | None = None
     errors: list[dict[str, str]] = field(default_factory=list)
 
@@ -57,7 +59,12 @@ async def apply_directory(
             log.error("journey file refused", extra={"file": path.name, "errors": exc.errors})
             results.append(result)
             continue
-        published, change = await store.put(journey, by, journey.enabled)
+        try:
+            published, change = await store.put(journey, by, journey.enabled)
+        except Conflict:  # another replica starting at the same moment applied it
+            result.name, result.outcome = journey.name, "conflict"
+            results.append(result)
+            continue
         result.name, result.version = published.name, published.version
         result.outcome = change.what if change is not None else "unchanged"
         results.append(result)

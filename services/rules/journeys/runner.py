@@ -476,7 +476,6 @@ class Journeys:
     ``journeys``; the service keeps the catalogue fresh)."""
 
     name = RULE
-    uses_roster = True  # a send to ``team:<name>`` picks its least loaded member
     keeps_state = True  # its runs live in the subject's state: the engine saves it on ticks
     templates: Mapping[str, frozenset[str]] = {
         INLINE_TEMPLATE: frozenset(
@@ -563,6 +562,12 @@ class Journeys:
             self._continue(name, ghost_memo, ghost_run, timer, ghost, ctx, ghost_out)
             out += [d for d in ghost_out if isinstance(d, Action | Emit)]
         return out  # else an older timer of the run (moved on since): not ours to act on
+
+    @property
+    def uses_roster(self) -> bool:
+        """A send to ``team:<name>`` picks its least loaded member: the engine reads the loads
+        only while a running journey has one."""
+        return self.catalog.sends_to_teams
 
     def committed(self, emit: Emit) -> None:
         """Count a ``journey.*`` event once its transaction committed (the engine calls it

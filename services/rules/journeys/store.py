@@ -10,10 +10,12 @@ deleted: runs still on an old version finish on it.
 from __future__ import annotations
 
 import abc
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
@@ -21,6 +23,8 @@ from pymongo.errors import DuplicateKeyError
 from services.rules.journeys.catalog import Catalog, Published
 from services.rules.journeys.definition import Journey
 from shared.mongo import Document
+
+log = logging.getLogger(__name__)
 
 
 class Conflict(RuntimeError):
@@ -170,11 +174,28 @@ def _current_doc(p: Published) -> Document:
     }
 
 
-def _published(doc: Document) -> Published:
+def _journey(doc: Document) -> Journey | None:
+    """A stored definition, or ``None`` (logged) for one that no longer validates — written by
+    hand into MongoDB, or by a version whose model has since changed: one such document must
+    not keep the catalogue (and the rules service) from loading."""
+    try:
+        return Journey.model_validate(doc.get("definition"))
+    except ValidationError as exc:
+        log.error(
+            "stored journey does not validate; skipped",
+            extra={"journey_doc": str(doc.get("_id")), "errors": exc.error_count()},
+        )
+        return None
+
+
+def _published(doc: Document) -> Published | None:
+    journey = _journey(doc)
+    if journey is None:
+        return None
     return Published(
         name=doc["_id"],
         version=int(doc["version"]),
-        journey=Journey.model_validate(doc["definition"]),
+        journey=journey,
         enabled=bool(doc["enabled"]),
         deleted=bool(doc.get("deleted", False)),
         updated_at=doc.get("updated_at"),
@@ -193,12 +214,14 @@ class MongoJourneyStore(JourneyStore):
         await self._versions.create_index([("name", ASCENDING), ("at", ASCENDING)], name="name_at")
 
     async def all(self) -> list[Published]:
-        return [_published(doc) async for doc in self._journeys.find({})]
+        found = [_published(doc) async for doc in self._journeys.find({})]
+        return [p for p in found if p is not None]
 
     async def versions(self) -> list[tuple[int, Journey]]:
         found = []
         async for doc in self._versions.find({"kind": "version"}):
-            found.append((int(doc["version"]), Journey.model_validate(doc["definition"])))
+            if (journey := _journey(doc)) is not None:
+                found.append((int(doc["version"]), journey))
         return found
 
     async def history(self, name: str) -> list[Change]:
