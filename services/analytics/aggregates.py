@@ -120,6 +120,10 @@ class Attribution(abc.ABC):
     async def unowned(self) -> dict[str, int]:
         """How many customers and channels have no owner now, by kind."""
 
+    @abc.abstractmethod
+    async def owned(self, kind: str, owners: Collection[str]) -> set[str]:
+        """The ids of the customers or channels (``kind``) one of ``owners`` owns now."""
+
 
 class MongoAttribution(Attribution):
     def __init__(self, collection: AsyncCollection[Document]) -> None:
@@ -158,6 +162,16 @@ class MongoAttribution(Attribution):
             )
             for kind in SUBJECT_KINDS
         }
+
+    async def owned(self, kind: str, owners: Collection[str]) -> set[str]:
+        if not owners:
+            return set()
+        query = {
+            "_id": {"$gte": f"{kind}:", "$lt": f"{kind};"},
+            "dims.owner": {"$in": sorted(owners)},
+        }
+        cursor = self._collection.find(query, {"_id": 1})
+        return {doc["_id"].removeprefix(f"{kind}:") async for doc in cursor}
 
 
 # the default of UPKEEP_ANALYTICS_HOUR_BUCKET_DAYS: as long as the default replay horizon
@@ -331,11 +345,13 @@ class Aggregates:
         since: datetime,
         until: datetime,
         value: str | None = None,
+        values: Collection[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Buckets in ``[since, until)``, oldest first, counters with their dotted names.
+        """Buckets in ``[since, until)``, oldest first, counters with their dotted names; of
+        one ``value``, or of those among ``values`` (None: every value).
         ``week`` (from Monday) and ``month`` are rolled up from the day buckets."""
         if granularity in ROLLUPS:
-            days = await self.series("day", dim, since, until, value)
+            days = await self.series("day", dim, since, until, value, values)
             return rollup(days, granularity, self._tz)
         query: dict[str, Any] = {
             "g": granularity,
@@ -344,6 +360,8 @@ class Aggregates:
         }
         if value is not None:
             query["value"] = value
+        if values is not None:
+            query["value"] = {"$in": sorted(values if value is None else set(values) & {value})}
         rows = []
         async for doc in self._buckets.find(query).sort("start", ASCENDING):
             rows.append(

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
 
 import orjson
 from pydantic import ValidationError
@@ -43,16 +42,19 @@ from services.analytics.journeys import (
     leave_counters,
     step_counters,
 )
+from services.analytics.money import activity_parts, cents, cost_fact_parts
 from services.analytics.people import TASK_EVENTS, Revisit, TaskEvent
 from shared.events.actions import ActionMessage, ContractTerm
 from shared.events.deliveries import DeliveryMessage
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import (
+    BudgetSet,
     ChannelAssigned,
     ChannelOrder,
     ChannelUpserted,
     ContractCancelled,
     ContractRenewed,
+    CostRecorded,
     CustomerAssigned,
     CustomerChurnRiskChanged,
     CustomerInteraction,
@@ -62,6 +64,7 @@ from shared.events.types import (
     JourneyEntered,
     JourneyStepCompleted,
     RevisitStatusChanged,
+    StaffUpserted,
     TaskCompleted,
     TaskCreated,
     TaskOverdue,
@@ -125,12 +128,9 @@ class Unreadable(ValueError):
     """The record is not a valid message of its topic (it is dead-lettered)."""
 
 
-def cents(amount: Decimal) -> int:
-    """Minor units; a half cent rounds to the even cent (banker's rounding, as ledgers do)."""
-    return int((amount * 100).to_integral_value(rounding=ROUND_HALF_EVEN))
-
-
-def event_facts(event: CanonicalEvent, payload: EventPayload) -> list[Fact]:
+def event_facts(event: CanonicalEvent, payload: EventPayload, tz: str = "UTC") -> list[Fact]:
+    """``tz``: the reporting time zone (the day a cost was incurred on, the period a customer
+    was active in)."""
     short = event.type.removeprefix("upkeep.").removesuffix(".v1")
     subject = event.subject
     facts = [Fact(f"event:{event.dedup_key}", event.time, {f"events.{short}": 1}, subject)]
@@ -138,19 +138,33 @@ def event_facts(event: CanonicalEvent, payload: EventPayload) -> list[Fact]:
     def add(name: str, counters: dict[str, int], **dims: str) -> None:
         facts.append(Fact(name, event.time, counters, subject, dims))
 
+    if isinstance(payload, CustomerInteraction):
+        for identity, counters in activity_parts(payload, event.time, tz):
+            add(identity, counters)
     if isinstance(payload, CustomerUpserted):
         add(f"new-customer:{payload.customer_id}", {"customers.new": 1})
     elif isinstance(payload, CustomerInteraction) and payload.kind == "order":
         counters = {"orders": 1}
         if payload.amount is not None and payload.currency:
             counters[f"order_value.{payload.currency}"] = cents(payload.amount)
+            counters[f"revenue.{payload.currency}"] = cents(payload.amount)
         add(f"order:customer:{payload.interaction_id}", counters)
     elif isinstance(payload, ChannelOrder) and payload.kind == "order":
         counters = {
             "channel_orders": 1,
             f"channel_order_value.{payload.currency}": cents(payload.amount),
+            f"revenue.{payload.currency}": cents(payload.amount),
         }
         add(f"order:channel:{payload.order_id}", counters, channel=payload.channel_id)
+    elif isinstance(payload, ChannelOrder):
+        counters = {
+            "sell_through": 1,
+            f"sell_through_value.{payload.currency}": cents(payload.amount),
+        }
+        add(f"sell-through:{payload.order_id}", counters, channel=payload.channel_id)
+    elif isinstance(payload, CostRecorded):
+        identity, at, counters = cost_fact_parts(payload, tz)
+        facts.append(Fact(identity, at, counters, subject))
     elif isinstance(payload, ContractRenewed):
         add(f"renewed:{payload.contract_id}:{payload.new_end_date}", {"renewals.renewed": 1})
     elif isinstance(payload, ContractCancelled):
@@ -306,9 +320,11 @@ class Read:
     task: TaskEvent | None = None
     revisit: Revisit | None = None
     journey: tuple[JourneyEvent, str] | None = None  # and the identity of its fact
+    budget: BudgetSet | None = None
+    staff: tuple[StaffUpserted, datetime] | None = None  # a profile and its time
 
 
-def read(topic_kind: str, value: bytes | None) -> Read:
+def read(topic_kind: str, value: bytes | None, tz: str = "UTC") -> Read:
     """The facts of one record (and, for a profile event, its attribution); raises
     :class:`Unreadable` for a record that is not a valid message of its topic."""
     try:
@@ -328,11 +344,15 @@ def read(topic_kind: str, value: bytes | None) -> Read:
             revisit = None
             if isinstance(payload, RevisitStatusChanged):
                 revisit = Revisit.of(payload, event.dedup_key)
-            facts = event_facts(event, payload)
+            facts = event_facts(event, payload, tz)
             journey = None
             if isinstance(payload, JOURNEY_EVENTS):
                 journey = (payload, journey_identity(event))
-            return Read(facts, attribution_of(payload), touch, task, revisit, journey)
+            budget = payload if isinstance(payload, BudgetSet) else None
+            staff = (payload, event.time) if isinstance(payload, StaffUpserted) else None
+            return Read(
+                facts, attribution_of(payload), touch, task, revisit, journey, budget, staff
+            )
         if topic_kind == "actions":
             return Read(action_facts(ActionMessage.model_validate_json(value or b"")))
         delivery = DeliveryMessage.model_validate_json(value or b"")

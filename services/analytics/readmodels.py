@@ -54,8 +54,10 @@ class Tasks(abc.ABC):
         team: str | None = None,
         overdue: bool | None = None,
         limit: int = LIST_LIMIT,
+        owners: Collection[str] | None = None,
     ) -> list[Task]:
-        """Open tasks, the oldest (by creation) first."""
+        """Open tasks, the oldest (by creation) first; of ``owner``, ``team``, and of one of
+        ``owners`` (None: anyone's)."""
 
     @abc.abstractmethod
     async def completed(
@@ -64,6 +66,7 @@ class Tasks(abc.ABC):
         until: datetime,
         owner: str | None = None,
         team: str | None = None,
+        owners: Collection[str] | None = None,
     ) -> list[Task]:
         """Tasks completed in ``[since, until)``."""
 
@@ -192,11 +195,16 @@ class MongoTasks(Tasks):
         team: str | None = None,
         overdue: bool | None = None,
         limit: int = LIST_LIMIT,
+        owners: Collection[str] | None = None,
     ) -> list[Task]:
         query: dict[str, Any] = {"status": "open"}
         for name, value in (("owner", owner), ("team", team), ("is_overdue", overdue)):
             if value is not None:
                 query[name] = value
+        if owners is not None:
+            query.setdefault("owner", {"$in": sorted(owners)})
+            if owner is not None and owner not in owners:
+                return []
         cursor = self._collection.find(query).sort("created_at", ASCENDING).limit(limit)
         return [from_doc(Task, {k: _utc(v) for k, v in doc.items()}) async for doc in cursor]
 
@@ -206,11 +214,16 @@ class MongoTasks(Tasks):
         until: datetime,
         owner: str | None = None,
         team: str | None = None,
+        owners: Collection[str] | None = None,
     ) -> list[Task]:
         query: dict[str, Any] = {"completed_at": {"$gte": since, "$lt": until}}
         for name, value in (("owner", owner), ("team", team)):
             if value is not None:
                 query[name] = value
+        if owners is not None:
+            query.setdefault("owner", {"$in": sorted(owners)})
+            if owner is not None and owner not in owners:
+                return []
         cursor = self._collection.find(query)
         return [from_doc(Task, {k: _utc(v) for k, v in doc.items()}) async for doc in cursor]
 

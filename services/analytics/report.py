@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -18,6 +19,7 @@ from services.analytics.aggregates import Aggregates, Attribution, totals
 from services.analytics.funnels import JourneyFigures
 from services.analytics.people import Load, Revisit, Share, Task, compliance, loads, median_hours
 from services.analytics.readmodels import Revisits, Tasks
+from services.analytics.scope import EVERYTHING, Scope
 
 
 class Report(BaseModel):
@@ -174,17 +176,27 @@ class People:
     subjects: Attribution
 
     async def median_hours(
-        self, since: datetime, until: datetime, dim: str = "all", value: str | None = None
+        self,
+        since: datetime,
+        until: datetime,
+        dim: str = "all",
+        value: str | None = None,
+        scope: Scope = EVERYTHING,
     ) -> tuple[float | None, int]:
         """The median time to complete of the tasks completed in ``[since, until)``, and how
         many it is over."""
         by = {dim: value} if dim in PEOPLE_DIMS and value is not None else {}
-        done = await self.tasks.completed(since, until, **by)
+        owners = scope.values("owner")
+        done = await self.tasks.completed(since, until, **by, owners=owners)
         durations = [d for d in (t.time_to_complete for t in done) if d is not None]
         return median_hours(durations), len(durations)
 
-    async def compliance(self, dim: str = "all", value: str | None = None) -> RevisitCompliance:
+    async def compliance(
+        self, dim: str = "all", value: str | None = None, scope: Scope = EVERYTHING
+    ) -> RevisitCompliance:
         def matches(r: Revisit) -> bool:
+            if not scope.owns(r.owner):
+                return False
             if value is None or dim not in ("owner", "team", "tier"):
                 return True
             return bool(getattr(r, dim) == value)
@@ -222,19 +234,50 @@ class Reporting:
         minutes = self.minutes_saved.items()
         return sum(counters.get(f"touches.{kind}", 0) * m for kind, m in minutes) / 60
 
+    async def counters(
+        self,
+        granularity: str,
+        dim: str,
+        since: datetime,
+        until: datetime,
+        value: str | None = None,
+        scope: Scope = EVERYTHING,
+    ) -> list[dict[str, Any]]:
+        """The buckets of ``dim`` (one ``value``) a caller of ``scope`` may read; for a scoped
+        caller "all" is the sum of their owners (one row per period, value ``*``)."""
+        if scope.everything:
+            return await self.aggregates.series(granularity, dim, since, until, value)
+        view, values = scope.view(dim, value)
+        rows = await self.aggregates.series(granularity, view, since, until, values=values)
+        if view == dim:
+            return rows
+        by_start: dict[datetime, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_start.setdefault(row["start"], []).append(row)
+        return [
+            {"start": start, "dim": "all", "value": "*", "counters": totals(found)}
+            for start, found in sorted(by_start.items(), key=lambda kv: kv[0])
+        ]
+
     async def report(
-        self, since: datetime, until: datetime, dim: str = "all", value: str | None = None
+        self,
+        since: datetime,
+        until: datetime,
+        dim: str = "all",
+        value: str | None = None,
+        scope: Scope = EVERYTHING,
     ) -> Report:
-        c = totals(await self.aggregates.series("day", dim, since, until, value))
+        c = totals(await self.counters("day", dim, since, until, value, scope))
         hours = self.hours_saved(c)
         touches = c.get("touches.automated", 0) + c.get("touches.manual", 0)
         people: dict[str, float | int | None] = {}
         if self.people is not None:
             people["median_hours_to_complete"], _ = await self.people.median_hours(
-                since, until, dim, value
+                since, until, dim, value, scope
             )
-            people["revisit_compliance"] = (await self.people.compliance(dim, value)).rate
-            if dim == "all":
+            compliance = await self.people.compliance(dim, value, scope)
+            people["revisit_compliance"] = compliance.rate
+            if dim == "all" and scope.everything:
                 unowned = await self.people.unowned()
                 people["unowned_customers"] = unowned.customers
                 people["unowned_channels"] = unowned.channels
@@ -264,16 +307,23 @@ class Reporting:
         )
 
     async def task_summary(
-        self, since: datetime, until: datetime, owner: str | None = None, team: str | None = None
+        self,
+        since: datetime,
+        until: datetime,
+        owner: str | None = None,
+        team: str | None = None,
+        scope: Scope = EVERYTHING,
     ) -> TaskSummary:
         """The tasks' counters over ``[since, until)`` (of one owner or team), the median time
         to complete, and the open tasks now."""
         dim, value = ("owner", owner) if owner else ("team", team) if team else ("all", None)
-        c = totals(await self.aggregates.series("day", dim, since, until, value))
+        c = totals(await self.counters("day", dim, since, until, value, scope))
         median, measured, open_tasks = None, 0, []
         if self.people is not None:
-            median, measured = await self.people.median_hours(since, until, dim, value)
-            open_tasks = await self.people.tasks.open(owner=owner, team=team, limit=100_000)
+            median, measured = await self.people.median_hours(since, until, dim, value, scope)
+            open_tasks = await self.people.tasks.open(
+                owner=owner, team=team, limit=100_000, owners=scope.values("owner")
+            )
         return TaskSummary(
             since=since,
             until=until,
@@ -299,10 +349,11 @@ class Reporting:
         since: datetime,
         until: datetime,
         value: str | None = None,
+        scope: Scope = EVERYTHING,
     ) -> list[Saving]:
         """Hours and money saved per period (and per channel or owner with ``dim``)."""
         found = []
-        for row in await self.aggregates.series(granularity, dim, since, until, value):
+        for row in await self.counters(granularity, dim, since, until, value, scope):
             hours = self.hours_saved(row["counters"])
             found.append(
                 Saving(

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.rules.calendar import local_date
 from shared.events.envelope import CanonicalEvent
 from shared.events.types import (
+    BudgetSet,
     ChannelAssigned,
     ChannelInteraction,
     ChannelOrder,
@@ -38,6 +39,7 @@ from shared.events.types import (
     ContractCancelled,
     ContractRenewed,
     ContractUpserted,
+    CostRecorded,
     CustomerAssigned,
     CustomerChurnRiskChanged,
     CustomerInteraction,
@@ -559,6 +561,10 @@ def _journey_run(state: SubjectState, p: EventPayload, event: CanonicalEvent) ->
     """A journey's own report of a run: the run's state is kept by the journey itself."""
 
 
+def _money(state: SubjectState, p: EventPayload, event: CanonicalEvent) -> None:
+    """Costs and budgets are analytics' to sum and watch: no rule keeps them."""
+
+
 _APPLY = {
     CustomerUpserted: _customer_upserted,
     CustomerInteraction: _interaction,
@@ -585,4 +591,6 @@ _APPLY = {
     JourneyEntered: _journey_run,
     JourneyStepCompleted: _journey_run,
     JourneyLeft: _journey_run,
+    CostRecorded: _money,
+    BudgetSet: _money,
 }

@@ -11,7 +11,9 @@ their customer.
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
@@ -535,6 +537,96 @@ class SubjectLabelled(_AboutSubject):
     labelled_at: UtcDatetime
 
 
+CostCategory = Literal["travel", "gift", "rebate", "event", "staff_time", "other"]
+Hours = Annotated[Decimal, Field(gt=0, le=10_000, max_digits=7, decimal_places=2)]
+
+
+class CostRecorded(_AboutSubject):
+    """What maintaining a customer or channel cost: a visit's travel, a gift, a rebate, an
+    event, or staff hours at a rate (``staff_time`` with ``hours`` and ``hourly_rate``, whose
+    product is the amount). ``incurred_on`` is the local date it counts on; ``cost_id`` makes
+    the entry once, however often it is sent."""
+
+    type_name = "upkeep.cost.recorded.v1"
+    time_field = "recorded_at"
+
+    cost_id: Id
+    category: CostCategory
+    amount: Money | None = None
+    hours: Hours | None = None
+    hourly_rate: Money | None = None
+    currency: Currency
+    incurred_on: date
+    staff_id: Id | None = None  # who spent it (the subject's owner is whose cost it is)
+    note: Text | None = None
+    recorded_at: UtcDatetime
+
+    @model_validator(mode="after")
+    def _amount_or_hours(self) -> Self:
+        timed = self.hours is not None or self.hourly_rate is not None
+        if timed and (self.hours is None or self.hourly_rate is None):
+            raise ValueError("staff hours need both hours and hourly_rate")
+        if timed and self.category != "staff_time":
+            raise ValueError("hours and hourly_rate are only for category staff_time")
+        if timed and self.amount is not None and self.amount != self.total():
+            raise ValueError("amount is not hours x hourly_rate")
+        if not timed and self.amount is None:
+            raise ValueError("a cost needs an amount (or hours and hourly_rate for staff_time)")
+        return self
+
+    def total(self) -> Decimal:
+        """The amount, or hours x rate."""
+        if self.hours is not None and self.hourly_rate is not None:
+            return self.hours * self.hourly_rate
+        assert self.amount is not None
+        return self.amount
+
+
+BudgetScope = Literal["channel", "owner", "team"]
+BudgetPeriod = Literal["month", "quarter", "year"]
+_PERIOD = {
+    "month": r"^\d{4}-(0[1-9]|1[0-2])$",
+    "quarter": r"^\d{4}-Q[1-4]$",
+    "year": r"^\d{4}$",
+}
+
+
+class BudgetSet(EventPayload):
+    """A maintenance budget for a channel, an owner (a member of staff) or a team, for one month
+    (``2026-12``), quarter (``2026-Q4``) or year (``2026``), cut in analytics' reporting time
+    zone (the days its figures are counted in). Setting the same
+    ``budget_id`` again replaces it (the latest ``set_at`` wins); amount 0 switches it off.
+    Keyed ``budget:<budget_id>``. Only costs in its currency count against it, unless analytics
+    has a rate table."""
+
+    type_name = "upkeep.budget.set.v1"
+    subject_kind = "customer"  # not used: the subject is budget:<budget_id>
+    subject_field = "budget_id"
+    time_field = "set_at"
+
+    budget_id: Id
+    name: Name | None = None
+    scope: BudgetScope
+    scope_id: Id
+    period: BudgetPeriod
+    period_id: str = Field(max_length=7, description="2026-12, 2026-Q4 or 2026")
+    amount: Money
+    currency: Currency
+    owner_id: Id | None = None  # who answers for it (default: the channel's owner, the owner)
+    set_at: UtcDatetime
+
+    @model_validator(mode="after")
+    def _period_id(self) -> Self:
+        if not re.fullmatch(_PERIOD[self.period], self.period_id):
+            raise ValueError(f"period_id {self.period_id!r} is not a {self.period}")
+        if self.scope == "team" and self.owner_id is None:
+            raise ValueError("a team budget needs owner_id (who answers for it)")
+        return self
+
+    def subject(self) -> str:
+        return f"budget:{self.budget_id}"
+
+
 EVENT_TYPES: dict[str, type[EventPayload]] = {
     model.type_name: model
     for model in (
@@ -563,6 +655,8 @@ EVENT_TYPES: dict[str, type[EventPayload]] = {
         JourneyStepCompleted,
         JourneyLeft,
         SubjectLabelled,
+        CostRecorded,
+        BudgetSet,
     )
 }
 """Every event type Upkeep accepts, by full versioned name. Add new types here."""

@@ -31,6 +31,7 @@ class FakeTasks(Tasks):
         team: str | None = None,
         overdue: bool | None = None,
         limit: int = LIST_LIMIT,
+        owners: Collection[str] | None = None,
     ) -> list[Task]:
         found = [
             t
@@ -39,6 +40,7 @@ class FakeTasks(Tasks):
             and owner in (None, t.owner)
             and team in (None, t.team)
             and overdue in (None, t.overdue)
+            and (owners is None or t.owner in owners)
         ]
         oldest = sorted(found, key=lambda t: t.created_at.timestamp() if t.created_at else 1e12)
         return oldest[:limit]
@@ -49,6 +51,7 @@ class FakeTasks(Tasks):
         until: datetime,
         owner: str | None = None,
         team: str | None = None,
+        owners: Collection[str] | None = None,
     ) -> list[Task]:
         return [
             t
@@ -57,6 +60,7 @@ class FakeTasks(Tasks):
             and since <= t.completed_at < until
             and owner in (None, t.owner)
             and team in (None, t.team)
+            and (owners is None or t.owner in owners)
         ]
 
 
@@ -96,6 +100,13 @@ class FakeSubjects(Attribution):
     async def unowned(self) -> dict[str, int]:
         kinds = [s.split(":", 1)[0] for s, d in self.subjects.items() if not d.get("owner")]
         return {kind: kinds.count(kind) for kind in ("customer", "channel")}
+
+    async def owned(self, kind: str, owners: Collection[str]) -> set[str]:
+        return {
+            s.split(":", 1)[1]
+            for s, d in self.subjects.items()
+            if s.startswith(f"{kind}:") and d.get("owner") in owners
+        }
 
 
 def people(

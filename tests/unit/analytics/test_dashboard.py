@@ -83,6 +83,7 @@ class FakeAggregates:
         since: datetime,
         until: datetime,
         value: str | None = None,
+        values: Any = None,
     ) -> list[dict[str, Any]]:
         return list(self.rows.get((granularity, dim), []))
 
@@ -102,6 +103,9 @@ class FakeAttribution(Attribution):
 
     async def unowned(self) -> dict[str, int]:
         return {"customer": 3, "channel": 1}
+
+    async def owned(self, kind: str, owners: Any) -> set[str]:
+        return set()
 
 
 FULL = {

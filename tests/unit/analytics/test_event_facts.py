@@ -20,6 +20,17 @@ from tests.unit.analytics.fact_builders import (
     event_record,
 )
 
+# a customer's interaction makes them active in its month and ISO week (of the reporting zone)
+ACTIVE = [
+    Fact(f"active:month:C-1:{T:%Y-%m}", T, {"customers.active.month": 1}, "customer:C-1"),
+    Fact(
+        f"active:week:C-1:{T.isocalendar()[0]}-W{T.isocalendar()[1]:02d}",
+        T,
+        {"customers.active.week": 1},
+        "customer:C-1",
+    ),
+]
+
 # --- upkeep.events.v1 ---------------------------------------------------------------------
 
 
@@ -48,7 +59,13 @@ def test_an_order_counts_once_with_its_value_in_cents_of_its_currency() -> None:
     found = read("events", record)
     assert found.facts == [
         Fact(event_identity(), T, {"events.customer.interaction": 1}, "customer:C-1"),
-        Fact("order:customer:O-1", T, {"orders": 1, "order_value.EUR": 1250}, "customer:C-1"),
+        *ACTIVE,
+        Fact(
+            "order:customer:O-1",
+            T,
+            {"orders": 1, "order_value.EUR": 1250, "revenue.EUR": 1250},
+            "customer:C-1",
+        ),
     ]
     assert found.attribution is None
 
@@ -100,7 +117,7 @@ def test_money_is_counted_in_minor_units(amount: str, minor_units: int) -> None:
     ("kind", "extra"),
     [("visit", {}), ("call", {}), ("ticket", {"ticket_status": "opened"})],
 )
-def test_an_interaction_that_is_not_an_order_counts_only_as_an_event(
+def test_an_interaction_that_is_not_an_order_counts_as_an_event_and_an_active_customer(
     kind: str, extra: dict[str, Any]
 ) -> None:
     record = event_record(
@@ -112,7 +129,8 @@ def test_an_interaction_that_is_not_an_order_counts_only_as_an_event(
         **extra,
     )
     assert read("events", record).facts == [
-        Fact(event_identity(), T, {"events.customer.interaction": 1}, "customer:C-1")
+        Fact(event_identity(), T, {"events.customer.interaction": 1}, "customer:C-1"),
+        *ACTIVE,
     ]
 
 
@@ -130,14 +148,14 @@ def test_a_channel_order_counts_with_its_value_and_its_channel() -> None:
         Fact(
             "order:channel:CO-1",
             T,
-            {"channel_orders": 1, "channel_order_value.CNY": 9990},
+            {"channel_orders": 1, "channel_order_value.CNY": 9990, "revenue.CNY": 9990},
             "channel:CH-1",
             {"channel": "CH-1"},
         ),
     ]
 
 
-def test_a_sell_through_report_counts_only_as_an_event() -> None:
+def test_a_sell_through_report_counts_its_value_beside_revenue_not_in_it() -> None:
     record = event_record(
         "channel.order",
         order_id="CO-2",
@@ -147,7 +165,10 @@ def test_a_sell_through_report_counts_only_as_an_event() -> None:
         amount="10",
         currency="CNY",
     )
-    assert [f.counters for f in read("events", record).facts] == [{"events.channel.order": 1}]
+    assert [f.counters for f in read("events", record).facts] == [
+        {"events.channel.order": 1},
+        {"sell_through": 1, "sell_through_value.CNY": 1000},
+    ]
 
 
 def test_a_renewal_counts_once_per_new_term() -> None:
@@ -306,7 +327,8 @@ def test_an_order_sent_again_under_another_event_id_is_the_same_order() -> None:
     second = by_identity(
         read("events", event_record("customer.interaction", "e-9", "shop", **order)).facts
     )
-    assert set(first) & set(second) == {"order:customer:O-1"}
+    # the same order, and the same customer active in the same month and week
+    assert set(first) & set(second) == {"order:customer:O-1", *(f.identity for f in ACTIVE)}
 
 
 def test_a_renewal_to_another_end_date_is_another_occurrence() -> None:

@@ -49,6 +49,7 @@ class FakeAggregates:
         since: datetime,
         until: datetime,
         value: str | None = None,
+        values: Any = None,
     ) -> list[dict[str, Any]]:
         self.queries.append(Query(granularity, dim, since, until, value))
         return self.rows

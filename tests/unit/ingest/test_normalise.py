@@ -190,6 +190,26 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "labelled_by": "journey:distributor-onboarding",
         "labelled_at": "2026-11-22T10:00:00+08:00",
     },
+    "upkeep.cost.recorded.v1": {
+        "about": "channel:CH-7",
+        "cost_id": "K-1",
+        "category": "staff_time",
+        "hours": "2.5",
+        "hourly_rate": "180",
+        "currency": "CNY",
+        "incurred_on": "2026-11-20",
+        "recorded_at": "2026-11-22T10:00:00+08:00",
+    },
+    "upkeep.budget.set.v1": {
+        "budget_id": "B-7",
+        "scope": "channel",
+        "scope_id": "CH-7",
+        "period": "month",
+        "period_id": "2026-11",
+        "amount": "2000",
+        "currency": "CNY",
+        "set_at": "2026-11-01T09:00:00+08:00",
+    },
 }
 SUBJECT_BY_ENTITY = {  # upkeep.<entity>.<what>.vN -> subject; contracts belong to the customer
     "customer": "customer:C-1001",
@@ -200,6 +220,8 @@ SUBJECT_BY_ENTITY = {  # upkeep.<entity>.<what>.vN -> subject; contracts belong 
     "revisit": "customer:C-1001",
     "journey": "customer:C-1001",  # a journey's run and a label are about their subject too
     "subject": "customer:C-1001",
+    "cost": "channel:CH-7",  # a cost is about its customer or channel
+    "budget": "budget:B-7",  # a budget is its own subject
 }
 CUSTOMER = EXAMPLES["upkeep.customer.upserted.v1"]
 

@@ -249,6 +249,31 @@ HISTORY: list[tuple[str, dict[str, Any]]] = [
             "left_at": "2026-03-21T00:00:00Z",
         },
     ),
+    (
+        "cost.recorded",
+        {
+            "about": "customer:C-1",
+            "cost_id": "K-1",
+            "category": "gift",
+            "amount": "120.00",
+            "currency": "EUR",
+            "incurred_on": "2026-03-22",
+            "recorded_at": "2026-03-22T00:00:00Z",
+        },
+    ),
+    (
+        "budget.set",
+        {
+            "budget_id": "B-1",
+            "scope": "owner",
+            "scope_id": "S-1",
+            "period": "month",
+            "period_id": "2026-03",
+            "amount": "500",
+            "currency": "EUR",
+            "set_at": "2026-03-01T00:00:00Z",
+        },
+    ),
 ]
 ALL_RULES = load_rules({})
 
