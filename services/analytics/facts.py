@@ -75,6 +75,8 @@ from shared.events.types import (
 FINAL = ("sent", "suppressed", "failed")
 CONTEXT = ("owner", "channel", "tier", "team")  # what an action's context may attribute it by
 FOLLOW_UP, CHANNEL_ALERT = "follow_up", "channel_alert"  # purposes counted on their own
+# analytics' own messages to staff (reports, budget alerts): delivered, but no one's touch
+TO_STAFF = ("report", "budget_alert")
 
 
 # Identities that *distinct* records claim — the same customer upserted again, a term reminded
@@ -267,7 +269,7 @@ def delivery_facts(delivery: DeliveryMessage) -> list[Fact]:
     context = _context(delivery.context)
     dims = {**context, "rule": delivery.rule, "kind": delivery.kind}
     counters = {"deliveries": 1, f"deliveries.{delivery.outcome}": 1}
-    if delivery.outcome == "sent":
+    if delivery.outcome == "sent" and purpose_of(delivery) not in TO_STAFF:
         automated = delivery.kind != "task"
         counters["touches.automated" if automated else "touches.manual"] = 1
         counters[f"touches.{delivery.kind}"] = 1

@@ -117,7 +117,7 @@ def amounts(counters: Mapping[str, int], prefix: str) -> dict[str, Decimal]:
         if name.startswith(prefix):
             rest = name.removeprefix(prefix)
             if len(rest) == 3 and rest.isupper():
-                found[rest] = Decimal(value) / 100
+                found[rest] = (Decimal(value) / 100).quantize(CENT)
     return found
 
 
@@ -144,7 +144,8 @@ def figures(
     active = counters.get(active_counter, 0)
     rows = []
     for cur in sorted(set(revenue) | set(sell) | set(cost)):
-        r, s, k = revenue.get(cur, Decimal(0)), sell.get(cur, Decimal(0)), cost.get(cur, Decimal(0))
+        zero = Decimal(0).quantize(CENT)
+        r, s, k = revenue.get(cur, zero), sell.get(cur, zero), cost.get(cur, zero)
         in_cur = {c: v[cur] for c, v in by_category.items() if cur in v}
         rows.append(
             CurrencyFigures(

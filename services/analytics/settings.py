@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.analytics.money import RateTable
 from shared.events.fields import zone
 from shared.settings import DEFAULT_REPLAY_HORIZON_DAYS, ServiceSettings
 
@@ -24,6 +25,18 @@ class AnalyticsSettings(ServiceSettings):
     )
     hourly_cost: float = Field(default=40.0, ge=0)
     cost_currency: str = "EUR"
+    # exchange rates for cost and ROI ({"base": "CNY", "rates": {"USD": "7.1"}, "as_of": "…"});
+    # none: amounts stay per currency, never added together
+    rates: RateTable | None = None
+    # budgets: how often they are checked, and the share of a period that must have gone by
+    # before a forecast (rather than the amount used) raises an overrun alert
+    budget_check_s: float = Field(default=60.0, gt=0)
+    budget_min_elapsed: float = Field(default=0.2, ge=0, le=1)
+    # managers' reports: how often due ones are looked for, the local hour they go out on the
+    # day after their period, and the dashboard's address for their link (none: no link)
+    report_check_s: float = Field(default=60.0, gt=0)
+    report_send_hour: int = Field(default=7, ge=0, le=23)
+    dashboard_url: str | None = None
 
     @field_validator("reporting_timezone")
     @classmethod
