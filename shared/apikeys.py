@@ -1,6 +1,8 @@
 """API keys for the services' HTTP APIs: stored hashed (SHA-256), each with scopes
 (``events:write`` for ingest, ``notifier:admin`` for the notifier's management endpoints,
 ``rules:read`` / ``rules:admin`` for the rules service's journeys,
+``analytics:read`` / ``analytics:admin`` for the analytics API and dashboard (with a ``staff_id``:
+that member of staff's view, without one: everything),
 ``tasks:own`` for a member of staff's own tasks: such a key is bound to a ``staff_id``).
 
 Keys are 32 random bytes, so a plain SHA-256 is enough (no dictionary to attack); comparison is
@@ -31,6 +33,8 @@ NOTIFIER_ADMIN = "notifier:admin"
 TASKS_OWN = "tasks:own"  # the tasks of the key's staff_id only
 RULES_READ = "rules:read"  # the rules service's read API (journeys and their history)
 RULES_ADMIN = "rules:admin"  # changing journeys, dry runs
+ANALYTICS_READ = "analytics:read"  # the analytics API and dashboard
+ANALYTICS_ADMIN = "analytics:admin"  # the analytics service's admin actions
 KEY_PREFIX = "upk_"
 
 

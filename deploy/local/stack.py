@@ -37,6 +37,18 @@ from shared.settings import KafkaSettings, TopicSettings
 SERVICE_PORTS: dict[str, int] = {"ingest": 8001, "rules": 8002, "notifier": 8003, "analytics": 8004}
 # the key ``make up`` configures for local use only (never deploy it)
 DEV_API_KEY = "upk_local_development_key_do_not_deploy"
+# the dashboard's local sign-in (user admin) and session key, for local use only
+DEV_ADMIN_PASSWORD = "upkeep-local-admin"
+DEV_SESSION_SECRET = "local-development-session-secret-do-not-deploy"
+
+
+def dev_accounts() -> str:
+    """The local accounts: ``admin`` with :data:`DEV_ADMIN_PASSWORD` (hashed now, as a
+    deployment's accounts are)."""
+    from argon2 import PasswordHasher
+
+    hashed = PasswordHasher().hash(DEV_ADMIN_PASSWORD)
+    return f'[{{"username": "admin", "password_hash": "{hashed}", "role": "admin"}}]'
 
 
 def existing_services() -> list[str]:
@@ -105,6 +117,15 @@ class LocalStack:
                 f'[{{"name": "local-dev", "sha256": "{digest(DEV_API_KEY)}", '
                 '"scopes": ["rules:read", "rules:admin"]}]'
             )
+        if service == "analytics":
+            env[prefix + "API_KEYS"] = (
+                f'[{{"name": "local-dev", "sha256": "{digest(DEV_API_KEY)}", '
+                '"scopes": ["analytics:read", "analytics:admin"]}]'
+            )
+            env[prefix + "ACCOUNTS"] = dev_accounts()
+            env[prefix + "SESSION_SECRET"] = DEV_SESSION_SECRET
+            env[prefix + "COOKIE_SECURE"] = "false"  # plain HTTP on 127.0.0.1
+            env[prefix + "DASHBOARD_URL"] = self.base_url("analytics") + "/"
         if service == "ingest":
             env[prefix + "API_KEYS"] = (
                 f'[{{"name": "local-dev", "sha256": "{digest(DEV_API_KEY)}", '

@@ -11,14 +11,13 @@ the ledger absorbs that. Replicas may each check; the ledger absorbs that too.
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import Counter
 from pymongo.asynchronous.collection import AsyncCollection
@@ -50,10 +49,10 @@ preinit(CHECKS, [(j, r) for j in ("budgets", "reports") for r in ("ok", "failed"
 RULE = "budget-watch"
 
 
-class Sink(abc.ABC):
-    """Where actions go: ``upkeep.actions.v1`` (a :class:`~shared.kafka.producer.Publisher`)."""
+class Sink(Protocol):
+    """Where actions go: ``upkeep.actions.v1`` (a :class:`~shared.kafka.producer.Publisher`,
+    which waits for the broker's acknowledgement)."""
 
-    @abc.abstractmethod
     async def publish(self, messages: Sequence[Outgoing]) -> None: ...
 
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
+from services.analytics.callers import Caller
 from services.analytics.funnels import JourneyDetail, JourneyFigures, JourneySummary
 from services.analytics.readmodels import LIST_LIMIT
 from services.analytics.report import (
@@ -26,6 +27,9 @@ from services.analytics.report import (
     TaskSummary,
     Unowned,
 )
+from services.analytics.scope import out_of_scope
+
+CallerDependency = Callable[..., Awaitable[Caller]]
 
 Granularity = Literal["hour", "day", "week", "month"]
 Dimension = Literal["all", "rule", "kind", "owner", "channel", "tier", "team"]
@@ -40,9 +44,11 @@ class Row(BaseModel):
     counters: dict[str, int]
 
 
-def analytics_router(reporting: Reporting) -> APIRouter:
-    aggregates = reporting.aggregates
-    router = APIRouter(prefix="/v1", tags=["analytics"])
+def analytics_router(reporting: Reporting, caller: CallerDependency) -> APIRouter:
+    """Every route needs a caller (``caller``: the authenticating dependency); every answer is
+    cut to the caller's scope."""
+    Who = Depends(caller)  # a default, so the route's annotation stays a plain type
+    router = APIRouter(prefix="/v1", tags=["analytics"], dependencies=[Depends(caller)])
 
     def window(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
         until = until or datetime.now(UTC) + timedelta(days=1)
@@ -55,9 +61,10 @@ def analytics_router(reporting: Reporting) -> APIRouter:
         value: str | None = None,
         since: Annotated[datetime | None, Query(alias="from")] = None,
         until: Annotated[datetime | None, Query(alias="to")] = None,
+        who: Caller = Who,
     ) -> list[dict[str, Any]]:
         start, end = window(since, until)
-        return await aggregates.series(granularity, dim, start, end, value)
+        return await reporting.counters(granularity, dim, start, end, value, who.scope)
 
     @router.get("/series.csv", summary="Counters per bucket, as CSV")
     async def series_csv(
@@ -66,9 +73,10 @@ def analytics_router(reporting: Reporting) -> APIRouter:
         value: str | None = None,
         since: Annotated[datetime | None, Query(alias="from")] = None,
         until: Annotated[datetime | None, Query(alias="to")] = None,
+        who: Caller = Who,
     ) -> Response:
         start, end = window(since, until)
-        rows = await aggregates.series(granularity, dim, start, end, value)
+        rows = await reporting.counters(granularity, dim, start, end, value, who.scope)
         names = sorted({n for r in rows for n in r["counters"]})
         out = io.StringIO()
         writer = csv.writer(out)
@@ -87,10 +95,11 @@ def analytics_router(reporting: Reporting) -> APIRouter:
         value: str | None = None,
         since: Annotated[datetime | None, Query(alias="from")] = None,
         until: Annotated[datetime | None, Query(alias="to")] = None,
+        who: Caller = Who,
     ) -> list[Saving]:
         """Hours and money saved per period and per channel or owner (``dim``)."""
         start, end = window(since, until)
-        return await reporting.savings(granularity, dim, start, end, value)
+        return await reporting.savings(granularity, dim, start, end, value, who.scope)
 
     @router.get("/report", response_model=Report, summary="The maintenance report")
     async def report(
@@ -98,14 +107,15 @@ def analytics_router(reporting: Reporting) -> APIRouter:
         value: str | None = None,
         since: Annotated[datetime | None, Query(alias="from")] = None,
         until: Annotated[datetime | None, Query(alias="to")] = None,
+        who: Caller = Who,
     ) -> Report:
         start, end = window(since, until)
-        return await reporting.report(start, end, dim, value)
+        return await reporting.report(start, end, dim, value, who.scope)
 
     if reporting.people is not None:
-        router.include_router(people_router(reporting, reporting.people, window))
+        router.include_router(people_router(reporting, reporting.people, window, Who))
     if reporting.journeys is not None:
-        router.include_router(journeys_router(reporting.journeys))
+        router.include_router(journeys_router(reporting.journeys, Who))
     return router
 
 
@@ -113,6 +123,7 @@ def people_router(
     reporting: Reporting,
     people: People,
     window: Callable[[datetime | None, datetime | None], tuple[datetime, datetime]],
+    Who: Any,
 ) -> APIRouter:
     router = APIRouter()
 
@@ -122,12 +133,13 @@ def people_router(
         team: str | None = None,
         since: Annotated[datetime | None, Query(alias="from")] = None,
         until: Annotated[datetime | None, Query(alias="to")] = None,
+        who: Caller = Who,
     ) -> TaskSummary:
         """Tasks created, completed, overdue, escalated (by level), snoozed and reassigned in
         the window, the median time to complete of those completed in it, and the open tasks
         now by owner and team; of one ``owner`` or ``team``."""
         start, end = window(since, until)
-        return await reporting.task_summary(start, end, owner, team)
+        return await reporting.task_summary(start, end, owner, team, who.scope)
 
     @router.get("/tasks", response_model=list[TaskItem], summary="Open tasks, the oldest first")
     async def open_tasks(
@@ -135,31 +147,42 @@ def people_router(
         team: str | None = None,
         overdue: bool | None = None,
         limit: Annotated[int, Query(ge=1, le=LIST_LIMIT)] = 100,
+        who: Caller = Who,
     ) -> list[TaskItem]:
         """Open tasks now, the oldest (by creation) first; ``overdue=true`` only the overdue
         ones, ``false`` only the others."""
-        found = await people.tasks.open(owner=owner, team=team, overdue=overdue, limit=limit)
+        for dim, asked in (("owner", owner), ("team", team)):
+            if asked is not None and not who.scope.allows(dim, asked):
+                raise out_of_scope(f"{dim} {asked!r} is not in your scope")
+        owners = who.scope.values("owner")
+        found = await people.tasks.open(
+            owner=owner, team=team, overdue=overdue, limit=limit, owners=owners
+        )
         return [TaskItem.of(t) for t in found]
 
     @router.get(
         "/revisits/compliance", response_model=RevisitCompliance, summary="Revisit compliance"
     )
     async def revisit_compliance(
-        dim: RevisitDimension = "all", value: str | None = None
+        dim: RevisitDimension = "all", value: str | None = None, who: Caller = Who
     ) -> RevisitCompliance:
         """The share of subjects in their revisit cadence now (by each one's latest status),
         overall, by tier and by team; of one owner, team or tier with ``dim`` and ``value``."""
-        return await people.compliance(dim, value)
+        if dim in ("owner", "team") and not who.scope.allows(dim, value):
+            raise out_of_scope(f"{dim} {value!r} is not in your scope")
+        return await people.compliance(dim, value, who.scope)
 
     @router.get("/subjects/unowned", response_model=Unowned, summary="Subjects without owner")
-    async def unowned() -> Unowned:
-        """How many customers have no owner, and channels no manager, now."""
+    async def unowned(who: Caller = Who) -> Unowned:
+        """How many customers have no owner, and channels no manager, now (for admins)."""
+        who.require_everything("subjects without owner")
         return await people.unowned()
 
     return router
 
 
-def journeys_router(figures: JourneyFigures) -> APIRouter:
+def journeys_router(figures: JourneyFigures, Who: Any) -> APIRouter:
+    """For admins: a journey's figures are not split by owner."""
     router = APIRouter()
 
     def window(
@@ -175,10 +198,12 @@ def journeys_router(figures: JourneyFigures) -> APIRouter:
     async def journeys(
         since: Annotated[datetime | None, Query(alias="from")] = None,
         until: Annotated[datetime | None, Query(alias="to")] = None,
+        who: Caller = Who,
     ) -> list[JourneySummary]:
         """Every journey seen, by name: the runs that entered and that left (by reason), the
         conversion rate (converted / entered) and the runs in it now. All time, or in the
         window from ``from`` to ``to``."""
+        who.require_everything("journeys")
         return await figures.summaries(*window(since, until))
 
     @router.get("/journeys/{name}", response_model=JourneyDetail, summary="A journey and its steps")
@@ -186,9 +211,11 @@ def journeys_router(figures: JourneyFigures) -> APIRouter:
         name: Annotated[str, Path(max_length=64)],
         since: Annotated[datetime | None, Query(alias="from")] = None,
         until: Annotated[datetime | None, Query(alias="to")] = None,
+        who: Caller = Who,
     ) -> JourneyDetail:
         """A journey's totals, per version, and its steps in the order they were first seen:
         completions, sends, unrouted sends, outcomes and the runs waiting at each now."""
+        who.require_everything("journeys")
         found = await figures.detail(name, *window(since, until))
         if found is None:
             raise HTTPException(status_code=404, detail=f"no journey {name!r}")

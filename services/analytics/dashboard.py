@@ -13,18 +13,19 @@ of both languages are in :mod:`services.analytics.labels`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from services.analytics import journey_views
 from services.analytics.aggregates import Attribution, totals
+from services.analytics.callers import Caller
 from services.analytics.labels import TEXT
 from services.analytics.report import Reporting
 from shared.events.fields import zone
@@ -66,7 +67,10 @@ COLUMNS = {
 NAV = [
     ("overview", "/"),
     *((key, f"/{key}") for key in ("channels", "owners", "rules", "tasks", "journeys", "at-risk")),
+    ("costs", "/costs"),
+    ("reports", "/reports"),
 ]
+ADMIN_PAGES = ("rules", "journeys")  # figures not split by owner: for those who see everything
 HTML_LANG = {"en": "en", "zh": "zh-CN"}
 SWITCH = {"en": ("zh", "中文"), "zh": ("en", "English")}  # the other language, in its own words
 CARDS = [
@@ -143,19 +147,34 @@ def bars(
     }
 
 
-def render(template: jinja2.Template, lang: str, current: str, **values: Any) -> HTMLResponse:
-    """A page in ``lang``: its template with the chrome's values and the page's own."""
-    chrome = {"t": TEXT[lang], "lang": lang, "html_lang": HTML_LANG[lang], "nav": NAV}
-    html = template.render(**chrome, current=current, switch=SWITCH[lang], **values)
+def render(
+    template: jinja2.Template, lang: str, current: str, who: Caller, **values: Any
+) -> HTMLResponse:
+    """A page in ``lang`` for ``who``: its template with the chrome's values (the pages they
+    may open, who is signed in) and the page's own."""
+    nav = [(k, path) for k, path in NAV if who.scope.everything or k not in ADMIN_PAGES]
+    chrome = {"t": TEXT[lang], "lang": lang, "html_lang": HTML_LANG[lang], "nav": nav}
+    html = template.render(
+        **chrome,
+        current=current,
+        switch=SWITCH[lang],
+        principal=who.principal,
+        csrf=who.csrf,
+        **values,
+    )
     return HTMLResponse(html)
 
 
 def dashboard_router(
     reporting: Reporting,
     attribution: Attribution,
+    caller: Callable[..., Awaitable[Caller]],
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+    """Every page needs a signed-in caller (``caller``: the dashboard's authenticating
+    dependency, which sends others to sign in) and shows only what is in their scope."""
+    Who = Depends(caller)  # a default, so the route's annotation stays a plain type
+    router = APIRouter(include_in_schema=False, dependencies=[Depends(caller)])
     aggregates = reporting.aggregates
     # compiled once, here: a template that does not compile stops the service at start-up
     overview_page, dimension_page, channels_page, at_risk_page, tasks_page, journeys_page = (
@@ -175,14 +194,15 @@ def dashboard_router(
         return since, until
 
     @router.get("/", response_class=HTMLResponse)
-    async def overview(request: Request) -> HTMLResponse:
+    async def overview(request: Request, who: Caller = Who) -> HTMLResponse:
         lang = language(request)
         t = TEXT[lang]
         since, until = window(request)
-        figures = (await reporting.report(since, until)).model_dump()
-        days = await aggregates.series("day", "all", since, until)
-        months = await reporting.savings("month", "all", since, until)
-        compliance = await people.compliance() if people is not None else None
+        scope = who.scope
+        figures = (await reporting.report(since, until, scope=scope)).model_dump()
+        days = await reporting.counters("day", "all", since, until, scope=scope)
+        months = await reporting.savings("month", "all", since, until, scope=scope)
+        compliance = await people.compliance(scope=scope) if people is not None else None
         by_tier, by_team = (
             (_shares(t, t["tier"], compliance.by_tier), _shares(t, t["team"], compliance.by_team))
             if compliance is not None
@@ -192,6 +212,7 @@ def dashboard_router(
             overview_page,
             lang,
             "overview",
+            who,
             since=f"{since:%Y-%m-%d}",
             until=f"{until:%Y-%m-%d}",
             cards=[(t[k], _figure(figures[k], k)) for k in CARDS],
@@ -206,12 +227,14 @@ def dashboard_router(
             ),
         )
 
-    async def by_dimension(request: Request, key: str) -> HTMLResponse:
+    async def by_dimension(request: Request, key: str, who: Caller = Who) -> HTMLResponse:
         lang = language(request)
         t = TEXT[lang]
         since, until = window(request)
         dim = PAGES[key]
-        rows = await aggregates.series("day", dim, since, until)
+        if key in ADMIN_PAGES:
+            who.require_everything(f"figures by {dim}")
+        rows = await reporting.counters("day", dim, since, until, scope=who.scope)
         grouped: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             grouped.setdefault(row["value"], []).append(row)
@@ -219,17 +242,17 @@ def dashboard_router(
         values: dict[str, Any] = {"since": f"{since:%Y-%m-%d}", "until": f"{until:%Y-%m-%d}"}
         values["summary"] = _counters(t, summary, COLUMNS[dim], t["name"])
         if key != "channels":
-            return render(dimension_page, lang, key, **values)
-        chart, health = await channel_health(since, until, t)
-        return render(channels_page, lang, key, **values, chart=chart, health=health)
+            return render(dimension_page, lang, key, who, **values)
+        chart, health = await channel_health(since, until, t, who)
+        return render(channels_page, lang, key, who, **values, chart=chart, health=health)
 
     async def channel_health(
-        since: datetime, until: datetime, t: Mapping[str, str]
+        since: datetime, until: datetime, t: Mapping[str, str], who: Caller
     ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
         """Per channel, week by week: its orders, and whether it was flagged."""
-        weeks = await aggregates.series("week", "all", since, until)
+        weeks = await reporting.counters("week", "all", since, until, scope=who.scope)
         chart = bars(weeks[-12:], ["channel_orders", "orders", "channels.flagged"], t, "%m-%d")
-        per_channel = await aggregates.series("week", "channel", since, until)
+        per_channel = await reporting.counters("week", "channel", since, until, scope=who.scope)
         starts = sorted({r["start"] for r in per_channel})[-12:]
         cells: dict[str, dict[datetime, Mapping[str, int]]] = {}
         for r in per_channel:
@@ -252,19 +275,19 @@ def dashboard_router(
         return chart, grid
 
     @router.get("/channels", response_class=HTMLResponse)
-    async def channels(request: Request) -> HTMLResponse:
-        return await by_dimension(request, "channels")
+    async def channels(request: Request, who: Caller = Who) -> HTMLResponse:
+        return await by_dimension(request, "channels", who)
 
     @router.get("/owners", response_class=HTMLResponse)
-    async def owners(request: Request) -> HTMLResponse:
-        return await by_dimension(request, "owners")
+    async def owners(request: Request, who: Caller = Who) -> HTMLResponse:
+        return await by_dimension(request, "owners", who)
 
     @router.get("/rules", response_class=HTMLResponse)
-    async def rules(request: Request) -> HTMLResponse:
-        return await by_dimension(request, "rules")
+    async def rules(request: Request, who: Caller = Who) -> HTMLResponse:
+        return await by_dimension(request, "rules", who)
 
     @router.get("/tasks", response_class=HTMLResponse)
-    async def tasks(request: Request) -> HTMLResponse:
+    async def tasks(request: Request, who: Caller = Who) -> HTMLResponse:
         """Open and overdue tasks by owner and team, and the open ones, the oldest first
         (``?owner=`` or ``?team=`` for one of them)."""
         lang = language(request)
@@ -272,9 +295,10 @@ def dashboard_router(
         since, until = window(request)
         owner = request.query_params.get("owner") or None
         team = request.query_params.get("team") or None
-        summary = await reporting.task_summary(since, until, owner, team)
+        summary = await reporting.task_summary(since, until, owner, team, who.scope)
+        owners = who.scope.values("owner")
         listed = (
-            await people.tasks.open(owner=owner, team=team, limit=TASKS_SHOWN)
+            await people.tasks.open(owner=owner, team=team, limit=TASKS_SHOWN, owners=owners)
             if people is not None
             else []
         )
@@ -310,6 +334,7 @@ def dashboard_router(
             tasks_page,
             lang,
             "tasks",
+            who,
             since=f"{since:%Y-%m-%d}",
             until=f"{until:%Y-%m-%d}",
             cards=cards,
@@ -319,11 +344,12 @@ def dashboard_router(
         )
 
     @router.get("/journeys", response_class=HTMLResponse)
-    async def journeys(request: Request) -> HTMLResponse:
+    async def journeys(request: Request, who: Caller = Who) -> HTMLResponse:
         """Each journey's runs in the window and now, and its steps as a funnel (the first
         :data:`JOURNEYS_SHOWN`; ``?journey=`` for one of them)."""
         lang = language(request)
         since, until = window(request)
+        who.require_everything("journeys")
         figures = reporting.journeys
         found = await figures.summaries(since, until) if figures is not None else []
         asked = request.query_params.get("journey") or None
@@ -335,16 +361,17 @@ def dashboard_router(
             journeys_page,
             lang,
             "journeys",
+            who,
             since=f"{since:%Y-%m-%d}",
             until=f"{until:%Y-%m-%d}",
             **journey_views.page(TEXT[lang], found, details),
         )
 
     @router.get("/at-risk", response_class=HTMLResponse)
-    async def at_risk(request: Request) -> HTMLResponse:
+    async def at_risk(request: Request, who: Caller = Who) -> HTMLResponse:
         lang = language(request)
         t = TEXT[lang]
-        found = await attribution.at_risk()
+        found = {s: d for s, d in (await attribution.at_risk()).items() if who.scope.sees(s)}
         riskiest = sorted(found.items(), key=lambda kv: kv[1].get("risk", ""), reverse=True)
         customers = _table(
             [t["customer"], t["owner"], t["risk"]],
@@ -353,7 +380,7 @@ def dashboard_router(
                 for s, d in riskiest
             ],
         )
-        return render(at_risk_page, lang, "at-risk", customers=customers)
+        return render(at_risk_page, lang, "at-risk", who, customers=customers)
 
     return router
 

@@ -49,6 +49,22 @@ class ActionRecipient(BaseModel):
     id: str = Field(min_length=1, max_length=128)
 
 
+class Attachment(BaseModel):
+    """A file an e-mail carries: text (sent as UTF-8), named, of one of a few media types."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    filename: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    media_type: Literal["text/csv", "text/plain", "application/json"]
+    content: str = Field(max_length=500_000, description="the file's text, sent as UTF-8")
+
+
+ATTACHMENTS_DESCRIPTION = (
+    "files to attach (at most 5): only e-mail delivers them; chat, webhook and task "
+    "channels ignore them"
+)
+
+
 class ActionMessage(BaseModel):
     """An action as published; the schema is generated into ``docs/schemas``."""
 
@@ -73,4 +89,7 @@ class ActionMessage(BaseModel):
     purpose: str | None = Field(None, max_length=64, description=PURPOSE_DESCRIPTION)
     term: ContractTerm | None = Field(None, description="the contract term it is about, if any")
     task: TaskSpec | None = Field(None, description="for kind task: its due time and priority")
+    attachments: list[Attachment] = Field(
+        default_factory=list, max_length=5, description=ATTACHMENTS_DESCRIPTION
+    )
     created_at: AwareDatetime

@@ -16,6 +16,7 @@ import pytest
 from shared.events.envelope import CanonicalEvent
 from shared.mongo import make_client
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
+from tests.integration.analytics_access import HEADERS
 from tests.integration.test_analytics_kafka import DAY, analytics, consumed, event
 from tests.integration.test_analytics_tasks import snapshot
 from tests.kafka_helpers import publish_events
@@ -217,7 +218,9 @@ async def test_journey_figures_equal_the_ground_truth_after_copies_a_crash_and_a
     async with analytics(kafka_settings, mongo_settings, topics, database, f"an-{tag}") as svc:
         await consumed(kafka_settings, topics, f"an-{tag}")
         transport = httpx.ASGITransport(app=svc.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://analytics") as http:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://analytics", headers=HEADERS
+        ) as http:
             seen: list[dict[str, Any]] = [{}]
 
             async def reached() -> bool:
@@ -255,7 +258,9 @@ async def test_journey_figures_equal_the_ground_truth_after_copies_a_crash_and_a
     async with analytics(kafka_settings, mongo_settings, topics, database, group) as svc:
         await consumed(kafka_settings, topics, group)
         transport = httpx.ASGITransport(app=svc.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://analytics") as http:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://analytics", headers=HEADERS
+        ) as http:
             again = await figures(http)
     assert again == first_figures
     assert await snapshot(db["analytics_journey_runs"]) == runs_before  # not even rewritten

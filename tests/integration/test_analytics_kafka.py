@@ -26,6 +26,7 @@ from shared.events.types import resolve_type
 from shared.mongo import make_client
 from shared.runtime import Service
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
+from tests.integration.analytics_access import ACCESS, HEADERS
 from tests.integration.ingest_fixtures import wait_assigned
 from tests.kafka_helpers import produce, publish_events, wait_consumed
 
@@ -202,6 +203,9 @@ TRUTH = {
     "customers.new": CUSTOMERS,
     "orders": ORDERS,
     "order_value.EUR": ORDERS * 1250,
+    "revenue.EUR": ORDERS * 1250 + CHANNEL_ORDERS * 10000,
+    "customers.active.month": CUSTOMERS,  # every customer ordered that month, and that week
+    "customers.active.week": CUSTOMERS,
     "renewals.renewed": RENEWED,
     "renewals.lost": LOST,
     "events.customer.churn_risk_changed": 4,
@@ -243,7 +247,7 @@ async def analytics(
         batch_timeout_ms=50,
         batch_max_records=37,  # many small batches: buckets touched by several of them
     )
-    async with build(settings) as service:
+    async with build(settings, ACCESS) as service:
         (loop,) = service.loops
         task = asyncio.create_task(loop.run())
         try:
@@ -331,7 +335,9 @@ async def test_the_report_and_csv_for_a_known_scenario(
         await consumed(kafka_settings, topics, f"an-{tag}")
         assert await counters(buckets) == TRUTH
         transport = httpx.ASGITransport(app=svc.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://analytics") as http:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://analytics", headers=HEADERS
+        ) as http:
             window = {"from": "2026-11-01T00:00:00Z", "to": "2026-11-03T00:00:00Z"}
             report = (await http.get("/v1/report", params=window)).json()
             csv_text = (await http.get("/v1/series.csv", params=window)).text

@@ -16,6 +16,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from shared.events.envelope import CanonicalEvent
 from shared.mongo import make_client
 from shared.settings import KafkaSettings, MongoSettings, TopicSettings
+from tests.integration.analytics_access import HEADERS
 from tests.integration.test_analytics_kafka import DAY, analytics, consumed, counters, event
 from tests.kafka_helpers import publish_events
 
@@ -211,7 +212,9 @@ async def test_people_figures_equal_the_ground_truth_after_duplicates_a_crash_an
     async with analytics(kafka_settings, mongo_settings, topics, database, f"an-{tag}") as svc:
         await consumed(kafka_settings, topics, f"an-{tag}")
         transport = httpx.ASGITransport(app=svc.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://analytics") as http:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://analytics", headers=HEADERS
+        ) as http:
             first = await figures(http)
             page = await http.get("/tasks", params={**WINDOW, "lang": "zh"})
     assert crashed, "the crash was not exercised"
@@ -263,7 +266,9 @@ async def test_people_figures_equal_the_ground_truth_after_duplicates_a_crash_an
     async with analytics(kafka_settings, mongo_settings, topics, database, group) as svc:
         await consumed(kafka_settings, topics, group)
         transport = httpx.ASGITransport(app=svc.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://analytics") as http:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://analytics", headers=HEADERS
+        ) as http:
             again = await figures(http)
     assert await counters(buckets) == TRUTH
     assert again == first

@@ -2,7 +2,9 @@
 reused connections bounded per server.
 
 The message is multipart/alternative (text, then HTML) in UTF-8; names and subjects in any
-script are RFC 2047 encoded words, folded into lines of at most 78 characters. The
+script are RFC 2047 encoded words, folded into lines of at most 78 characters. An action with
+attachments makes it multipart/mixed: that alternative part first, then each file, in base64
+(lines of 76 characters) and, for text types, UTF-8. The
 ``Message-ID`` is derived from the action's key, so a message sent again after a crash carries
 the same id and receiving systems can tell. Non-transactional messages carry RFC 8058 one-click
 unsubscribe headers.
@@ -15,12 +17,15 @@ import contextlib
 import email.policy
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import message_from_bytes
 from email.errors import MessageError
 from email.header import Header
 from email.message import EmailMessage
+from email.mime.application import MIMEApplication
+from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
@@ -37,6 +42,7 @@ from services.notifier.errors import (
     TransientDeliveryError,
 )
 from services.notifier.templates import Rendered
+from shared.events.actions import Attachment
 from shared.logging import redact
 
 log = logging.getLogger(__name__)
@@ -105,9 +111,11 @@ def build_message(
     domain: str,
     now: datetime,
     unsubscribe_url: str | None = None,
+    attachments: Sequence[Attachment] = (),
 ) -> Mail:
     """Raises ``ValueError`` for what no mail server would take: a header value of several
-    lines, an address that is not ASCII (that would need SMTPUTF8)."""
+    lines, an address that is not ASCII (that would need SMTPUTF8). Without ``attachments``
+    the message is multipart/alternative; with them, multipart/mixed around it."""
     sender_name, sender_address = parseaddr(sender)
     for value in (sender_name, to_name or "", rendered.subject, key):
         if "\r" in value or "\n" in value:
@@ -116,8 +124,15 @@ def build_message(
         if not address.isascii() or "@" not in address:
             raise ValueError("an address must be ASCII (SMTPUTF8 is not used)")
     # the boundary from the key: never inside a base64 part, and the generator need not search
-    # the bodies for one (it compiles a fresh regular expression per message to do so)
-    message = MIMEMultipart("alternative", boundary=f"=_{hashlib.sha256(key.encode()).hexdigest()}")
+    # the bodies for one (it compiles a fresh regular expression per message to do so); the
+    # mixed part's ("=_m…") and the alternative's ("=_" and hex) are never prefixes of each other
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    alternative = MIMEMultipart("alternative", boundary=f"=_{digest}")
+    message = alternative
+    if attachments:
+        message = MIMEMultipart("mixed", boundary=f"=_m{digest}")
+        del alternative["MIME-Version"]
+        message.attach(alternative)
     message["From"] = _address("From", sender_name, sender_address)  # type: ignore[assignment]
     message["To"] = _address("To", to_name or "", to_address)  # type: ignore[assignment]
     charset = "us-ascii" if rendered.subject.isascii() else "utf-8"
@@ -132,8 +147,27 @@ def build_message(
     for body, subtype in ((rendered.text, "plain"), (rendered.html, "html")):
         part = MIMEText(body, subtype, "utf-8")
         del part["MIME-Version"]  # once, on the whole message
-        message.attach(part)
+        alternative.attach(part)
+    for attachment in attachments:
+        message.attach(_attachment_part(attachment))
     return Mail(sender_address, to_address, message.as_bytes(policy=_WIRE))
+
+
+def _attachment_part(attachment: Attachment) -> MIMEBase:
+    """One file: its text in UTF-8, base64 encoded (so no line comes near 998 bytes and the
+    boundary can never occur in it), named in ``Content-Disposition`` (RFC 2231 if the name is
+    not ASCII, which the contract's pattern does not allow today)."""
+    main, subtype = attachment.media_type.split("/", 1)
+    part: MIMEBase
+    if main == "text":
+        part = MIMEText(attachment.content, subtype, "utf-8")  # charset="utf-8", base64
+    else:  # application/json: UTF-8 by definition (RFC 8259), no charset parameter
+        part = MIMEApplication(attachment.content.encode("utf-8"), subtype)
+    del part["MIME-Version"]
+    name = attachment.filename
+    filename: str | tuple[str, str, str] = name if name.isascii() else ("utf-8", "", name)
+    part.add_header("Content-Disposition", "attachment", filename=filename)
+    return part
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +276,7 @@ class EmailChannel:
                 domain=self._domain,
                 now=delivery.now,
                 unsubscribe_url=delivery.unsubscribe_url,
+                attachments=delivery.action.attachments,
             )
         except (ValueError, TypeError, MessageError) as exc:  # e.g. a name with a newline
             raise PermanentDeliveryError("invalid_message", str(exc)[:200]) from exc

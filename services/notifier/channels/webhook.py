@@ -135,7 +135,7 @@ class WebhookChannel:
         if not self._url or self._sender is None:
             raise PermanentDeliveryError("no_webhook_endpoint", "UPKEEP_NOTIFIER_WEBHOOK_URL")
         payload = {
-            "action": delivery.action.model_dump(mode="json"),
+            "action": delivery.action.model_dump(mode="json", exclude={"attachments"}),
             "message": {"subject": delivery.rendered.subject, "text": delivery.rendered.text},
         }
         await self._sender.send(self._url, delivery.key, payload)

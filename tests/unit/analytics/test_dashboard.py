@@ -21,6 +21,7 @@ from services.analytics.dashboard import ENVIRONMENT, dashboard_router
 from services.analytics.funnels import JourneyFigures
 from services.analytics.labels import TEXT
 from services.analytics.report import People, Reporting
+from tests.unit.analytics.callers import as_admin
 from tests.unit.analytics.journey_builders import World, entered, onboarding, records, step
 from tests.unit.analytics.people_fakes import FakeTasks, people
 from tests.unit.analytics.test_people import ev
@@ -157,6 +158,7 @@ async def dashboard(
         dashboard_router(
             reporting,
             attribution,
+            as_admin,
             clock=lambda: datetime(2026, 11, 2, 12, tzinfo=UTC),
         )
     )
@@ -212,12 +214,15 @@ async def test_every_page_has_the_chrome_in_its_language(
         f"/tasks?lang={lang}",
         f"/journeys?lang={lang}",
         f"/at-risk?lang={lang}",
+        f"/costs?lang={lang}",
+        f"/reports?lang={lang}",
         "?lang=zh" if lang == "en" else "?lang=en",
     ]
     current = "/" if path == "/" else path
     assert [a["href"] for a in links if a.get("class") == "on"] == [f"{current}?lang={lang}"]
     switch = "中文" if lang == "en" else "English"
-    assert f'<a href="{links[-1]["href"]}">{switch}</a></header>' in page
+    assert f'<a href="{links[-1]["href"]}">{switch}</a><span class="who">' in page
+    assert f"{t['signed_in_as']} test-admin</span></header>" in page  # a key: no sign-out form
     pages = ("overview", "channels", "owners", "rules", "tasks", "journeys", "at-risk")
     names = [t[k] for k in pages]
     assert all(f">{name}</a>" in page for name in names)
@@ -366,10 +371,14 @@ def test_the_templates_escape_and_refuse_a_missing_value() -> None:
         "at_risk.html",
         "base.html",
         "channels.html",
+        "costs.html",
+        "dashboard.css",
         "dimension.html",
         "journeys.html",
         "macros.html",
         "overview.html",
+        "reports.html",
+        "signin.html",
         "tasks.html",
     ]
     with pytest.raises(jinja2.UndefinedError):  # the page without its table, nor the chrome's

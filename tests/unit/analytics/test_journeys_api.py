@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from services.analytics.api import analytics_router
 from services.analytics.report import Reporting
+from tests.unit.analytics.callers import as_admin
 from tests.unit.analytics.journey_builders import World, onboarding, records
 from tests.unit.analytics.test_report import MINUTES
 
@@ -21,7 +22,8 @@ async def api(world: World | None = None) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     figures = world.figures if world is not None else None
     aggregates = (world or World()).aggregates
-    app.include_router(analytics_router(Reporting(aggregates, MINUTES, 40.0, "EUR", None, figures)))
+    reporting = Reporting(aggregates, MINUTES, 40.0, "EUR", None, figures)
+    app.include_router(analytics_router(reporting, as_admin))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://analytics") as http:
         yield http

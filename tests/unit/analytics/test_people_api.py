@@ -16,6 +16,7 @@ from services.analytics.aggregates import Aggregates
 from services.analytics.api import analytics_router
 from services.analytics.people import Revisit, fold_all
 from services.analytics.report import People, Reporting
+from tests.unit.analytics.callers import as_admin
 from tests.unit.analytics.fact_builders import T
 from tests.unit.analytics.people_fakes import FakeRevisits, FakeSubjects, FakeTasks, people
 from tests.unit.analytics.test_people import ev
@@ -28,7 +29,7 @@ H = timedelta(hours=1)
 async def api(fake: FakeAggregates, found: People | None) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     reporting = Reporting(cast(Aggregates, fake), MINUTES, 40.0, "EUR", found)
-    app.include_router(analytics_router(reporting))
+    app.include_router(analytics_router(reporting, as_admin))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://analytics") as http:
         yield http

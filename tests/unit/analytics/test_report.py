@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from services.analytics.aggregates import Aggregates
 from services.analytics.api import analytics_router
 from services.analytics.report import Reporting
+from tests.unit.analytics.callers import as_admin
 
 MINUTES = {"email": 6.0, "chat": 4.0, "webhook": 3.0}
 HOURLY_COST = 40.0
@@ -77,7 +78,8 @@ async def api(
             MINUTES if minutes_saved is None else minutes_saved,
             hourly_cost,
             "EUR",
-        )
+        ),
+        as_admin,
     )
     app.include_router(router)
     transport = httpx.ASGITransport(app=app)

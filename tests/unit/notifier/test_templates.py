@@ -59,12 +59,14 @@ def write_template(root: Path, name: str, locale: str, subject: str, body: str) 
 
 # the notifier's own: the daily digest (dispatcher.DIGEST_TEMPLATE), data from the dispatcher
 NOTIFIER_TEMPLATES = {"owner_digest"}
+# the analytics service's actions (no rule's): test_email_attachments.py renders their samples
+ANALYTICS_TEMPLATES = {"budget_overrun", "manager_report"}
 
 
 def test_the_store_holds_exactly_the_templates_the_rules_produce(templates: Templates) -> None:
-    assert set(templates.names()) == set(RULE_TEMPLATES) | NOTIFIER_TEMPLATES
+    assert set(templates.names()) == set(RULE_TEMPLATES) | NOTIFIER_TEMPLATES | ANALYTICS_TEMPLATES
     assert templates.names() == sorted(templates.names())
-    for name in [*RULE_TEMPLATES, *NOTIFIER_TEMPLATES]:
+    for name in [*RULE_TEMPLATES, *NOTIFIER_TEMPLATES, *ANALYTICS_TEMPLATES]:
         assert templates.locales(name) == sorted(LOCALES)
 
 
