@@ -136,12 +136,17 @@ class BudgetWatch:
         sent: Sent,
         actions_topic: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        caught_up: Callable[[], bool] = lambda: True,
     ) -> None:
+        """``caught_up``: whether the consumer has read what was published (no alert is
+        judged on half the costs)."""
         self._costing, self._staff, self._sink, self._sent = costing, staff, sink, sent
-        self._topic, self._clock = actions_topic, clock
+        self._topic, self._clock, self._caught_up = actions_topic, clock, caught_up
 
     async def check(self) -> int:
         """Publish the alerts due now; returns how many budgets were alerted."""
+        if not self._caught_up():
+            return 0
         now = self._clock()
         alerted = 0
         for s in await self._costing.statuses(now=now):

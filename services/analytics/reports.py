@@ -150,7 +150,11 @@ class Reports:
         send_hour: int = 7,
         dashboard_url: str | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        caught_up: Callable[[], bool] = lambda: True,
     ) -> None:
+        """``caught_up``: whether the figures are complete enough to report (the consumer has
+        read what was published): a report is not sent on half the data, and once sent it
+        is not sent again."""
         self._reporting, self._costing, self._staff = reporting, costing, staff
         self._subjects, self._archive, self._sink = subjects, archive, sink
         self._topic, self._send_hour, self._url, self._clock = (
@@ -159,6 +163,7 @@ class Reports:
             dashboard_url,
             clock,
         )
+        self._caught_up = caught_up
 
     async def ensure_indexes(self) -> None:
         await self._archive.create_index(
@@ -338,7 +343,10 @@ class Reports:
         return doc is not None and doc.get("status") == "published"
 
     async def due(self) -> int:
-        """Send the reports due now; returns how many were sent."""
+        """Send the reports due now; returns how many were sent (none while the consumer is
+        still catching up)."""
+        if not self._caught_up():
+            return 0
         now = self._clock()
         sent = 0
         for manager in managers(await self._staff.everyone()):

@@ -112,6 +112,7 @@ async def build(
         settings.report_send_hour,
         settings.dashboard_url,
         clock,
+        lambda: loop.caught_up,
     )
 
     async def ensure_indexes() -> None:
@@ -122,7 +123,9 @@ async def build(
 
     indexes = asyncio.create_task(retry_until_done(ensure_indexes), name="analytics-indexes")
     sent = Sent(db["analytics_sent"])
-    watch = BudgetWatch(costing, staff, publisher, sent, topics.actions, clock)
+    watch = BudgetWatch(
+        costing, staff, publisher, sent, topics.actions, clock, lambda: loop.caught_up
+    )
     templates = Templates()
     Who = Depends(api_caller)
     app.include_router(analytics_router(reporting, api_caller))

@@ -96,6 +96,7 @@ class ConsumerLoop:
         self._failing = False
         self._started = False
         self._lag_updated = 0.0
+        self._behind: int | None = None  # records not yet read, at the last lag measurement
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -103,6 +104,13 @@ class ConsumerLoop:
     def ready(self) -> bool:
         """Started and not currently failing to commit batches."""
         return self._started and not self._failing and not self._stopping.is_set()
+
+    @property
+    def caught_up(self) -> bool:
+        """Ready, with partitions, and nothing left to read at the last lag measurement (every
+        few seconds): what was published before is counted. For work that must not run on half
+        the data (analytics' scheduled reports)."""
+        return self.ready and bool(self.assignment) and self._behind == 0
 
     @property
     def assignment(self) -> set[TopicPartition]:
@@ -407,10 +415,13 @@ class ConsumerLoop:
 
     async def _measure_lag(self, assigned: list[TopicPartition]) -> None:
         ends = await self._consumer.end_offsets(assigned)
+        behind = 0
         for tp in assigned:
             position = await self._consumer.position(tp)
             lag = max(0, ends[tp] - position)
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+            behind += lag
+        self._behind = behind
 
 
 def _partitions_of(partitions: Iterable[TopicPartition], topic: str) -> set[int]:
