@@ -7,7 +7,13 @@ import sys
 import time
 
 from deploy.local.kafka import ROOT
-from deploy.local.stack import DEV_API_KEY, LocalStack, StackConfig, existing_services
+from deploy.local.stack import (
+    DEV_ADMIN_PASSWORD,
+    DEV_API_KEY,
+    LocalStack,
+    StackConfig,
+    existing_services,
+)
 
 STATE = ROOT / ".run" / "local"
 
@@ -35,6 +41,7 @@ def up(stack: LocalStack) -> int:
         f"  curl -X POST {stack.base_url('ingest')}/v1/events -H 'X-API-Key: {DEV_API_KEY}' \\\n"
         '       -H \'content-type: application/json\' -d \'{"type": "customer.upserted", '
         '"customer_id": "C-1", "name": "Ada", "timezone": "Europe/London"}\'\n'
+        f"  dashboard: {stack.base_url('analytics')}/  (sign in as admin / {DEV_ADMIN_PASSWORD})\n"
         f"  API docs: {stack.base_url('ingest')}/docs     logs: make logs     stop: make down"
     )
     return 0

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from deploy.local.kafka import ROOT
-from deploy.local.stack import DEV_API_KEY, SERVICE_PORTS
+from deploy.local.stack import DEV_ADMIN_PASSWORD, DEV_API_KEY, SERVICE_PORTS
 from shared.calendar import local_date
 from shared.events.fields import zone
 
@@ -186,6 +186,37 @@ def scenario(now: datetime, run: str) -> list[dict[str, Any]]:
         amount="25000.00",
         currency="EUR",
     )
+    # what maintaining the channel costs this month, against a budget it will overrun: the
+    # owner and their manager get the alert; /costs shows it (two currencies, never added)
+    month = local_date(now, owner_tz)
+    for n, (category, money) in enumerate(
+        (
+            ("travel", {"amount": "1200.00", "currency": "EUR"}),
+            ("staff_time", {"hours": "6", "hourly_rate": "60", "currency": "EUR"}),
+            ("gift", {"amount": "800.00", "currency": "CNY"}),
+        )
+    ):
+        add(
+            "cost.recorded",
+            about=f"channel:CH-{run}",
+            cost_id=f"K-{run}-{n}",
+            category=category,
+            incurred_on=month.isoformat(),
+            recorded_at=now.isoformat(),
+            **money,
+        )
+    add(
+        "budget.set",
+        budget_id=f"B-{run}",
+        name="East Coast maintenance",
+        scope="channel",
+        scope_id=f"CH-{run}",
+        period="month",
+        period_id=f"{month:%Y-%m}",
+        amount="1000.00",
+        currency="EUR",
+        set_at=now.isoformat(),
+    )
     return events
 
 
@@ -216,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     if not publish(args.ingest, [e for e in events if e not in staff], headers):
         return 1
     zones = ", ".join(z for z, *_ in daytime_zones(now))
+    analytics = f"http://127.0.0.1:{SERVICE_PORTS['analytics']}"
     mail = ROOT / ".run" / "mail"
     sys.stdout.write(
         f"published {len(events)} events (customers in {zones}).\n"
@@ -225,7 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         "  actions       upkeep.actions.v1, outcomes on upkeep.deliveries.v1\n"
         f"  metrics       {args.notifier}/metrics  (upkeep_notifier_deliveries_total)\n"
         f"  journeys      curl -H 'X-API-Key: {DEV_API_KEY}' {args.rules}/v1/journeys\n"
-        f"  funnels       http://127.0.0.1:{SERVICE_PORTS['analytics']}/v1/journeys\n"
+        f"  funnels       curl -H 'X-API-Key: {DEV_API_KEY}' {analytics}/v1/journeys\n"
+        f"  costs & ROI   {analytics}/costs  (sign in as admin / {DEV_ADMIN_PASSWORD})\n"
+        f"  budgets       curl -H 'X-API-Key: {DEV_API_KEY}' {analytics}/v1/budgets\n"
+        "                (East Coast's is forecast to overrun: its owner and their manager\n"
+        "                 get the alert e-mail within a minute or two)\n"
     )
     before = set(mail.glob("*.eml")) if mail.exists() else set()
     if wait_for(lambda: len(new_mail(mail, before)) > 0, 60):

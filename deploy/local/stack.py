@@ -38,8 +38,8 @@ SERVICE_PORTS: dict[str, int] = {"ingest": 8001, "rules": 8002, "notifier": 8003
 # the key ``make up`` configures for local use only (never deploy it)
 DEV_API_KEY = "upk_local_development_key_do_not_deploy"
 # the dashboard's local sign-in (user admin) and session key, for local use only
-DEV_ADMIN_PASSWORD = "upkeep-local-admin"
-DEV_SESSION_SECRET = "local-development-session-secret-do-not-deploy"
+DEV_ADMIN_PASSWORD = "upkeep-local-admin"  # noqa: S105 - local use only, printed by make up
+DEV_SESSION_SECRET = "local-development-session-secret-do-not-deploy"  # noqa: S105
 
 
 def dev_accounts() -> str:

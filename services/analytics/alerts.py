@@ -42,8 +42,8 @@ ALERTS = Counter(
 preinit(ALERTS, [("owner",), ("manager",)])
 CHECKS = Counter(
     "upkeep_analytics_checks_total",
-    "Periodic checks run, by job (budgets, reports) and result (ok, failed).",
-    ["job", "result"],
+    "Periodic checks run, by check (budgets, reports) and result (ok, failed).",
+    ["check", "result"],
 )
 preinit(CHECKS, [(j, r) for j in ("budgets", "reports") for r in ("ok", "failed")])
 RULE = "budget-watch"
@@ -171,7 +171,7 @@ class BudgetWatch:
 
 async def run_every(job: Callable[[], Awaitable[int]], every_s: float, name: str) -> None:
     """Run ``job`` every ``every_s`` seconds, forever; one that fails is tried at the next
-    (counted in ``upkeep_analytics_checks_total{job=name}``)."""
+    (counted in ``upkeep_analytics_checks_total{check=name}``)."""
     while True:
         try:
             await job()

@@ -208,7 +208,7 @@ async def analytics(
 
 def checks(job: str) -> float:
     return (
-        REGISTRY.get_sample_value("upkeep_analytics_checks_total", {"job": job, "result": "ok"})
+        REGISTRY.get_sample_value("upkeep_analytics_checks_total", {"check": job, "result": "ok"})
         or 0.0
     )
 
