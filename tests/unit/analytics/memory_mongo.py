@@ -1,9 +1,10 @@
 """An in-memory stand-in for the few ``AsyncCollection`` operations analytics' stores use, so
 unit tests run the real claims, offset guards and read models (services/analytics/aggregates.py,
 readmodels.py, conversions.py) without a server: unordered bulk writes of ``InsertOne``,
-``UpdateOne`` (``$inc``, ``$set``, ``$min``, ``$max``, ``$setOnInsert``, upserts) and
+``UpdateOne`` (``$inc``, ``$set``, ``$min``, ``$max``, ``$setOnInsert``, upserts; also as
+``update_one``) and
 ``ReplaceOne`` with duplicate keys reported as code 11000; ``find`` (equality, ``$in``,
-``$exists``, ranges; ``sort``, ``limit``), ``find_one``, ``update_many`` and
+``$exists``, ranges; ``sort``, ``limit``), ``find_one``, ``insert_one``, ``update_many`` and
 ``count_documents``. Integration tests check the same code against the real server."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pymongo import InsertOne, ReplaceOne, UpdateOne
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 MISSING = object()
 
@@ -121,10 +122,24 @@ class MemoryCollection:
     def find(self, query: Mapping[str, Any], projection: Any = None) -> Cursor:
         return Cursor([d for d in self.docs.values() if _matches(d, query)])
 
-    async def find_one(self, query: Mapping[str, Any]) -> dict[str, Any] | None:
+    async def find_one(
+        self, query: Mapping[str, Any], projection: Any = None
+    ) -> dict[str, Any] | None:
         async for doc in self.find(query):
             return doc
         return None
+
+    async def insert_one(self, doc: Mapping[str, Any]) -> Result:
+        try:
+            self._insert(doc)
+        except KeyError:
+            raise DuplicateKeyError("duplicate key", 11000) from None
+        return Result(inserted_count=1)
+
+    async def update_one(
+        self, query: Mapping[str, Any], update: Mapping[str, Any], upsert: bool = False
+    ) -> Result:
+        return await self.bulk_write([UpdateOne(dict(query), dict(update), upsert=upsert)])
 
     async def count_documents(self, query: Mapping[str, Any]) -> int:
         return sum(1 for d in self.docs.values() if _matches(d, query))

@@ -42,7 +42,8 @@ def test_figures_stay_per_currency_without_a_rate_table() -> None:
     assert cny.cost_by_category == {"travel": Decimal("500"), "gift": Decimal("1500")}
     assert cny.cost_per_active_customer == Decimal("500.00")
     assert (usd.revenue, usd.cost, usd.roi) == (Decimal("500"), Decimal("100"), Decimal("4.00"))
-    assert found.converted is None and found.rates_used is None
+    assert found.converted is None
+    assert found.rates_used is None
     assert found.manual_cost_replaced == Decimal("120.00")
     assert found.automated_touches == 30
 
@@ -62,7 +63,8 @@ def test_a_currency_without_a_rate_is_left_out_of_the_conversion_and_named() -> 
     rates = RateTable(base="EUR", rates={"USD": Decimal("0.9")})
     found = figures(COUNTERS, "customers.active.month", Decimal(0), "EUR", rates)
     assert found.unconverted == ["CNY"]
-    assert found.converted is not None and found.converted.cost == Decimal("90.00")
+    assert found.converted is not None
+    assert found.converted.cost == Decimal("90.00")
 
 
 def test_without_cost_there_is_no_roi() -> None:
@@ -159,7 +161,8 @@ def test_a_budget_is_forecast_at_the_run_rate_so_far() -> None:
 def test_an_early_forecast_raises_nothing_until_enough_of_the_period_is_gone() -> None:
     now = datetime(2026, 11, 3, tzinfo=UTC)  # 2 of 30 days
     found = status(budget(), {"cost.CNY": 50_000}, now, "UTC", "S-1")
-    assert found.forecast == Decimal("7500.00") and not found.overrun_forecast
+    assert found.forecast == Decimal("7500.00")
+    assert not found.overrun_forecast
     over = status(budget(), {"cost.CNY": 400_000}, now, "UTC", "S-1")
     assert over.overrun_forecast  # used is over the amount already
 
@@ -167,25 +170,29 @@ def test_an_early_forecast_raises_nothing_until_enough_of_the_period_is_gone() -
 def test_a_closed_period_forecasts_what_was_used() -> None:
     now = datetime(2026, 12, 5, tzinfo=UTC)
     found = status(budget(), {"cost.CNY": 250_000}, now, "UTC", None)
-    assert found.forecast == found.used == Decimal("2500.00") and not found.overrun_forecast
+    assert found.forecast == found.used == Decimal("2500.00")
+    assert not found.overrun_forecast
 
 
 def test_costs_in_another_currency_count_only_with_a_rate() -> None:
     now = datetime(2026, 12, 5, tzinfo=UTC)
     counters = {"cost.CNY": 100_000, "cost.USD": 20_000}
     alone = status(budget(), counters, now, "UTC", None)
-    assert alone.used == Decimal("1000.00") and alone.uncounted == {"USD": Decimal("200")}
+    assert alone.used == Decimal("1000.00")
+    assert alone.uncounted == {"USD": Decimal("200")}
     rates = RateTable(base="EUR", rates={"USD": Decimal("0.9"), "CNY": Decimal("0.125")})
     converted = status(budget(), counters, now, "UTC", None, rates)
     assert converted.used == Decimal("2440.00")  # 1000 + 200 x 0.9 / 0.125
-    assert converted.uncounted == {} and converted.rates_used is not None
+    assert converted.uncounted == {}
+    assert converted.rates_used is not None
 
 
 def test_a_budget_of_zero_is_switched_off() -> None:
     found = status(
         budget(amount="0"), {"cost.CNY": 100}, datetime(2026, 11, 20, tzinfo=UTC), "UTC", None
     )
-    assert not found.overrun_forecast and found.used_share is None
+    assert not found.overrun_forecast
+    assert found.used_share is None
 
 
 @pytest.mark.parametrize(

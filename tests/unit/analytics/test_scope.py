@@ -74,9 +74,12 @@ def test_managers_are_those_someone_reports_to() -> None:
 
 async def test_an_owner_sees_their_own_customers_and_channels_only() -> None:
     scope = await scope_of("owner", "S-O1", FakeDirectory(), SUBJECTS)  # type: ignore[arg-type]
-    assert scope.staff == {"S-O1"} and scope.teams == frozenset()
-    assert scope.customers == {"C-1"} and scope.channels == {"CH-1"}
-    assert scope.sees("customer:C-1") and not scope.sees("customer:C-2")
+    assert scope.staff == {"S-O1"}
+    assert scope.teams == frozenset()
+    assert scope.customers == {"C-1"}
+    assert scope.channels == {"CH-1"}
+    assert scope.sees("customer:C-1")
+    assert not scope.sees("customer:C-2")
     assert scope.view("all", None) == ("owner", {"S-O1"})
     for dim, value in [("owner", "S-O2"), ("channel", "CH-3"), ("team", "north"), ("rule", None)]:
         with pytest.raises(HTTPException) as refused:
@@ -86,10 +89,12 @@ async def test_an_owner_sees_their_own_customers_and_channels_only() -> None:
 
 async def test_a_manager_sees_their_team_through_the_chain() -> None:
     scope = await scope_of("manager", "S-M2", FakeDirectory(), SUBJECTS)  # type: ignore[arg-type]
-    assert scope.staff == {"S-M2", "S-O3"} and scope.teams == {"south"}
+    assert scope.staff == {"S-M2", "S-O3"}
+    assert scope.teams == {"south"}
     assert scope.view("team", "south") == ("team", {"south"})
     assert scope.view("channel", None) == ("channel", {"CH-3"})
-    assert not scope.owns("S-O1") and scope.owns("S-O3")
+    assert not scope.owns("S-O1")
+    assert scope.owns("S-O3")
 
 
 async def test_an_admin_sees_everything() -> None:
