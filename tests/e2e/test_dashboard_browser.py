@@ -1,18 +1,22 @@
 """The analytics dashboard in headless Chromium (Debian's package, installed by `make test`)
-against a running analytics process with data: every page loads with its figures, in English
-and Chinese, and the browser reports nothing on its console."""
+against a running analytics process with data, driven over the DevTools protocol
+(tests/e2e/browser.py): a page opened without a session leads to the sign-in form; signed in
+as `make up`'s admin, every page loads with its figures, in English and Chinese, and the
+browser reports nothing on its console."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
+import base64
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
-from deploy.local.stack import LocalStack
+from deploy.local.stack import DEV_ADMIN_PASSWORD, DEV_API_KEY, LocalStack
 from shared.settings import KafkaSettings, TopicSettings
+from tests.e2e.browser import Browser
 from tests.e2e.replicas import Replicas
 from tests.integration.test_analytics_journeys import SUMMARY, journey_scenario
 from tests.integration.test_analytics_kafka import ORDERS, publish_all
@@ -22,37 +26,15 @@ from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--enable-logging=stderr",
-    "--v=0",
-]
+API_KEY = {"X-API-Key": DEV_API_KEY}  # analytics:read, as `make up` configures it
 
 
-async def browse(url: str, profile: Path, *extra: str) -> tuple[str, list[str]]:
-    """The page's DOM after load, and every console message the page caused."""
-    proc = await asyncio.create_subprocess_exec(
-        CHROMIUM,
-        *FLAGS,
-        f"--user-data-dir={profile}",
-        *extra,
-        "--dump-dom",
-        url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
-    console = [line for line in err.decode(errors="replace").splitlines() if ":CONSOLE" in line]
-    return out.decode(), console
+def signin_next(url: str) -> str | None:
+    """Where the sign-in page at ``url`` leads once signed in; None when ``url`` is not it."""
+    parts = urlsplit(url)
+    if parts.path != "/signin":
+        return None
+    return parse_qs(parts.query).get("next", [""])[0]
 
 
 async def test_every_dashboard_page_loads_with_data_and_no_console_errors(
@@ -67,7 +49,7 @@ async def test_every_dashboard_page_loads_with_data_and_no_console_errors(
             await publish_events(kafka_settings, topics.events, events)
         base = procs.urls["a"]
         window = {"from": "2026-11-01T00:00:00Z", "to": "2026-11-03T00:00:00Z"}
-        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        async with httpx.AsyncClient(base_url=base, timeout=10, headers=API_KEY) as http:
 
             async def orders_counted() -> bool:
                 report = (await http.get("/v1/report", params=window)).json()
@@ -110,18 +92,37 @@ async def test_every_dashboard_page_loads_with_data_and_no_console_errors(
             "/journeys?lang=zh": ["旅程", "当前在途", "（起点）"],
             "/at-risk?lang=zh": ["<td>C-1</td>", "<td>C-2</td>", "流失风险"],
             f"/channels?{span}": ["Channel health, week by week", "<td>CH-2</td>", "⚠", "<svg"],
+            f"/costs?{span}": ["Costs &amp; ROI", "Budgets of the current periods"],
+            "/reports?lang=zh": ["报告"],
         }
-        for path, expected in pages.items():
-            dom, console = await browse(f"{base}{path}", tmp_path / "profile")
-            missing = [text for text in expected if text not in dom]
-            assert not missing, f"{path}: {missing} not on the page"
-            assert console == [], f"{path}: console says {console}"
-        shot = stack.config.state_dir.parent / "dashboard.png"
-        await browse(
-            f"{base}/?{span}",
-            tmp_path / "profile",
-            f"--screenshot={shot}",
-            "--window-size=1200,900",
-        )
+        async with Browser.launch(tmp_path / "profile") as browser:
+            # without a session every page leads to the sign-in form, and back after it
+            landed = await browser.goto(f"{base}/")
+            assert signin_next(landed) == "/", landed
+            assert browser.statuses[f"{base}/"] == 303
+            assert browser.last_status == 200
+            assert browser.console == [], browser.console
+            after = await browser.submit_form(
+                "form.signin", {"username": "admin", "password": DEV_ADMIN_PASSWORD}
+            )
+            assert after == f"{base}/", after
+            assert "Signed in as admin" in await browser.dom()
+            for path, expected in pages.items():
+                browser.clear_console()
+                assert await browser.goto(f"{base}{path}") == f"{base}{path}"
+                assert browser.last_status == 200, f"{path}: {browser.last_status}"
+                dom = await browser.dom()
+                missing = [text for text in expected if text not in dom]
+                assert not missing, f"{path}: {missing} not on the page"
+                assert browser.console == [], f"{path}: console says {browser.console}"
+            await browser.send(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": 1200, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+            )
+            await browser.goto(f"{base}/?{span}")
+            shot = await browser.send("Page.captureScreenshot", {"format": "png"})
+            (stack.config.state_dir.parent / "dashboard.png").write_bytes(
+                base64.b64decode(shot["data"])
+            )
     finally:
         procs.stop_all()

@@ -267,9 +267,12 @@ async def diagnose(system: System, keys: list[str]) -> str:
 
 async def analytics_counters(system: System) -> dict[str, int]:
     url = system.procs["analytics"].urls["a"]
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+    headers = {"X-API-Key": DEV_API_KEY}  # analytics:read
+    async with httpx.AsyncClient(base_url=url, timeout=10, headers=headers) as http:
         window = {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}
-        report = (await http.get("/v1/report", params=window)).json()
+        answer = await http.get("/v1/report", params=window)
+        assert answer.status_code == 200, answer.text
+        report = answer.json()
     counters: dict[str, int] = report["counters"]
     return {k: counters.get(k, 0) for k in system.truth.counters()}
 

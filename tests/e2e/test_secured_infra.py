@@ -263,7 +263,9 @@ async def test_every_service_runs_on_sasl_kafka_and_an_authenticated_database(
 
             async def counters() -> dict[str, int]:
                 window = {"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}
-                answer = await http.get(f"{analytics}/v1/report", params=window)
+                key = {"X-API-Key": DEV_API_KEY}  # analytics:read
+                answer = await http.get(f"{analytics}/v1/report", params=window, headers=key)
+                assert answer.status_code == 200, answer.text
                 found: dict[str, int] = answer.json()["counters"]
                 return found
 

@@ -217,7 +217,7 @@ async def figures(service: Service) -> dict[str, Any]:
     transport = httpx.ASGITransport(app=service.app)
     window = {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
     async with httpx.AsyncClient(transport=transport, base_url="http://a", headers=HEADERS) as http:
-        found = {}
+        found: dict[str, Any] = {}
         for dim in ("channel", "owner", "team"):
             answer = await http.get("/v1/costs", params={**window, "dim": dim})
             assert answer.status_code == 200, answer.text
@@ -236,7 +236,7 @@ def mails(harness: Harness, subject_part: str) -> list[EmailMessage]:
     parsed = [
         email.message_from_bytes(raw, policy=email.policy.strict) for raw in harness.sink.messages
     ]
-    return [m for m in parsed if subject_part in str(m["Subject"])]  # type: ignore[misc]
+    return [m for m in parsed if subject_part in str(m["Subject"])]
 
 
 async def test_roi_budgets_an_overrun_alert_and_a_weekly_report(

@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from services.analytics.facts import Fact, cents, read
+from services.analytics.facts import Fact, read
+from services.analytics.money import cents
 from tests.unit.analytics.fact_builders import (
     CUSTOMER,
     SHANGHAI,

@@ -85,7 +85,6 @@ async def test_costs_count_once_under_channel_owner_and_the_owners_team() -> Non
     channel = event(
         "channel.upserted",
         "ch",
-        T,
         channel_id="CH-1",
         name="Dealer",
         timezone="UTC",

@@ -80,7 +80,7 @@ async def test_an_owner_sees_their_own_customers_and_channels_only() -> None:
     assert scope.channels == {"CH-1"}
     assert scope.sees("customer:C-1")
     assert not scope.sees("customer:C-2")
-    assert scope.view("all", None) == ("owner", {"S-O1"})
+    assert scope.view("all", None) == ("owner", frozenset({"S-O1"}))
     for dim, value in [("owner", "S-O2"), ("channel", "CH-3"), ("team", "north"), ("rule", None)]:
         with pytest.raises(HTTPException) as refused:
             scope.view(dim, value)
@@ -91,8 +91,8 @@ async def test_a_manager_sees_their_team_through_the_chain() -> None:
     scope = await scope_of("manager", "S-M2", FakeDirectory(), SUBJECTS)  # type: ignore[arg-type]
     assert scope.staff == {"S-M2", "S-O3"}
     assert scope.teams == {"south"}
-    assert scope.view("team", "south") == ("team", {"south"})
-    assert scope.view("channel", None) == ("channel", {"CH-3"})
+    assert scope.view("team", "south") == ("team", frozenset({"south"}))
+    assert scope.view("channel", None) == ("channel", frozenset({"CH-3"}))
     assert not scope.owns("S-O1")
     assert scope.owns("S-O3")
 
@@ -100,7 +100,7 @@ async def test_a_manager_sees_their_team_through_the_chain() -> None:
 async def test_an_admin_sees_everything() -> None:
     scope = await scope_of("admin", None, FakeDirectory(), SUBJECTS)  # type: ignore[arg-type]
     assert scope is EVERYTHING
-    assert scope.view("rule", "renewal") == ("rule", {"renewal"})
+    assert scope.view("rule", "renewal") == ("rule", frozenset({"renewal"}))
     assert Scope(everything=True).values("owner") is None
 
 
