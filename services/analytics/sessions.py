@@ -344,6 +344,15 @@ _HEADERS = {
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
 }
 HSTS = "max-age=31536000; includeSubDomains"
+# the interactive API docs (FastAPI's Swagger UI and ReDoc) load their script and style sheet
+# from jsDelivr and start with an inline script: only those pages may (they show no data)
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
+DOCS_POLICY = (
+    "default-src 'none'; script-src 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: "
+    "https://fastapi.tiangolo.com https://cdn.redoc.ly; connect-src 'self'; "
+    "worker-src blob:; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 class SecurityHeaders:
@@ -367,6 +376,8 @@ class SecurityHeaders:
                 headers = MutableHeaders(scope=message)
                 for name, value in _HEADERS.items():
                     headers[name] = value
+                if scope.get("path") in DOCS_PATHS:
+                    headers["Content-Security-Policy"] = DOCS_POLICY
                 if self.hsts:
                     headers["Strict-Transport-Security"] = HSTS
                 if "cache-control" not in headers:

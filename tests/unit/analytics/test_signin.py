@@ -534,6 +534,18 @@ async def test_every_response_carries_the_security_headers(http: httpx.AsyncClie
     assert_secured(stream)
 
 
+async def test_only_the_api_docs_may_load_their_scripts_from_the_cdn(
+    http: httpx.AsyncClient,
+) -> None:
+    docs = await http.get("/docs")
+    assert docs.status_code == 200
+    policy = docs.headers["content-security-policy"]
+    assert "script-src 'unsafe-inline' https://cdn.jsdelivr.net" in policy
+    assert "frame-ancestors 'none'" in policy
+    page = await http.get("/signin")
+    assert "script-src" not in page.headers["content-security-policy"]
+
+
 async def test_no_hsts_nor_secure_cookies_over_plain_http() -> None:
     world = World(cookie_secure=False)
     async with world.client(secure=False) as http:
