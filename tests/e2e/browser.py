@@ -1,8 +1,8 @@
 """A tiny Chrome DevTools Protocol driver for Debian's headless Chromium, for end-to-end tests.
 
 Use it when a test must act as a person in a browser: sign in through a real form (cookies, a
-CSRF field, a redirect), open pages as that user, read what the console said. For one page's
-DOM without a session, `chromium --dump-dom` (tests/e2e/test_dashboard_browser.py) is simpler.
+CSRF field, a redirect), open pages as that user, read what the console said
+(tests/e2e/test_dashboard_browser.py, tests/e2e/test_dashboard_signin.py).
 
     async with Browser.launch(tmp_path / "profile") as browser:
         await browser.goto(f"{base}/signin")
@@ -33,7 +33,7 @@ from websockets.exceptions import ConnectionClosed
 T = TypeVar("T")
 Event = dict[str, Any]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [  # the same as tests/e2e/test_dashboard_browser.py's
+FLAGS = [  # headless, and nothing of its own on the network
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--enable-logging=stderr", "--v=0",
