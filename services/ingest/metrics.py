@@ -24,7 +24,7 @@ preinit(
     EVENTS,
     [
         ("kafka", form, outcome)
-        for form in ("binary", "structured", "plain")
+        for form in ("binary", "structured", "plain", "mapped")
         for outcome in ("published", "duplicate")
     ],
 )

@@ -20,6 +20,8 @@ class Reason(StrEnum):
     NAIVE_TIMESTAMP = "naive_timestamp"
     INVALID_EMAIL = "invalid_email"
     INVALID_PHONE = "invalid_phone"
+    MAPPING_FAILED = "mapping_failed"  # a mapped source's record its mapping cannot map
+    NOT_A_CHANGE = "not_a_change"  # a record on a Debezium topic that is no change event
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from services.ingest.dedup import MongoDedupStore
 from services.ingest.normalise import NormaliseContext
 from services.ingest.pipeline import IngestConfig, IngestHandler
 from services.ingest.settings import IngestSettings
+from services.ingest.sources import MappedSources, check_topics, refresh_forever
 from shared.apikeys import KeyRing
 from shared.http import create_app
 from shared.kafka.clients import make_producer
@@ -46,13 +47,22 @@ async def build(settings: IngestSettings) -> AsyncIterator[Service]:
     indexes = asyncio.create_task(retry_until_done(dedup.ensure_indexes), name="ingest-indexes")
     context = normalise_context(settings)
     topics = settings.topics
+    sources = MappedSources(settings.mappings_dir)
+    sources.refresh()
+    own = [topics.raw_customer, topics.raw_channel, topics.events, topics.actions]
+    own += [topics.deliveries, topics.dlq]
+    for error in check_topics(sources.mappings, own):
+        raise ValueError(f"mappings: {error}")
     loop = service_loop(
         settings,
-        topics=[topics.raw_customer, topics.raw_channel],
+        topics=[topics.raw_customer, topics.raw_channel, *sources.topics()],
         handler=IngestHandler(
-            IngestConfig(topics.events, settings.max_message_bytes, context), dedup
+            IngestConfig(topics.events, settings.max_message_bytes, context), dedup, sources
         ),
         progress=progress,
+    )
+    refresher = asyncio.create_task(
+        refresh_forever(sources, settings.mappings_refresh_s), name="ingest-mappings"
     )
     publisher = Publisher(lambda: make_producer(settings.kafka, f"{settings.service_name}-http"))
     publisher.start_in_background()
@@ -84,6 +94,7 @@ async def build(settings: IngestSettings) -> AsyncIterator[Service]:
     try:
         yield Service(app=app, loops=[loop])
     finally:
+        refresher.cancel()
         indexes.cancel()
         await publisher.close()
         await mongo.close()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.apikeys import ApiKeySpec
 from shared.events.fields import zone
 from shared.settings import ServiceSettings
+
+MAPPINGS_DIR = Path(__file__).with_name("mappings")
 
 
 class IngestSettings(ServiceSettings):
@@ -20,6 +24,9 @@ class IngestSettings(ServiceSettings):
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     max_batch_items: int = Field(default=500, ge=1, le=5000)
     default_source: str = "urn:upkeep:ingest"
+    # the mapped sources' files (services/ingest/mappings/*.yaml), read again every few seconds
+    mappings_dir: Path | None = MAPPINGS_DIR
+    mappings_refresh_s: float = Field(default=5.0, gt=0)
     default_timezone: str | None = None
     phone_region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
     # de-duplication claims are kept for the replay horizon (UPKEEP_REPLAY_HORIZON_DAYS, see
