@@ -82,17 +82,51 @@ class Produce(BaseModel):
         return self
 
 
+class Verify(BaseModel):
+    """How a source signs its pushes. ``preset: standard-webhooks`` is the Standard Webhooks
+    scheme (``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64>`` over
+    ``id.timestamp.body``, secrets ``whsec_<base64>``); otherwise the fields say it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: Literal["standard-webhooks"] | None = None
+    header: str = Field("X-Signature", max_length=100)
+    algorithm: Literal["sha256", "sha512", "sha1"] = "sha256"
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = Field("", max_length=20, description="before the digest, e.g. sha256=")
+    signed: Literal["body", "timestamp.body", "id.timestamp.body"] = "body"
+    timestamp_header: str | None = Field(None, max_length=100)
+    id_header: str | None = Field(None, max_length=100)
+    tolerance_s: int = Field(300, ge=1, le=86_400)
+
+    def resolved(self) -> Verify:
+        if self.preset != "standard-webhooks":
+            return self
+        return Verify(
+            header="webhook-signature",
+            encoding="base64",
+            prefix="v1,",
+            signed="id.timestamp.body",
+            timestamp_header="webhook-timestamp",
+            id_header="webhook-id",
+            tolerance_s=self.tolerance_s,
+        )
+
+
 class Source(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     topics: list[Topic] = Field(default_factory=list, max_length=50)
     http: str | None = Field(None, max_length=64, pattern=r"^[a-z0-9][a-z0-9-]*$")
     format: Literal["json", "debezium"] = "json"
+    verify: Verify | None = Field(None, description="how an http source signs its pushes")
 
     @model_validator(mode="after")
     def _one(self) -> Source:
         if bool(self.topics) == (self.http is not None):
             raise ValueError("a source is either Kafka topics or an http source, not both")
+        if self.verify is not None and self.http is None:
+            raise ValueError("verify is for an http source")
         return self
 
 

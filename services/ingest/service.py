@@ -13,6 +13,7 @@ from services.ingest.normalise import NormaliseContext
 from services.ingest.pipeline import IngestConfig, IngestHandler
 from services.ingest.settings import IngestSettings
 from services.ingest.sources import MappedSources, check_topics, refresh_forever
+from services.ingest.webhooks import webhooks_router
 from shared.apikeys import KeyRing
 from shared.http import create_app
 from shared.kafka.clients import make_producer
@@ -89,6 +90,17 @@ async def build(settings: IngestSettings) -> AsyncIterator[Service]:
             ),
             KeyRing(settings.api_keys),
             publisher.publish,
+        )
+    )
+    app.include_router(
+        webhooks_router(
+            sources,
+            settings.source_secrets,
+            publisher.publish,
+            raw_customer_topic=topics.raw_customer,
+            raw_channel_topic=topics.raw_channel,
+            max_body_bytes=settings.max_body_bytes,
+            context=context,
         )
     )
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.apikeys import ApiKeySpec
@@ -27,6 +27,9 @@ class IngestSettings(ServiceSettings):
     # the mapped sources' files (services/ingest/mappings/*.yaml), read again every few seconds
     mappings_dir: Path | None = MAPPINGS_DIR
     mappings_refresh_s: float = Field(default=5.0, gt=0)
+    # the secrets that verify each http source's pushes ({"shop-push": ["whsec_…"]}, newest
+    # first: during a rotation both verify)
+    source_secrets: dict[str, list[SecretStr]] = Field(default_factory=dict)
     default_timezone: str | None = None
     phone_region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
     # de-duplication claims are kept for the replay horizon (UPKEEP_REPLAY_HORIZON_DAYS, see

@@ -36,10 +36,15 @@ class Mapped:
 
 
 def map_record(
-    mapping: Mapping, value: bytes | None, key: bytes | None, where: str
+    mapping: Mapping,
+    value: bytes | None,
+    key: bytes | None,
+    where: str,
+    identity: str | None = None,
 ) -> Mapped | Rejection:
     """The decoded events a source's record becomes; a :class:`Rejection` names the mapping
-    and the failing field. ``where`` (topic or source) goes into the default event ids."""
+    and the failing field. The default event ids derive from ``identity`` (a push's delivery
+    id), else the change's identity or ``where`` (topic or source) and the record's bytes."""
     if mapping.spec.source.format == "debezium":
         try:
             change = read_change(value, key)
@@ -47,15 +52,17 @@ def map_record(
             return Rejection(Reason.NOT_A_CHANGE, f"mapping {mapping.name}: {exc}")
         if change is None:  # a tombstone or a truncate
             return Mapped(mapping, [])
-        document, identity = change.document(), change.identity()
+        document, found = change.document(), change.identity()
     else:
         try:
             document = orjson.loads(value or b"")
         except orjson.JSONDecodeError as exc:
             return Rejection(Reason.INVALID_JSON, f"mapping {mapping.name}: not JSON: {exc.msg}")
-        identity = hashlib.sha256(where.encode() + b"|" + (value or b"")).hexdigest()[:32]
+        found = hashlib.sha256(where.encode() + b"|" + (value or b"")).hexdigest()[:32]
+    if identity:
+        found = hashlib.sha256(f"{where}|{identity}".encode()).hexdigest()[:32]
     try:
-        plain = mapping.apply(document, f"{mapping.name}:{identity}")
+        plain = mapping.apply(document, f"{mapping.name}:{found}")
     except MappingFailed as exc:
         return Rejection(Reason.MAPPING_FAILED, str(exc))
     events = []

@@ -36,7 +36,12 @@ SOURCE = {"connector": "postgresql", "db": "crm", "schema": "public", "table": "
 
 
 def change(op: str, *, schema: bool = False, lsn: int = 100, **rows: Any) -> bytes:
-    body: dict[str, Any] = {"op": op, "before": None, "after": None, "source": {**SOURCE, "lsn": lsn}}
+    body: dict[str, Any] = {
+        "op": op,
+        "before": None,
+        "after": None,
+        "source": {**SOURCE, "lsn": lsn},
+    }
     body |= {"ts_ms": 1764547300000, **rows}
     return orjson.dumps({"schema": {"type": "struct"}, "payload": body} if schema else body)
 
