@@ -105,11 +105,10 @@ class Costing:
             return found.get(f"channel:{budget.scope_id}", {}).get("owner")
         return None
 
-    def visible(self, budget: BudgetSet, owner: str | None, scope: Scope) -> bool:
-        if scope.everything:
-            return True
-        kind = DIMENSION[budget.scope]
-        return scope.allows(kind, budget.scope_id) or scope.owns(owner)
+    def visible(self, budget: BudgetSet, scope: Scope) -> bool:
+        """A budget's figures are its channel's, owner's or team's: shown to whoever may see
+        those (who answers for it is told of an overrun, but sees no more than their scope)."""
+        return scope.everything or scope.allows(DIMENSION[budget.scope], budget.scope_id)
 
     async def statuses(
         self,
@@ -126,10 +125,13 @@ class Costing:
         for budget in await self.budgets.all():
             if current_only and budget.period_id != budget_period_of(budget.period, today):
                 continue
-            owner = await self.owner_of(budget)
-            if not self.visible(budget, owner, scope):
+            if not self.visible(budget, scope):
                 continue
-            start, end = instants(*period_dates(budget.period, budget.period_id), tz)
+            owner = await self.owner_of(budget)
+            try:
+                start, end = instants(*period_dates(budget.period, budget.period_id), tz)
+            except (ValueError, OverflowError):  # a period at the calendar's very edge
+                continue
             kind = DIMENSION[budget.scope]
             # what was used by ``now``: a report about a past week sees its budget as it stood
             until = min(end, now)

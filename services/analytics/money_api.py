@@ -67,7 +67,10 @@ class ArchivedReport(BaseModel):
 
 def _window(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
     until = until or datetime.now(UTC) + timedelta(days=1)
-    return since or until - timedelta(days=92), until
+    try:
+        return since or until - timedelta(days=92), until
+    except OverflowError:
+        raise HTTPException(422, "the window is outside the calendar") from None
 
 
 def money_router(
@@ -153,6 +156,8 @@ def money_router(
         send it a second time."""
         who.require_admin()
         manager, period = await manager_and_period(body.manager_id, kind, body.period)
+        if not reports.complete(manager, period):
+            raise HTTPException(409, f"{period.label} is not over yet: its report is not due")
         key, resend = await reports.send_now(manager, period)
         return SentReport(
             key=key, manager_id=manager.staff_id, kind=kind, period=period.label, resend=resend
@@ -169,7 +174,10 @@ def money_router(
         """A manager's report for a period as it would be sent (HTML), its data (JSON) or its
         CSV attachment; for admins, and for a manager of their own (or a report's within
         their scope)."""
-        if not who.scope.owns(manager_id):
+        # a report is a manager's view: an owner's own scope is smaller than it would show
+        if not who.scope.everything and (
+            who.principal.role == "owner" or not who.scope.owns(manager_id)
+        ):
             raise out_of_scope(f"the report of {manager_id!r} is not in your scope")
         manager, wanted = await manager_and_period(manager_id, kind, period)
         built = await reports.build(manager, wanted)

@@ -91,7 +91,11 @@ def money_pages_router(
         lang = language(request)
         t = TEXT[lang]
         until = _instant(request.query_params.get("to")) or clock() + timedelta(days=1)
-        since = _instant(request.query_params.get("from")) or until - timedelta(days=92)
+        try:
+            since = _instant(request.query_params.get("from")) or until - timedelta(days=92)
+        except OverflowError:  # ?to= at the calendar's start
+            until = clock() + timedelta(days=1)
+            since = until - timedelta(days=92)
         overall = await costing.total(since, until, "all", scope=who.scope)
         by_channel = await costing.total(since, until, "channel", scope=who.scope)
         by_owner = await costing.total(since, until, "owner", scope=who.scope)

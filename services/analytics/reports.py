@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
+from prometheus_client import Counter
 from pymongo import DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 
@@ -34,6 +35,7 @@ from services.analytics.people import loads
 from services.analytics.report import Reporting, ratio
 from services.analytics.scope import Scope, scope_of
 from services.analytics.staff import Directory, Member, managers
+from shared.errors import is_transient
 from shared.events.actions import ActionMessage, ActionRecipient, Attachment
 from shared.events.fields import zone
 from shared.kafka.messages import Outgoing
@@ -44,6 +46,10 @@ log = logging.getLogger(__name__)
 Kind = Literal["weekly", "monthly"]
 KINDS: tuple[Kind, ...] = ("weekly", "monthly")
 RULE = "manager-report"
+FAILED = Counter(
+    "upkeep_analytics_reports_failed_total",
+    "Managers' reports that could not be made (not a transient error: see the log).",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +62,13 @@ class Period:
     @classmethod
     def parse(cls, kind: Kind, label: str) -> Period:
         """``2026-W48`` (weekly) or ``2026-11`` (monthly); ValueError otherwise."""
+        try:
+            return cls._parse(kind, label)
+        except OverflowError:
+            raise ValueError(f"{label!r} is outside the calendar") from None
+
+    @classmethod
+    def _parse(cls, kind: Kind, label: str) -> Period:
         if kind == "weekly":
             year_text, week_text = label.split("-W")
             year, week = int(year_text), int(week_text)
@@ -90,9 +103,12 @@ class Built:
 
 
 def plain(value: Any) -> Any:
-    """A figure as a spreadsheet reads it: ``5,500.00`` -> ``5500.00``."""
+    """A figure as a spreadsheet reads it (``5,500.00`` -> ``5500.00``); a text that a
+    spreadsheet would run as a formula (``=…``, ``+…``, ``-…``, ``@…``) is quoted."""
     if isinstance(value, str) and value.replace(",", "").replace(".", "").lstrip("-").isdigit():
         return value.replace(",", "")
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
     return value
 
 
@@ -359,12 +375,28 @@ class Reports:
                 key = report_key(kind, period.label, manager.staff_id)
                 if local < at or await self.published(key):
                     continue
-                await self.publish(await self.build(manager, period), key, "schedule")
+                try:
+                    await self.publish(await self.build(manager, period), key, "schedule")
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise  # MongoDB or Kafka away: the whole check is tried again
+                    # one manager's report that cannot be made must not hold up the others
+                    FAILED.inc()
+                    log.exception("a report could not be made", extra={"report": key})
+                    continue
                 sent += 1
         return sent
 
+    def complete(self, manager: Member, period: Period) -> bool:
+        """Whether the period is over where the manager is."""
+        return period.last < self._clock().astimezone(zone(manager.timezone)).date()
+
     async def send_now(self, manager: Member, period: Period) -> tuple[str, bool]:
-        """Send a period's report at once; returns its key and whether it is a resend."""
+        """Send a complete period's report at once; returns its key and whether it is a
+        resend. (A period still running is refused by the API: its report would take the
+        scheduled one's place with half the figures.)"""
+        if not self.complete(manager, period):
+            raise ValueError(f"{period.label} is not over yet for {manager.staff_id}")
         built = await self.build(manager, period)
         resend = await self.published(built.key)
         key = f"{built.key}:resend:{self._clock():%Y%m%dT%H%M%S}" if resend else built.key

@@ -92,9 +92,9 @@ def same_token(presented: str, expected: str) -> bool:
     )
 
 
-def user_ref(username: str) -> str:
-    """What the logs say instead of a username (personal data): a short hash of it."""
-    return hashlib.sha256(username.encode()).hexdigest()[:12]
+def user_ref(username: str, key: bytes = b"") -> str:
+    """What the logs say instead of a username (personal data): a short keyed hash of it."""
+    return hmac.new(key or b"upkeep", username.encode(), hashlib.sha256).hexdigest()[:12]
 
 
 def safe_next(target: str | None) -> str:
@@ -303,8 +303,14 @@ class LoginLimiter:
         for key in self._keys(username, address):
             self._failures.setdefault(key, deque(maxlen=self.attempts)).append(now)
 
-    def succeeded(self, username: str) -> None:
+    def succeeded(self, username: str, address: str | None = None) -> None:
+        """A right password: the username's failures are forgotten, and the attempt just
+        counted for the address (see the sign-in route) is taken back."""
         self._failures.pop(self._user_key(username), None)
+        if address is not None:
+            times = self._failures.get(self._keys(username, address)[1])
+            if times:
+                times.pop()
 
     def _wait(self, key: str, now: float) -> int | None:
         times = self._failures.get(key)

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from argon2 import PasswordHasher
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
@@ -177,6 +177,7 @@ class Access:
         else:
             secret = settings.session_secret.get_secret_value()
         self.sessions = SessionCodec(secret, settings.session_minutes * 60, clock)
+        self.settings_secret = secret.encode()  # also keys the logs' user references
         self.limiter = LoginLimiter(settings.login_attempts, settings.login_window_s, clock)
         self._trusted = [ipaddress.ip_network(n, strict=False) for n in settings.proxy_trusted_ips]
         if settings.proxy_user_header and not self._trusted:
@@ -259,7 +260,33 @@ class Access:
     async def _checked(self, request: Request, who: Principal) -> Principal:
         if who.via == "session" and request.method in UNSAFE_METHODS:
             await self.check_csrf(request)
+        if who.via == "proxy" and request.method in UNSAFE_METHODS:
+            self.check_origin(request)
         return who
+
+    @staticmethod
+    def check_origin(request: Request) -> None:
+        """403 unless an unsafe request says it comes from this site (``Origin``, which
+        browsers send with every POST): a proxy's SSO cookie rides along on any site's form,
+        and there is no session token to ask for."""
+        origin = request.headers.get("origin", "")
+        host = request.headers.get("x-forwarded-host") or request.headers.get("host", "")
+        if not origin or urlsplit(origin).netloc != host.split(",")[0].strip():
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "a cross-site request is refused")
+
+    def client_address(self, request: Request) -> str:
+        """The caller's address: behind a trusted proxy, the one it says it forwards for
+        (the last of ``X-Forwarded-For``), else the peer's."""
+        peer = request.client.host if request.client else "unknown"
+        forwarded = request.headers.get("x-forwarded-for", "")
+        if forwarded and self._peer_trusted(request):
+            return forwarded.split(",")[-1].strip() or peer
+        return peer
+
+    def user_ref(self, username: str) -> str:
+        """What the logs say instead of a username: a keyed hash (the staff list cannot be
+        hashed to find who it was without the session key)."""
+        return user_ref(username, self.settings_secret)
 
     def _key_principal(self, presented: str) -> Principal | None:
         spec = self.keys.find(presented)
@@ -354,8 +381,8 @@ def signin_router(access: Access) -> APIRouter:
         target = safe_next(target)
         if not same_token(field(CSRF_FIELD), request.cookies.get(SIGNIN_CSRF_COOKIE, "")):
             return form(request, status.HTTP_403_FORBIDDEN, target, username, "signin_expired")
-        address = request.client.host if request.client else "unknown"
-        ref = user_ref(username)
+        address = access.client_address(request)
+        ref = access.user_ref(username)
         wait = access.limiter.retry_after(username, address)
         if wait is not None:
             logger.warning(
@@ -366,12 +393,14 @@ def signin_router(access: Access) -> APIRouter:
             )
             response.headers["Retry-After"] = str(wait)
             return response
+        # counted as failed before the password is checked, and forgiven when it is right:
+        # attempts made at once cannot all slip past the limit while the hashes are computed
+        access.limiter.failed(username, address)
         account = await access.verify(username, password) if username and password else None
         if account is None:
-            access.limiter.failed(username, address)
             logger.info("sign-in failed (user %s)", ref, extra={"user_ref": ref})
             return form(request, status.HTTP_401_UNAUTHORIZED, target, username, "signin_failed")
-        access.limiter.succeeded(username)
+        access.limiter.succeeded(username, address)
         mark = password_mark(account.password_hash)
         session = access.sessions.open(account.username, account.role, account.staff_id, mark)
         response = RedirectResponse(target, status.HTTP_303_SEE_OTHER)

@@ -27,6 +27,10 @@ DIGEST_TEMPLATE = "owner_digest"
 DEFAULT_GRACE = timedelta(minutes=5)
 
 
+# what is never folded into a digest: a manager's report, a budget overrun (analytics' own)
+STANDALONE = frozenset({"report", "budget_alert"})
+
+
 @dataclass(frozen=True, slots=True)
 class Digest:
     """Fold an owner's reminder e-mails into one message a day at ``at`` (their local time).
@@ -42,6 +46,8 @@ class Digest:
         return (
             action.recipient.kind == "staff"
             and action.kind == "email"
+            and not action.attachments  # a report with its CSV is a message of its own
+            and action.purpose not in STANDALONE
             and not is_digest(entry)
             and (not self.rules or action.rule in self.rules)
         )

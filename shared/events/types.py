@@ -539,6 +539,7 @@ class SubjectLabelled(_AboutSubject):
 
 CostCategory = Literal["travel", "gift", "rebate", "event", "staff_time", "other"]
 Hours = Annotated[Decimal, Field(gt=0, le=10_000, max_digits=7, decimal_places=2)]
+MAX_COST = Decimal(1_000_000_000_000)  # in minor units it still fits MongoDB's 64-bit integer
 
 
 class CostRecorded(_AboutSubject):
@@ -572,6 +573,8 @@ class CostRecorded(_AboutSubject):
             raise ValueError("amount is not hours x hourly_rate")
         if not timed and self.amount is None:
             raise ValueError("a cost needs an amount (or hours and hourly_rate for staff_time)")
+        if self.total() > MAX_COST:
+            raise ValueError(f"a cost above {MAX_COST:,} is not a maintenance cost")
         return self
 
     def total(self) -> Decimal:
@@ -584,10 +587,11 @@ class CostRecorded(_AboutSubject):
 
 BudgetScope = Literal["channel", "owner", "team"]
 BudgetPeriod = Literal["month", "quarter", "year"]
+_YEAR = r"(19\d\d|2\d\d\d)"  # 1900-2999: a budget's period stays inside the calendar
 _PERIOD = {
-    "month": r"^\d{4}-(0[1-9]|1[0-2])$",
-    "quarter": r"^\d{4}-Q[1-4]$",
-    "year": r"^\d{4}$",
+    "month": rf"^{_YEAR}-(0[1-9]|1[0-2])$",
+    "quarter": rf"^{_YEAR}-Q[1-4]$",
+    "year": rf"^{_YEAR}$",
 }
 
 

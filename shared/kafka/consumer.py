@@ -107,10 +107,17 @@ class ConsumerLoop:
 
     @property
     def caught_up(self) -> bool:
-        """Ready, with partitions, and nothing left to read at the last lag measurement (every
-        few seconds): what was published before is counted. For work that must not run on half
-        the data (analytics' scheduled reports)."""
-        return self.ready and bool(self.assignment) and self._behind == 0
+        """Ready, with partitions, and at most a batch left to read at the last lag
+        measurement (every few seconds) since the partitions were assigned: what was
+        published until moments ago is counted. For work that must not run on half the data
+        (analytics' scheduled reports); steady traffic leaves a little lag, which is fine."""
+        behind = self._behind
+        return (
+            self.ready
+            and bool(self.assignment)
+            and behind is not None
+            and behind <= self._max_records
+        )
 
     @property
     def assignment(self) -> set[TopicPartition]:
@@ -213,6 +220,8 @@ class ConsumerLoop:
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         metrics.REBALANCES.labels("assigned").inc()
+        self._behind = None  # not known for the new partitions until measured again
+        self._lag_updated = 0.0
         if self._progress is not None and assigned:
             async with self._lock:
                 await self._position_partitions(assigned)

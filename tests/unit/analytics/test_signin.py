@@ -4,7 +4,9 @@ to /signin, and the security headers — over a small app with one route of each
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import hmac
 import io
 import json
 import logging
@@ -622,10 +624,49 @@ async def test_the_logs_name_no_user_nor_address(
                 await sign_in(http, password="guess")
     ours = [r for r in caplog.records if r.name == "services.analytics.signin"]
     assert [r.levelname for r in ours] == ["INFO", "INFO", "INFO", "INFO", "WARNING"]
-    assert {getattr(r, "user_ref", None) for r in ours} == {
-        hashlib.sha256(USER.encode()).hexdigest()[:12]
-    }
+    # keyed with the session secret: hashing the staff list does not tell who it was
+    keyed = hmac.new(SECRET.encode(), USER.encode(), hashlib.sha256).hexdigest()[:12]
+    assert {getattr(r, "user_ref", None) for r in ours} == {keyed}
+    assert keyed != hashlib.sha256(USER.encode()).hexdigest()[:12]
     for record in caplog.records:
         text = record.getMessage() + " " + " ".join(map(str, vars(record).values()))
         assert USER not in text
         assert "198.51.100.23" not in text
+
+
+# -- what review found ---------------------------------------------------------------------------
+
+
+async def test_attempts_made_at_once_cannot_slip_past_the_limit(world: World) -> None:
+    async with world.client("192.0.2.9") as http:
+        form = await http.get("/signin")
+        assert form.status_code == 200
+        token = http.cookies.get("upkeep_csrf")
+        data = {"username": USER, "password": "guess", "csrf_token": token, "next": "/page"}
+        answers = await asyncio.gather(*(http.post("/signin", data=data) for _ in range(20)))
+    codes = sorted(a.status_code for a in answers)
+    assert codes.count(401) <= world.access.limiter.attempts
+    assert codes.count(429) >= 20 - world.access.limiter.attempts
+
+
+async def test_behind_the_proxy_each_forwarded_address_has_its_own_limit() -> None:
+    world = World(**PROXY)
+    limit = world.access.limiter.attempts
+    async with world.client("10.0.0.7") as http:  # the proxy
+        for n in range(limit + 1):
+            http.headers["X-Forwarded-For"] = "198.51.100.1"
+            answer = await sign_in(http, username=f"someone-{n}", password="guess")
+        assert answer.status_code == 429  # the one address, under any name, is limited
+        http.headers["X-Forwarded-For"] = "198.51.100.2"
+        other = await sign_in(http, username="someone-else", password="guess")
+    assert other.status_code == 401  # another address behind the same proxy is not
+
+
+async def test_a_cross_site_post_by_a_proxy_signed_in_person_is_refused() -> None:
+    world = World(**PROXY)
+    async with world.client("10.0.0.7") as http:
+        who = {"X-Forwarded-User": "S-1", "X-Forwarded-Groups": "upkeep-admins"}
+        cross = await http.post("/api/do", headers={**who, "Origin": "https://evil.example"})
+        none = await http.post("/api/do", headers=who)
+        same = await http.post("/api/do", headers={**who, "Origin": "https://testserver"})
+    assert (cross.status_code, none.status_code, same.status_code) == (403, 403, 200)

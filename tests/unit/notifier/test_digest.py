@@ -90,3 +90,35 @@ async def test_customer_mail_and_other_kinds_are_never_digested() -> None:
         ("birthday:C-1:2026", "sent", None),
         ("renewal:K-1:2026-07-01:30d", "sent", None),
     ]
+
+
+async def test_a_managers_report_and_a_budget_alert_are_never_folded() -> None:
+    w = make_world(digest=Digest(time(8, 30), grace=timedelta(minutes=5)))
+    await w.staff("S-1", email="wang.fang@example.com")
+    report = action(
+        "report:weekly:2026-W22:S-1",
+        "S-1",
+        template="manager_report",
+        priority="transactional",
+        recipient_kind="staff",
+        data=TEMPLATES.sample("manager_report"),
+    ) | {
+        "purpose": "report",
+        "attachments": [{"filename": "r.csv", "media_type": "text/csv", "content": "a,b\r\n"}],
+    }
+    alert = action(
+        "budget-overrun:B-1:2026-06:S-1",
+        "S-1",
+        template="budget_overrun",
+        priority="transactional",
+        recipient_kind="staff",
+        data=TEMPLATES.sample("budget_overrun"),
+    ) | {"purpose": "budget_alert"}
+    await w.consume(record(report, partition=0), record(alert, partition=1))
+    sent = summary(await w.tick(0, 1))
+    assert sorted(sent) == [
+        ("budget-overrun:B-1:2026-06:S-1", "sent", None),
+        ("report:weekly:2026-W22:S-1", "sent", None),
+    ]
+    with_csv = [m for m, _ in w.mail.delivered if list(m.iter_attachments())]
+    assert len(with_csv) == 1
