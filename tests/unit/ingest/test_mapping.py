@@ -20,7 +20,9 @@ from services.ingest.sources import MappedSources, check_topics, map_record
 from shared.events.envelope import CanonicalEvent
 from shared.kafka.messages import StoredRecord
 
-EXAMPLE = Path("services/ingest/mappings/example-crm-postgres.yaml")
+EXAMPLE = (
+    Path(__file__).parents[3] / "services" / "ingest" / "mappings" / "example-crm-postgres.yaml"
+)
 CONTRACT = {
     "id": 7,
     "customer_id": 3,
