@@ -11,7 +11,7 @@ from shared.apikeys import ApiKeySpec
 from shared.events.fields import zone
 from shared.settings import ServiceSettings
 
-MAPPINGS_DIR = Path(__file__).with_name("mappings")
+MAPPINGS_DIR = Path(__file__).with_name("mappings")  # the shipped examples
 
 
 class IngestSettings(ServiceSettings):
@@ -24,8 +24,10 @@ class IngestSettings(ServiceSettings):
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     max_batch_items: int = Field(default=500, ge=1, le=5000)
     default_source: str = "urn:upkeep:ingest"
-    # the mapped sources' files (services/ingest/mappings/*.yaml), read again every few seconds
-    mappings_dir: Path | None = MAPPINGS_DIR
+    # the mapped sources' files (*.yaml), read again every few seconds; none: no mapped sources
+    # (the shipped examples are in services/ingest/mappings: a mapping's topics must exist, so
+    # a deployment points this at the folder of its own)
+    mappings_dir: Path | None = None
     mappings_refresh_s: float = Field(default=5.0, gt=0)
     # the secrets that verify each http source's pushes ({"shop-push": ["whsec_…"]}, newest
     # first: during a rotation both verify)
