@@ -1,11 +1,17 @@
-"""``python -m deploy.local up|down|status|logs`` — the local runner behind ``make up``."""
+"""``python -m deploy.local up|down|status|logs`` — the local runner behind ``make up``.
+
+``UPKEEP_LOCAL_CDC=1`` also runs a CRM on PostgreSQL whose changes Debezium captures into Kafka
+(:mod:`deploy.local.cdc`); ingest maps them with ``services/ingest/mappings``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
+from deploy.local.cdc import CONNECTOR
 from deploy.local.kafka import ROOT
 from deploy.local.stack import (
     DEV_ADMIN_PASSWORD,
@@ -16,6 +22,9 @@ from deploy.local.stack import (
 )
 
 STATE = ROOT / ".run" / "local"
+# with UPKEEP_LOCAL_CDC=1: a change in the CRM, and where its renewal reminders show
+TRY_SQL = "UPDATE contracts SET end_date = current_date + 30 WHERE id = 1;"
+TRY_TIMERS = "/v1/subjects/customer:crm-1/timers"
 
 
 def _say(text: str) -> None:
@@ -28,6 +37,8 @@ def up(stack: LocalStack) -> int:
     if stack.managed("mongo").pid() is None:
         _say("MongoDB-wire server: " + stack.mongo_server.why)
     _say("starting the MongoDB-wire server and Kafka (KRaft) ...")
+    if stack.config.cdc:
+        _say("  and PostgreSQL with Debezium in Kafka Connect (UPKEEP_LOCAL_CDC=1) ...")
     stack.start_infra()
     _say("topics ready; starting services ...")
     for service in existing_services():
@@ -44,6 +55,10 @@ def up(stack: LocalStack) -> int:
         f"  dashboard: {stack.base_url('analytics')}/  (sign in as admin / {DEV_ADMIN_PASSWORD})\n"
         f"  API docs: {stack.base_url('ingest')}/docs     logs: make logs     stop: make down"
     )
+    if stack.config.cdc:
+        _say(f"  the CRM: {stack.cdc.psql_command()}   (then e.g. {TRY_SQL})")
+        rules = stack.base_url("rules")
+        _say(f"  reminders: curl -H 'X-API-Key: {DEV_API_KEY}' {rules}{TRY_TIMERS}")
     return 0
 
 
@@ -56,6 +71,12 @@ def status(stack: LocalStack) -> int:
             f"{_running_mongo(stack)})",
         ),
     ]
+    if stack.config.cdc or stack.managed("connect").pid() or stack.managed("postgres").pid():
+        pg, worker = stack.cdc.postgres, stack.cdc.worker
+        rows += [
+            ("postgres", f"postgresql://{pg.user}@{pg.host}:{pg.port}/{pg.database} (the CRM)"),
+            ("connect", f"{worker.url}/connectors/{CONNECTOR}/status (Debezium)"),
+        ]
     rows += [
         (s, f"{stack.base_url(s)}  /docs /metrics /healthz /readyz") for s in existing_services()
     ]
@@ -93,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             state_dir=STATE,
             mail_dir=ROOT / ".run" / "mail",
             rules_overlay=ROOT / "deploy" / "local" / "rules.demo.yaml",
+            cdc=os.environ.get("UPKEEP_LOCAL_CDC") == "1",
         )
     )
     if args.command == "up":

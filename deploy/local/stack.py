@@ -1,4 +1,5 @@
-"""The whole local system: Kafka, the MongoDB-wire server, topics and every service.
+"""The whole local system: Kafka, the MongoDB-wire server, topics and every service (and,
+opted into, PostgreSQL with Debezium in Kafka Connect: :mod:`deploy.local.cdc`).
 
 Shared by ``make up`` (fixed ports, state in ``.run/``) and the test harness (free ports, a
 state directory of its own), so tests run the system the way a newcomer does.
@@ -19,6 +20,7 @@ from pathlib import Path
 import httpx
 from pymongo import MongoClient
 
+from deploy.local.cdc import CdcStack
 from deploy.local.kafka import (
     ROOT,
     KafkaNode,
@@ -29,6 +31,7 @@ from deploy.local.kafka import (
 )
 from deploy.local.mongo_choice import ServerChoice, choose
 from deploy.local.processes import Managed
+from services.ingest.settings import MAPPINGS_DIR
 from shared.apikeys import digest
 from shared.kafka.topics import ensure_topics
 from shared.settings import KafkaSettings, TopicSettings
@@ -70,12 +73,16 @@ class StackConfig:
     kafka_sasl: SaslListener | None = None  # a second listener, SASL over TLS or not (tests)
     mongo_auth: bool = False  # the MongoDB-wire server refuses unauthenticated commands
     rules_overlay: Path | None = None  # UPKEEP_RULES_CONFIG_OVERLAY (make up: the demo's delays)
+    cdc: bool = False  # start_infra also starts PostgreSQL and Connect (UPKEEP_LOCAL_CDC=1)
+    postgres_port: int = 55432  # beside a PostgreSQL of the machine's own on 5432
+    connect_port: int = 8083  # Kafka Connect's REST API
 
 
 class LocalStack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self._mongo_choice: ServerChoice | None = None
+        self._cdc: CdcStack | None = None
         self.kafka_node = KafkaNode(
             config.state_dir, config.kafka_port, config.controller_port, sasl=config.kafka_sasl
         )
@@ -126,6 +133,9 @@ class LocalStack:
             env[prefix + "SESSION_SECRET"] = DEV_SESSION_SECRET
             env[prefix + "COOKIE_SECURE"] = "false"  # plain HTTP on 127.0.0.1
             env[prefix + "DASHBOARD_URL"] = self.base_url("analytics") + "/"
+        if service == "ingest" and self.config.cdc:
+            # the shipped mappings, example-crm-postgres among them: it reads Connect's topics
+            env[prefix + "MAPPINGS_DIR"] = str(MAPPINGS_DIR)
         if service == "ingest":
             env[prefix + "API_KEYS"] = (
                 f'[{{"name": "local-dev", "sha256": "{digest(DEV_API_KEY)}", '
@@ -201,6 +211,20 @@ class LocalStack:
         kafka = KafkaSettings(bootstrap_servers=self.kafka_node.bootstrap)
         return asyncio.run(ensure_topics(kafka, topics or TopicSettings(), wait_s=90))
 
+    @property
+    def cdc(self) -> CdcStack:
+        """PostgreSQL and Kafka Connect with Debezium, beside this stack's Kafka (their pid
+        files and logs with the others)."""
+        if self._cdc is None:
+            self._cdc = CdcStack(
+                self.config.state_dir,
+                self.kafka_node.bootstrap,
+                cache_dir=self.config.cache_dir,
+                postgres_port=self.config.postgres_port,
+                rest_port=self.config.connect_port,
+            )
+        return self._cdc
+
     def start_infra(self) -> None:
         self.start_mongo()
         self.start_kafka()
@@ -208,6 +232,8 @@ class LocalStack:
         self.wait_infra()
         wait_for_port("127.0.0.1", self.config.smtp_port, 30)
         self.create_topics()
+        if self.config.cdc:
+            self.cdc.start()
 
     # -- services ----------------------------------------------------------------------------
 
@@ -239,12 +265,17 @@ class LocalStack:
         raise TimeoutError(f"{url} not ready after {timeout:.0f}s: {last}")
 
     def stop_all(self) -> list[str]:
-        """Stop services first, then Kafka, then MongoDB. Returns what was running."""
+        """Stop services first, then Connect and PostgreSQL, then Kafka, then MongoDB. Returns
+        what was running."""
         stopped = []
         pids = self.config.state_dir / "pids"
         names = sorted(p.stem for p in pids.glob("*.pid")) if pids.exists() else []
         infra = ("kafka", "mongo", "mailsink")
-        for name in [n for n in names if n not in infra] + list(infra):
+        for name in [n for n in names if n not in (*infra, "connect", "postgres")]:
+            if self.managed(name).stop():
+                stopped.append(name)
+        stopped += self.cdc.stop()
+        for name in infra:
             if self.managed(name).stop():
                 stopped.append(name)
         return stopped
@@ -268,6 +299,8 @@ def ephemeral_stack(
             mongo_port=free_port(),
             smtp_port=free_port(),
             service_ports={name: free_port() for name in SERVICE_PORTS},
+            postgres_port=free_port(),
+            connect_port=free_port(),
             kafka_heap=kafka_heap,
             kafka_sasl=kafka_sasl,
         )
