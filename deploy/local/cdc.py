@@ -28,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import glob
+import hashlib
 import os
 import shutil
 import signal
@@ -208,6 +210,16 @@ def _unprivileged() -> list[str]:
     return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
 
 
+FALLBACK_ROOT = Path("/var/tmp/upkeep-postgres")  # noqa: S108 - a fixed, root-made folder
+
+
+@functools.lru_cache(maxsize=16)
+def _reachable(folder: str) -> bool:
+    """Whether the ``postgres`` user can enter ``folder`` (and so what is below it)."""
+    found = subprocess.run([*_unprivileged(), "test", "-x", folder], check=False)
+    return found.returncode == 0
+
+
 @dataclass(frozen=True)
 class PostgresNode:
     state_dir: Path
@@ -218,13 +230,22 @@ class PostgresNode:
 
     @property
     def data_dir(self) -> Path:
-        return self.state_dir / "postgres" / "data"
+        """In the state dir; when that is closed to the ``postgres`` user (a clone under
+        ``/root``), in ``/var/tmp/upkeep-postgres/<hash of the state dir>/``."""
+        wanted = self.state_dir / "postgres" / "data"
+        if os.geteuid() != 0 or _reachable(str(self.state_dir)):
+            return wanted
+        digest = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:16]
+        return FALLBACK_ROOT / digest / "data"
 
     def init(self, bindir: Path) -> None:
         """Create the cluster once (kept across restarts)."""
         if (self.data_dir / "PG_VERSION").exists():
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.data_dir.is_relative_to(FALLBACK_ROOT):
+            for folder in (FALLBACK_ROOT, self.data_dir.parent):
+                folder.chmod(0o755)
         if os.geteuid() == 0:
             shutil.chown(self.data_dir, "postgres", "postgres")
         self.data_dir.chmod(0o700)
