@@ -12,7 +12,7 @@ from services.ingest.dedup import MongoDedupStore
 from services.ingest.normalise import NormaliseContext
 from services.ingest.pipeline import IngestConfig, IngestHandler
 from services.ingest.settings import IngestSettings
-from services.ingest.sources import MappedSources, check_topics, refresh_forever
+from services.ingest.sources import MappedSources, refresh_forever
 from services.ingest.webhooks import webhooks_router
 from shared.apikeys import KeyRing
 from shared.http import create_app
@@ -48,12 +48,10 @@ async def build(settings: IngestSettings) -> AsyncIterator[Service]:
     indexes = asyncio.create_task(retry_until_done(dedup.ensure_indexes), name="ingest-indexes")
     context = normalise_context(settings)
     topics = settings.topics
-    sources = MappedSources(settings.mappings_dir)
-    sources.refresh()
     own = [topics.raw_customer, topics.raw_channel, topics.events, topics.actions]
     own += [topics.deliveries, topics.dlq]
-    for error in check_topics(sources.mappings, own):
-        raise ValueError(f"mappings: {error}")
+    sources = MappedSources(settings.mappings_dir, own)
+    sources.refresh()  # a mapping refused (logged with every error) stops nothing
     loop = service_loop(
         settings,
         topics=[topics.raw_customer, topics.raw_channel, *sources.topics()],

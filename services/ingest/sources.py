@@ -79,6 +79,7 @@ class MappedSources:
     """The mappings in force, by topic and by HTTP source."""
 
     folder: Path | None
+    reserved: Sequence[str] = ()  # topics no mapping may read (Upkeep's own)
     _by_file: dict[Path, tuple[float, Mapping]] = field(default_factory=dict)
 
     def refresh(self) -> list[str]:
@@ -95,6 +96,10 @@ class MappedSources:
                 continue
             try:
                 mapping = load(path)
+                others = [m for p, (_, m) in self._by_file.items() if p != path]
+                clashes = check_topics([*others, mapping], self.reserved)
+                if clashes:
+                    raise MappingInvalid(mapping.name, clashes)
             except (MappingInvalid, OSError, UnicodeDecodeError) as exc:
                 detail = "; ".join(exc.errors) if isinstance(exc, MappingInvalid) else str(exc)
                 errors.append(f"{path.name}: {detail}")

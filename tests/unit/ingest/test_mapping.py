@@ -236,6 +236,19 @@ def test_a_changed_file_replaces_its_mapping_and_a_broken_one_keeps_the_last(
     assert sources.for_http("shop-push") is None
 
 
+def test_a_mapping_that_reads_upkeeps_own_topics_is_refused_and_stops_nothing(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "crm.yaml").write_text(EXAMPLE.read_text())
+    (tmp_path / "shop.yaml").write_text(MINIMAL)
+    sources = MappedSources(tmp_path, ["crm.public.orders"])
+    errors = sources.refresh()
+    assert len(errors) == 1
+    assert errors[0].startswith("crm.yaml:")
+    assert "own topics" in errors[0]
+    assert [m.name for m in sources.mappings] == ["shop"]
+
+
 def test_a_mapping_may_not_read_upkeeps_own_topics_nor_anothers() -> None:
     mapping = load(EXAMPLE)
     assert check_topics([mapping], ["upkeep.events.v1"]) == []
