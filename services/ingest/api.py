@@ -23,6 +23,7 @@ from services.ingest.normalise import NormaliseContext, normalise
 from services.ingest.reasons import Reason, Rejection
 from shared.apikeys import WRITE_EVENTS, ApiKeySpec, KeyRing, require_scope
 from shared.errors import is_transient
+from shared.events.envelope import CanonicalEvent
 from shared.kafka.messages import Outgoing, canonical_message
 
 Publish = Callable[[Sequence[Outgoing]], Awaitable[None]]
@@ -98,7 +99,7 @@ def events_router(config: HttpIngestConfig, keys: KeyRing, publish: Publish) -> 
     async def submit(
         request: Request, _key: Annotated[ApiKeySpec, require_scope(keys, WRITE_EVENTS)]
     ) -> JSONResponse:
-        body = await _read_limited(request, config.max_body_bytes)
+        body = await read_limited(request, config.max_body_bytes)
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -113,17 +114,7 @@ def events_router(config: HttpIngestConfig, keys: KeyRing, publish: Publish) -> 
         media = request.headers.get("content-type", "").lower()
         structured = media.startswith(STRUCTURED_TYPES)
         accepted, errors, messages = _normalise_items(items, structured, config)
-        if messages:
-            try:
-                await publish(messages)
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                raise HTTPException(
-                    status.HTTP_503_SERVICE_UNAVAILABLE,
-                    "Kafka is unavailable; retry later",
-                    headers={"Retry-After": "5"},
-                ) from exc
+        await publish_or_503(publish, messages)
         answer = IngestResponse(accepted=accepted, errors=errors)
         code = status.HTTP_202_ACCEPTED if accepted or not errors else 422
         return JSONResponse(answer.model_dump(), status_code=code)
@@ -162,18 +153,35 @@ def _normalise_items(
             metrics.REJECTED.labels("http", event.reason.value).inc()
             errors.append(ItemError(index=index, reason=event.reason.value, detail=event.detail))
             continue
-        topic = (
-            config.raw_channel_topic
-            if event.subject.startswith("channel:")
-            else config.raw_customer_topic
-        )
+        topic = raw_topic(event, config.raw_customer_topic, config.raw_channel_topic)
         messages.append(canonical_message(topic, event))
         accepted.append(event.id)
         metrics.EVENTS.labels("http", getattr(decoded, "form", "unknown"), "accepted").inc()
     return accepted, errors, messages
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
+def raw_topic(event: CanonicalEvent, customer_topic: str, channel_topic: str) -> str:
+    """The raw topic of an event's subject (channels', or customers' for everything else)."""
+    return channel_topic if event.subject.startswith("channel:") else customer_topic
+
+
+async def publish_or_503(publish: Publish, messages: Sequence[Outgoing]) -> None:
+    """Publish before answering; Kafka away is a 503 with Retry-After (the client resends)."""
+    if not messages:
+        return
+    try:
+        await publish(messages)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "Kafka is unavailable; retry later",
+            headers={"Retry-After": "5"},
+        ) from exc
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
     too_large = HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"the body exceeds {limit} bytes")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

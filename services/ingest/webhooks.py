@@ -24,12 +24,18 @@ from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 
 from services.ingest import metrics
-from services.ingest.api import IngestResponse, ItemError, Publish, _read_limited
+from services.ingest.api import (
+    IngestResponse,
+    ItemError,
+    Publish,
+    publish_or_503,
+    raw_topic,
+    read_limited,
+)
 from services.ingest.mapping import Verify
 from services.ingest.normalise import NormaliseContext, normalise
 from services.ingest.reasons import Rejection
 from services.ingest.sources import MappedSources, map_record
-from shared.errors import is_transient
 from shared.kafka.messages import Outgoing, canonical_message
 
 
@@ -122,7 +128,7 @@ def webhooks_router(
         mapping = sources.for_http(source)
         if mapping is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no mapping for source {source!r}")
-        body = await _read_limited(request, max_body_bytes)
+        body = await read_limited(request, max_body_bytes)
         scheme = mapping.spec.source.verify or Verify()
         keys = [s.get_secret_value() for s in secrets.get(source, [])]
         headers = {k.lower(): v for k, v in request.headers.items()}
@@ -145,8 +151,7 @@ def webhooks_router(
             if isinstance(event, Rejection):
                 errors.append(ItemError(index=n, reason=event.reason.value, detail=event.detail))
                 continue
-            channel = event.subject.startswith("channel:")
-            topic = raw_channel_topic if channel else raw_customer_topic
+            topic = raw_topic(event, raw_customer_topic, raw_channel_topic)
             messages.append(canonical_message(topic, event))
             accepted.append(event.id)
         for e in errors:
@@ -154,17 +159,7 @@ def webhooks_router(
         if errors:  # all of a push, or none of it: the platform sees why and may resend
             answer = IngestResponse(accepted=[], errors=errors)
             return JSONResponse(answer.model_dump(), status_code=422)
-        if messages:
-            try:
-                await publish(messages)
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                raise HTTPException(
-                    status.HTTP_503_SERVICE_UNAVAILABLE,
-                    "Kafka is unavailable; retry later",
-                    headers={"Retry-After": "5"},
-                ) from exc
+        await publish_or_503(publish, messages)
         metrics.EVENTS.labels("http", "mapped", "accepted").inc(len(accepted))
         answer = IngestResponse(accepted=accepted, errors=[])
         return JSONResponse(answer.model_dump(), status_code=status.HTTP_202_ACCEPTED)

@@ -19,6 +19,7 @@ from services.ingest.mapping import Verify
 from services.ingest.normalise import NormaliseContext
 from services.ingest.sources import MappedSources
 from services.ingest.webhooks import Refused, sign, verify, webhooks_router
+from shared.errors import TransientError
 from shared.events.envelope import CanonicalEvent
 from shared.kafka.messages import Outgoing
 
@@ -59,13 +60,17 @@ def signed(body: bytes = PUSH, delivery: str = "msg_1", at: int = NOW, secret: s
 
 
 @asynccontextmanager
-async def api(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, list[Outgoing]]]:
+async def api(
+    tmp_path: Path, kafka_down: bool = False
+) -> AsyncIterator[tuple[httpx.AsyncClient, list[Outgoing]]]:
     (tmp_path / "shop.yaml").write_text(MAPPING)
     sources = MappedSources(tmp_path)
     assert sources.refresh() == []
     published: list[Outgoing] = []
 
     async def publish(messages: Sequence[Outgoing]) -> None:
+        if kafka_down:
+            raise TransientError("Kafka producer is not connected yet")
         published.extend(messages)
 
     app = FastAPI()
@@ -166,3 +171,11 @@ def test_a_custom_scheme_a_hex_hmac_of_the_body_with_a_prefix() -> None:
         verify(scheme, ["other"], {"x-hub-signature-256": header}, body, NOW)
     with pytest.raises(Refused, match="no secret"):
         verify(scheme, [], {"x-hub-signature-256": header}, body, NOW)
+
+
+async def test_kafka_away_is_a_503_the_platform_retries(tmp_path: Path) -> None:
+    async with api(tmp_path, kafka_down=True) as (http, published):
+        answer = await http.post(URL, content=PUSH, headers=signed())
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "5"
+    assert published == []
